@@ -1,0 +1,1 @@
+"""Retro-PEFT: reusable building blocks of the retrieval-augmented adapter pipeline."""

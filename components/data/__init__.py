@@ -1,0 +1,1 @@
+"""Loading, validation, chunking and the synthetic knowledge-base generator."""

@@ -1,0 +1,69 @@
+"""Token-aware chunking with overlap and stable content-hash chunk ids."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# (text) -> list of (start_char, end_char) per token
+OffsetsFn = Callable[[str], list[tuple[int, int]]]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    position: int
+    text: str
+
+
+def chunk_id(doc_id: str, text: str) -> str:
+    """Stable id from the document id and the chunk's content."""
+    return hashlib.sha256(f"{doc_id}\n{text}".encode()).hexdigest()[:20]
+
+
+def tokenizer_offsets(tokenizer) -> OffsetsFn:  # noqa: ANN001 - any fast HF tokenizer
+    """Token character offsets from a Hugging Face fast tokenizer."""
+
+    def offsets(text: str) -> list[tuple[int, int]]:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return [tuple(o) for o in enc["offset_mapping"]]
+
+    return offsets
+
+
+def chunk_text(
+    doc_id: str, text: str, offsets: OffsetsFn, max_tokens: int, overlap: int
+) -> list[Chunk]:
+    """Split `text` into windows of at most `max_tokens` tokens sharing `overlap` tokens.
+
+    Windows end at a line or sentence break when one lies in the last third of the window,
+    so chunks rarely cut a sentence.
+    """
+    if max_tokens <= 0 or not 0 <= overlap < max_tokens:
+        raise ValueError("need max_tokens > 0 and 0 <= overlap < max_tokens")
+    spans = offsets(text)
+    if not spans:
+        return []
+    chunks: list[Chunk] = []
+    start = 0
+    while start < len(spans):
+        end = min(start + max_tokens, len(spans))
+        if end < len(spans):
+            for cut in range(end - 1, start + (2 * max_tokens) // 3, -1):
+                between = text[spans[cut - 1][1]:spans[cut][0]] + text[spans[cut - 1][0]:spans[cut - 1][1]]
+                if "\n" in between or between.rstrip().endswith((".", "!", "?", ";")):
+                    end = cut
+                    break
+        piece = text[spans[start][0]:spans[end - 1][1]].strip()
+        if piece:
+            chunks.append(Chunk(chunk_id(doc_id, piece), doc_id, len(chunks), piece))
+        if end >= len(spans):
+            break
+        next_start = max(end - overlap, start + 1)
+        # begin the next window at a word start, not inside a word
+        while next_start < end and spans[next_start][0] > 0 and not text[spans[next_start][0] - 1].isspace():
+            next_start += 1
+        start = next_start
+    return chunks

