@@ -1,0 +1,1 @@
+"""Base models, PEFT adapters, prompts and generation."""

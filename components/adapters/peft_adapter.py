@@ -1,0 +1,62 @@
+"""PEFT adapters built by method name from peft's own config classes, saved as one artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from peft import PeftModel, get_peft_model
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+from peft.utils import PeftType
+
+ARTIFACT_CONFIG = "retro_config.json"
+
+
+def peft_config(method: str, config: dict[str, Any], total_steps: int | None = None):  # noqa: ANN201
+    """peft's config class for `method` (lora, adalora, ia3, or any peft type), filled from params.
+
+    The dict goes straight into the peft class; only AdaLoRA's `total_step` is filled in from
+    the training length when params leave it out.
+    """
+    try:
+        peft_type = PeftType[method.upper()]
+    except KeyError:
+        known = ", ".join(sorted(t.value.lower() for t in PEFT_TYPE_TO_CONFIG_MAPPING))
+        raise ValueError(f"unknown adapter method {method!r}; peft knows: {known}") from None
+    config = dict(config)
+    config.setdefault("task_type", "CAUSAL_LM")
+    if peft_type is PeftType.ADALORA and total_steps and not config.get("total_step"):
+        config["total_step"] = total_steps
+    return PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](**config)
+
+
+def attach_adapter(model, method: str, config: dict[str, Any], total_steps: int | None = None):  # noqa: ANN001, ANN201
+    """Wrap a base model with a fresh trainable adapter."""
+    return get_peft_model(model, peft_config(method, config, total_steps))
+
+
+def count_parameters(model) -> dict[str, int]:  # noqa: ANN001
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total}
+
+
+def save_artifact(model, folder: Path, retro_config: dict[str, Any]) -> None:  # noqa: ANN001
+    """Adapter weights (safetensors) and every config needed to use them, in one folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    (folder / ARTIFACT_CONFIG).write_text(json.dumps(retro_config, indent=2, sort_keys=True))
+
+
+def read_artifact_config(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / ARTIFACT_CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not a Retro-PEFT adapter artifact (no {ARTIFACT_CONFIG})")
+    return json.loads(path.read_text())
+
+
+def load_artifact(folder: Path, base_model, trainable: bool = False):  # noqa: ANN001, ANN201
+    """Put a saved adapter onto its (already loaded) base model."""
+    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable)

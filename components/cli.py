@@ -1,0 +1,123 @@
+"""The `retro` command line: make-corpus, pipeline, ask."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Retro-PEFT: retrieval-augmented PEFT adapters that stay current.",
+                  no_args_is_help=True, add_completion=False)
+
+for _key, _value in {"DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false",
+                     "MLFLOW_ENABLE_TELEMETRY": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                     "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(_key, _value)
+
+
+@app.command("make-corpus")
+def make_corpus_cmd(
+    out: Annotated[Path, typer.Argument(help="folder to create")],
+    seed: int = 0,
+    entities_per_domain: int = typer.Option(8, help="entities of each of the five domains"),
+    versions: int = typer.Option(1, help="corpus versions v1..vN (facts change between them)"),
+    change_share: float = typer.Option(0.15, help="share of facts revised in each new version"),
+    add_per_version: int = 4,
+    remove_per_version: int = 2,
+    tasks: int = typer.Option(0, help="write a task sequence t001..tN instead of versions"),
+    entities_per_task: int = 3,
+    revisions_per_task: int = 2,
+    test_share: float = typer.Option(0.3, help="share of questions in the test split"),
+) -> None:
+    """Write a synthetic knowledge base of fictional entities (docs/ + qa.jsonl)."""
+    from components.data.synthetic import make_corpus
+
+    summary = make_corpus(out, seed, entities_per_domain, versions, change_share, add_per_version,
+                          remove_per_version, tasks, entities_per_task, revisions_per_task, test_share)
+    typer.echo(json.dumps({"out": str(out), **summary}))
+
+
+@app.command()
+def pipeline(
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-S", help="section.key=value written into params.yaml first, like dvc exp run -S")] = None,
+    stage: Annotated[list[str] | None, typer.Option(help="run only these stages (in pipeline order)")] = None,
+    params: Path = Path("params.yaml"),
+) -> None:
+    """Run the retro-pipeline Prefect flow locally (no Prefect server needed)."""
+    from components.config import ParamsError, apply_overrides
+
+    if set_:
+        try:
+            apply_overrides(params, set_)
+        except ParamsError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+    _prefect_local_defaults()
+    from flows.pipeline import STAGES, StageFailed, retro_pipeline
+
+    unknown = [s for s in stage or [] if s not in STAGES]
+    if unknown:
+        typer.echo(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}", err=True)
+        raise typer.Exit(2)
+    chosen = [s for s in STAGES if s in stage] if stage else None
+    try:
+        results = retro_pipeline(root=".", stages=chosen)
+    except StageFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    table = Path("data/metrics/evaluate.md")
+    if table.exists() and "evaluate" in results:
+        typer.echo("\n" + table.read_text())
+    if "register" in results:
+        r = results["register"]
+        typer.echo(f"registered retro-index v{r['index_version']} and retro-adapter v{r['adapter_version']}"
+                   f" ({'alias ' + r['alias'] if r['promoted'] else 'not promoted'}): {r['reason']}")
+
+
+def _prefect_local_defaults() -> None:
+    """Run flows against a temporary local Prefect server unless PREFECT_API_URL is set."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+@app.command()
+def ask(
+    question: str,
+    alias: str = typer.Option("champion", help="registry alias of the retro-adapter version"),
+    k: int = typer.Option(0, help="passages to retrieve (0 = the adapter's own setting)"),
+    tracking_uri: str = typer.Option("", help="MLflow store (default: register.tracking_uri)"),
+    max_new_tokens: int = 24,
+) -> None:
+    """Answer from a registered adapter and its linked index; print sources and versions."""
+    from components.config import load_params_file
+    from components.serving.answerer import Answerer
+
+    if not tracking_uri:
+        params = load_params_file() if Path("params.yaml").exists() else {}
+        from components.registry.mlflow_registry import DEFAULT_TRACKING_URI
+
+        tracking_uri = params.get("register", {}).get("tracking_uri", DEFAULT_TRACKING_URI)
+    try:
+        answerer = Answerer.from_registry(tracking_uri, alias)
+    except LookupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    result = answerer.answer(question, k=k or None, max_new_tokens=max_new_tokens)
+    typer.echo(f"answer: {result['answer']}")
+    typer.echo("sources:")
+    for s in result["sources"]:
+        typer.echo(f"  {s['score']:.4f}  {s['doc_id']}  (chunk {s['chunk_id']})")
+    typer.echo(f"versions: retro-adapter v{result['adapter_version']}, retro-index v{result['index_version']}")
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="retro")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

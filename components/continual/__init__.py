@@ -1,0 +1,1 @@
+"""Zero-growth continual learning: a bounded replay reservoir and the updater."""

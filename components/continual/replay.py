@@ -1,0 +1,53 @@
+"""A fixed-size replay reservoir (Vitter's algorithm R) that keeps facts current."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+
+class ReplayBuffer:
+    """Holds at most `capacity` examples, each seen example equally likely to be kept."""
+
+    def __init__(self, capacity: int, seed: int = 0, seen: int = 0, items: list[dict] | None = None) -> None:
+        if capacity < 0:
+            raise ValueError("capacity must be >= 0")
+        self.capacity, self.seed, self.seen = capacity, seed, seen
+        self.items: list[dict] = list(items or [])[:capacity]
+
+    def add(self, item: dict) -> None:
+        self.seen += 1
+        if len(self.items) < self.capacity:
+            self.items.append(item)
+            return
+        slot = random.Random(f"{self.seed}:{self.seen}").randrange(self.seen)
+        if slot < self.capacity:
+            self.items[slot] = item
+
+    def refresh(self, current: dict[str, dict]) -> int:
+        """Replace each buffered item by its current version (by `id`); drop ones that are gone.
+
+        Returns how many items were revised or dropped, so replay never teaches a stale fact.
+        """
+        kept, touched = [], 0
+        for item in self.items:
+            now = current.get(item["id"])
+            if now is None:
+                touched += 1
+                continue
+            touched += now["answer"] != item["answer"]
+            kept.append(now)
+        self.items = kept
+        return touched
+
+    def save(self, path: Path) -> None:
+        state = {"capacity": self.capacity, "seed": self.seed, "seen": self.seen, "items": self.items}
+        Path(path).write_text(json.dumps(state))
+
+    @classmethod
+    def load(cls, path: Path, capacity: int, seed: int) -> ReplayBuffer:
+        if not Path(path).exists():
+            return cls(capacity, seed)
+        state = json.loads(Path(path).read_text())
+        return cls(capacity, seed, state["seen"], state["items"])

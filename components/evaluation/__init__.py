@@ -1,0 +1,1 @@
+"""Answer and retrieval metrics, and the side-by-side evaluation of systems."""

@@ -1,0 +1,1 @@
+"""The MLflow registry: logging, linked index/adapter versions, aliases, loading by alias."""

@@ -1,0 +1,99 @@
+"""Registering index snapshots and adapters as linked MLflow model versions, and loading them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+import mlflow  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+INDEX_MODEL = "retro-index"
+ADAPTER_MODEL = "retro-adapter"
+EXPERIMENT = "retro-peft"
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+
+def configure(tracking_uri: str = DEFAULT_TRACKING_URI, artifact_root: str | None = None) -> MlflowClient:
+    """Point MLflow at the store and make sure the experiment exists with a local artifact root."""
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if client.get_experiment_by_name(EXPERIMENT) is None:
+        location = None
+        if tracking_uri.startswith("sqlite:///"):
+            root = artifact_root or str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts")
+            location = Path(root).resolve().as_uri()
+        client.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+    return client
+
+
+def ensure_registered_model(client: MlflowClient, name: str, description: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=description)
+
+
+def find_version(client: MlflowClient, name: str, tag: str, value: str):  # noqa: ANN201
+    """The newest version of `name` whose tag `tag` equals `value`, or None."""
+    versions = client.search_model_versions(f"name = '{name}' and tag.`{tag}` = '{value}'")
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str):  # noqa: ANN201
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register_version(
+    client: MlflowClient, name: str, run_id: str, artifact_path: str, tags: dict[str, Any]
+):  # noqa: ANN201
+    """A new version of `name` whose source is the run's artifact folder, with string tags."""
+    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    return client.create_model_version(
+        name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+    )
+
+
+@dataclass
+class LoadedPair:
+    adapter_version: str
+    index_version: str
+    adapter_dir: Path
+    index_dir: Path
+    tags: dict[str, str]
+
+
+def download_pair(client: MlflowClient, alias: str, dst: Path | None = None) -> LoadedPair:
+    """Fetch the adapter version holding `alias` and the index version it is linked to."""
+    adapter = version_by_alias(client, ADAPTER_MODEL, alias)
+    if adapter is None:
+        raise LookupError(
+            f"no {ADAPTER_MODEL} version has alias {alias!r}; promote one in the MLflow UI "
+            "or use --alias challenger"
+        )
+    index_version = adapter.tags.get("index_version")
+    if not index_version:
+        raise LookupError(f"{ADAPTER_MODEL} v{adapter.version} has no index_version tag")
+    index = client.get_model_version(INDEX_MODEL, index_version)
+
+    def fetch(uri: str, sub: str) -> Path:
+        target = {}
+        if dst is not None:
+            (dst / sub).mkdir(parents=True, exist_ok=True)
+            target = {"dst_path": str(dst / sub)}
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, **target))
+
+    return LoadedPair(adapter.version, index.version, fetch(adapter.source, "adapter"),
+                      fetch(index.source, "index"), dict(adapter.tags))

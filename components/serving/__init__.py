@@ -1,0 +1,1 @@
+"""Answering questions with a registered adapter and its linked index."""

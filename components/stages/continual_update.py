@@ -1,0 +1,124 @@
+"""continual-update: update the previous adapter on each newer corpus version, with bounded replay.
+
+The output folder persists between runs (DVC `persist: true`) and holds the current adapter, the
+replay reservoir and the versions already learned, so an update costs the size of the new
+version, not of the history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import Field
+
+from components.adapters.base_model import load_base_model
+from components.adapters.peft_adapter import load_artifact, read_artifact_config, save_artifact
+from components.config import StrictModel, parse_section
+from components.continual.replay import ReplayBuffer
+from components.stages.adapter_train import TrainParams, train_items, version_examples
+from components.stages.common import Layout, load_shared, read_table, stage_main, versions_in, write_json
+from components.training.examples import Example
+from components.training.trainer import train
+
+STATE = "state.json"
+REPLAY = "replay.json"
+
+
+class ContinualParams(StrictModel):
+    steps: int = Field(30, ge=1, description="optimiser steps per new corpus version")
+    lr: float = Field(5e-4, gt=0)
+    replay_size: int = Field(64, ge=0, description="fixed reservoir size (examples)")
+    replay_ratio: float = Field(0.5, ge=0, lt=1, description="share of each batch drawn from replay")
+
+
+def folder_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def new_knowledge(qa: pd.DataFrame, previous: str, version: str) -> list[dict]:
+    """Train items of `version` that are new or whose answer changed since `previous`."""
+    before = dict(zip(qa.loc[qa["version"] == previous, "id"], qa.loc[qa["version"] == previous, "answer"],
+                      strict=True))
+    return [it for it in train_items(qa, version) if before.get(it["id"]) != it["answer"]]
+
+
+def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
+    p = parse_section(ContinualParams, params, "continual-update")
+    train_params = parse_section(TrainParams, params, "adapter-train")
+    model_params, _ = load_shared(params)
+    qa = read_table(layout.qa, "ingest")
+    versions = versions_in(qa)
+    out = layout.current_adapter
+    base_hash = folder_hash(layout.base_adapter)
+    state = json.loads((out / STATE).read_text()) if (out / STATE).exists() else {}
+    if state.get("base_adapter") != base_hash or state.get("consumed", [None])[-1] not in versions:
+        # a new base adapter (or a different corpus): start the chain again from it
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(layout.base_adapter, out)
+        state = {"base_adapter": base_hash, "consumed": [versions[0]], "updates": []}
+        buffer = ReplayBuffer(p.replay_size, model_params.seed)
+        for item in train_items(qa, versions[0]):
+            buffer.add(item)
+    else:
+        buffer = ReplayBuffer.load(out / REPLAY, p.replay_size, model_params.seed)
+    pending = versions[versions.index(state["consumed"][-1]) + 1:]
+    for version in pending:
+        previous = state["consumed"][-1]
+        current = {it["id"]: it for it in qa[qa["version"] == version].to_dict("records")
+                   if it["split"] == "train"}
+        revised = buffer.refresh(current)
+        fresh = new_knowledge(qa, previous, version)
+        record = {"version": version, "new_examples": len(fresh), "replay_revised": revised,
+                  "replay_size": len(buffer.items)}
+        if fresh:
+            examples = version_examples(params, layout, version, fresh + buffer.items, model_params.seed)
+            new, replay = examples[:len(fresh)], examples[len(fresh):]
+            record.update(_update_adapter(out, model_params, train_params, p, new, replay))
+        for item in fresh:
+            buffer.add(item)
+        state["consumed"].append(version)
+        state["updates"].append(record)
+        buffer.save(out / REPLAY)
+        (out / STATE).write_text(json.dumps(state, indent=2))
+    buffer.save(out / REPLAY)
+    (out / STATE).write_text(json.dumps(state, indent=2))
+    metrics = {"versions_learned": state["consumed"], "updates_this_run": len(pending),
+               "replay_size": len(buffer.items), "adapter_bytes": sum(
+                   f.stat().st_size for f in out.glob("*.safetensors")),
+               "last_update": state["updates"][-1] if state["updates"] else None}
+    write_json(layout.metrics / "continual.json", metrics)
+    return metrics
+
+
+def _update_adapter(out: Path, model_params, train_params, p: ContinualParams,  # noqa: ANN001
+                    new: list[Example], replay: list[Example]) -> dict[str, Any]:
+    """Fine-tune the adapter in `out` (not from scratch) and replace it atomically."""
+    base, tokenizer = load_base_model(model_params.base, model_params.dtype)
+    model = load_artifact(out, base, trainable=True)
+    stats = train(model, tokenizer, new, p.steps, train_params.batch_size, p.lr, train_params.max_length,
+                  model_params.seed, autocast_bf16=train_params.bf16, replay=replay or None,
+                  replay_ratio=p.replay_ratio if replay else 0.0, desc="continual-update")
+    config = read_artifact_config(out)
+    staging = out.with_name(out.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_artifact(model, staging, config)
+    for path in staging.iterdir():
+        path.replace(out / path.name)
+    staging.rmdir()
+    return {"seconds": stats["seconds"], "final_loss": stats["final_loss"]}
+
+
+def main() -> None:
+    stage_main("continual-update", run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""evaluate: base model without retrieval, base model with retrieval (RAG), adapter with retrieval."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+from pydantic import Field
+
+from components.adapters.base_model import load_base_model
+from components.adapters.generation import generate
+from components.adapters.peft_adapter import load_artifact
+from components.adapters.prompting import build_prompt
+from components.config import StrictModel, parse_section
+from components.evaluation.harness import markdown_table, run_system
+from components.evaluation.metrics import mean, recall_at_k, reciprocal_rank
+from components.stages.common import Layout, load_shared, read_table, stage_main, versions_in, write_json
+from components.stores.retriever import Retriever
+
+
+class EvaluateParams(StrictModel):
+    max_questions: int = Field(40, ge=0, description="0 evaluates every test question")
+    max_new_tokens: int = Field(16, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
+    p = parse_section(EvaluateParams, params, "evaluate")
+    model_params, retrieval = load_shared(params)
+    qa = read_table(layout.qa, "ingest")
+    latest = versions_in(qa)[-1]
+    test = qa[(qa["version"] == latest) & (qa["split"] == "test")].sort_values("id").to_dict("records")
+    if not test:
+        raise ValueError(f"corpus version {latest} has no test questions (qa.jsonl with split=test)")
+    if p.max_questions and len(test) > p.max_questions:
+        test = random.Random(model_params.seed).sample(test, p.max_questions)
+    questions, golds = [t["question"] for t in test], [t["answer"] for t in test]
+
+    retriever = Retriever.load(layout.index, mode=retrieval.mode)
+    began = time.perf_counter()
+    hits = retriever.retrieve(questions, retrieval.k)
+    retrieve_ms = (time.perf_counter() - began) * 1000 / len(questions)
+    passages = {q: [h.payload["text"] for h in hs] for q, hs in zip(questions, hits, strict=True)}
+    doc_ids = [[h.payload["doc_id"] for h in hs] for hs in hits]
+    recall = mean([recall_at_k(d, t["doc_id"], retrieval.k) for d, t in zip(doc_ids, test, strict=True)])
+    mrr = mean([reciprocal_rank(d, t["doc_id"]) for d, t in zip(doc_ids, test, strict=True)])
+
+    base, tokenizer = load_base_model(model_params.base, model_params.dtype)
+    model = load_artifact(layout.current_adapter, base)
+
+    def answer(with_context: bool, adapter: bool):  # noqa: ANN202
+        def fn(batch: list[str]) -> list[str]:
+            prompts = [build_prompt(tokenizer, q, passages[q] if with_context else None) for q in batch]
+            if adapter:
+                return generate(model, tokenizer, prompts, p.max_new_tokens, p.batch_size)
+            with model.disable_adapter():
+                return generate(model, tokenizer, prompts, p.max_new_tokens, p.batch_size)
+        return fn
+
+    extra = [retrieve_ms] * len(questions)
+    results = [
+        run_system("base (no retrieval)", answer(False, False), questions, golds, p.batch_size),
+        run_system("base + retrieval (RAG)", answer(True, False), questions, golds, p.batch_size, extra),
+        run_system("adapter + retrieval", answer(True, True), questions, golds, p.batch_size, extra),
+    ]
+    keys = ["base", "rag", "adapter"]
+    metrics = {
+        "corpus_version": latest, "questions": len(test), "k": retrieval.k,
+        f"recall@{retrieval.k}": recall, "mrr": mrr, "retrieve_ms_per_question": retrieve_ms,
+        **{key: {"em": r.em, "f1": r.f1, "latency_ms_mean": r.latency_ms_mean,
+                 "latency_ms_p95": r.latency_ms_p95} for key, r in zip(keys, results, strict=True)},
+    }
+    layout.metrics.mkdir(parents=True, exist_ok=True)
+    (layout.metrics / "evaluate.md").write_text(markdown_table(results, recall, retrieval.k, len(test)))
+    with (layout.metrics / "predictions.jsonl").open("w") as fh:
+        for i, t in enumerate(test):
+            fh.write(json.dumps({"id": t["id"], "question": t["question"], "gold": t["answer"],
+                                 "retrieved_docs": doc_ids[i],
+                                 **{k: r.predictions[i] for k, r in zip(keys, results, strict=True)}}) + "\n")
+    write_json(layout.metrics / "evaluate.json", metrics)
+    return metrics
+
+
+def main() -> None:
+    stage_main("evaluate", run)
+
+
+if __name__ == "__main__":
+    main()

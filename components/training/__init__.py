@@ -1,0 +1,1 @@
+"""Training adapters with retrieved context."""

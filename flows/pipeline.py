@@ -1,0 +1,94 @@
+"""The `retro-pipeline` Prefect flow: one task per DVC stage, each running `dvc repro -s <stage>`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+STAGES = ["ingest", "chunk", "embed", "index", "adapter-train", "continual-update", "evaluate", "register"]
+METRICS = {"ingest": "ingest.json", "chunk": "chunk.json", "embed": "embed.json", "index": "index.json",
+           "adapter-train": "train.json", "continual-update": "continual.json",
+           "evaluate": "evaluate.json", "register": "register.json"}
+IO_ERROR_EXIT = 74  # what a stage exits with on an I/O error (components.stages.common.EX_IOERR)
+
+
+class StageFailed(RuntimeError):
+    """A stage exited with an error; `transient` marks I/O errors worth a retry."""
+
+    def __init__(self, stage: str, message: str, transient: bool) -> None:
+        super().__init__(f"stage {stage} failed: {message}")
+        self.transient = transient
+
+
+def _retry_on_io_error(task, task_run, state) -> bool:  # noqa: ANN001
+    try:
+        state.result()
+    except StageFailed as exc:
+        return exc.transient
+    except OSError:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is not transient
+        return False
+    return False
+
+
+def stage_env() -> dict[str, str]:
+    """The stage subprocess sees this interpreter's bin first, telemetry off, and the flow run id."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("GX_ANALYTICS_ENABLED", "false")
+    env.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run_id = flow_run.get_id()
+    if run_id:
+        env["RETRO_FLOW_RUN_ID"] = str(run_id)
+    return env
+
+
+@task(name="stage", task_run_name="{stage}", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_retry_on_io_error)
+def run_stage(stage: str, root: str = ".") -> dict:
+    """Run one DVC stage (skipped by DVC when nothing it depends on changed); return its metrics."""
+    logger = get_run_logger()
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root,
+                          env=stage_env(), capture_output=True, text=True)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.strip():
+            logger.info("%s | %s", stage, line)
+    if proc.returncode != 0:
+        transient = bool(re.search(rf"exited with {IO_ERROR_EXIT}\b|exit code:? {IO_ERROR_EXIT}\b",
+                                   proc.stderr + proc.stdout))
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        raise StageFailed(stage, tail, transient)
+    path = Path(root) / "data" / "metrics" / METRICS[stage]
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    logger.info("%s metrics: %s", stage, json.dumps(metrics, default=str)[:2000])
+    return metrics
+
+
+@flow(name="retro-pipeline", log_prints=True)
+def retro_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
+    """Ingest → chunk → embed → index → adapter-train → continual-update → evaluate → register."""
+    results = {}
+    for stage in stages or STAGES:
+        results[stage] = run_stage(stage, root)
+    table = Path(root) / "data" / "metrics" / "evaluate.md"
+    if table.exists():
+        registered = results.get("register", {})
+        note = ""
+        if registered:
+            note = (f"\n\nRegistered retro-adapter v{registered.get('adapter_version')} linked to "
+                    f"retro-index v{registered.get('index_version')}: {registered.get('reason')}\n")
+        create_markdown_artifact(key="retro-evaluation", markdown=table.read_text() + note,
+                                 description="Three systems side by side on the held-out questions")
+    return results
