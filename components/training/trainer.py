@@ -83,7 +83,7 @@ def train(
         if on_step:
             on_step(step)
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     tail = losses[-max(1, len(losses) // 5):]

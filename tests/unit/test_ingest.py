@@ -1,0 +1,68 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.stages import ingest
+from components.stages.common import Layout
+
+GOOD = "The maximum daily dose of Zorvex is 120 mg. It is made by Talmir Labs."
+
+
+def _corpus(root: Path) -> Path:
+    docs = root / "kb" / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "good.md").write_text(GOOD)
+    (docs / "zcopy.txt").write_text(GOOD)
+    (docs / "empty.md").write_text("   \n")
+    (docs / "huge.txt").write_text("word " * 400)
+    (docs / "latin1.txt").write_bytes("Caf\xe9 r\xe9sum\xe9 with enough characters".encode("latin-1"))
+    (docs / "sub" / "page.html").write_text(
+        "<html><script>var x=1;</script><h1>Varnholt Act</h1><p>Enacted in 1999 &amp; amended.</p></html>")
+    (docs / "batch.jsonl").write_text(
+        json.dumps({"id": "j1", "text": "A jsonl document long enough to keep."}) + "\n{not json\n"
+        + json.dumps({"text": "no id"}) + "\n")
+    (docs / "image.png").write_bytes(b"\x89PNG")
+    qa = [{"id": "q1", "question": "Dose of Zorvex?", "answer": "120 mg", "doc_id": "good", "split": "train"},
+          {"id": "q2", "question": "x?", "answer": "y", "doc_id": "empty", "split": "test"},
+          {"id": "q3", "question": "x?", "answer": "y", "doc_id": "good", "split": "dev"}]
+    (root / "kb" / "qa.jsonl").write_text("\n".join(json.dumps(q) for q in qa) + "\n")
+    return root / "kb"
+
+
+def test_bad_documents_are_quarantined_with_reasons(tmp_path: Path) -> None:
+    corpus = _corpus(tmp_path)
+    layout = Layout(tmp_path)
+    ingest.run({"ingest": {"source": str(corpus), "min_chars": 10, "max_chars": 1000}}, layout)
+    docs = pd.read_parquet(layout.documents)
+    assert sorted(docs["doc_id"]) == ["good", "j1", "sub/page"]
+    page = docs.set_index("doc_id").loc["sub/page", "text"]
+    assert "Enacted in 1999 & amended." in page and "var x" not in page
+    reasons = {q["source"]: q["reason"] for q in map(json.loads, layout.quarantine.read_text().splitlines())}
+    assert reasons["empty.md"].startswith("empty")
+    assert reasons["huge.txt"].startswith("oversized")
+    assert reasons["latin1.txt"].startswith("unreadable: undecodable")
+    assert "unsupported file type .png" in reasons["image.png"]
+    assert "invalid JSON" in reasons["batch.jsonl:2"]
+    assert "needs 'id' and 'text'" in reasons["batch.jsonl:3"]
+    assert reasons["zcopy.txt"] == "duplicate of good.md (same content)"
+    assert "split must be train or test" in reasons["qa.jsonl:3"]
+    assert "missing or quarantined" in reasons["qa:q2"]
+    qa = pd.read_parquet(layout.qa)
+    assert list(qa["id"]) == ["q1"]
+
+
+def test_nothing_valid_fails_clearly_and_still_writes_nothing_partial(tmp_path: Path) -> None:
+    docs = tmp_path / "kb" / "docs"
+    docs.mkdir(parents=True)
+    (docs / "a.md").write_text("")
+    with pytest.raises(ValueError, match="no valid document"):
+        ingest.run({"ingest": {"source": str(tmp_path / "kb")}}, Layout(tmp_path))
+    assert not Layout(tmp_path).documents.exists()
+
+
+def test_missing_docs_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "kb").mkdir()
+    with pytest.raises(FileNotFoundError, match="no docs/ folder"):
+        ingest.run({"ingest": {"source": str(tmp_path / "kb")}}, Layout(tmp_path))
