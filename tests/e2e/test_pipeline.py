@@ -1,0 +1,123 @@
+"""The whole pipeline through `retro pipeline` (Prefect flow → dvc repro per stage) on a tiny corpus.
+
+A tiny random model stands in for the generator; the embedder is the real packaged MiniLM.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.registry import mlflow_registry as reg
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+STAGES = ["ingest", "chunk", "embed", "index", "adapter-train", "continual-update", "evaluate", "register"]
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_model: Path):  # noqa: ANN201
+    import os
+
+    root = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "components", root / "components",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(tiny_corpus, root / "data" / "raw" / "kb")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "PREFECT_HOME": str(root / ".prefect"), "RETRO_LOG_LEVEL": "WARNING"}
+    env.pop("PREFECT_API_URL", None)
+    _run(["git", "init", "-q"], root, env)
+    _run([str(BIN / "dvc"), "init", "-q"], root, env)
+    overrides = ["ingest.source=data/raw/kb", f"model.base={tiny_model}", "adapter-train.steps=6",
+                 "adapter-train.lr=0.01", "continual-update.steps=3", "evaluate.max_questions=6",
+                 "evaluate.max_new_tokens=4"]
+    args = [str(BIN / "retro"), "pipeline"] + [a for o in overrides for a in ("-S", o)]
+    first = _run(args, root, env)
+    return root, env, first
+
+
+def _client(root: Path):  # noqa: ANN202
+    return reg.configure(f"sqlite:///{root}/mlruns/mlflow.db")
+
+
+def test_every_stage_ran_and_wrote_its_outputs(project) -> None:  # noqa: ANN001
+    root, env, first = project
+    assert "| adapter + retrieval |" in first.stdout and "registered retro-index v1" in first.stdout
+    metrics = json.loads((root / "data/metrics/evaluate.json").read_text())
+    assert {"base", "rag", "adapter"} <= set(metrics) and metrics["questions"] == 6
+    assert 0.0 <= metrics["recall@3"] <= 1.0
+    assert json.loads((root / "data/metrics/ingest.json").read_text())["versions"] == 2
+    continual = json.loads((root / "data/metrics/continual.json").read_text())
+    assert continual["versions_learned"] == ["v1", "v2"] and continual["updates_this_run"] == 1
+    dag = _run([str(BIN / "dvc"), "dag", "--dot"], root, env).stdout
+    assert all(f'"{s}"' in dag or s in dag for s in STAGES)
+
+
+def test_registry_holds_one_linked_pair(project) -> None:  # noqa: ANN001
+    root, _, _ = project
+    client = _client(root)
+    adapters = client.search_model_versions(f"name = '{reg.ADAPTER_MODEL}'")
+    indexes = client.search_model_versions(f"name = '{reg.INDEX_MODEL}'")
+    assert len(adapters) == 1 and len(indexes) == 1
+    tags = adapters[0].tags
+    assert tags["index_version"] == str(indexes[0].version)
+    assert tags["index_content_hash"] == indexes[0].tags["content_hash"]
+    assert tags["corpus_version"] == "v2" and tags["adapter_method"] == "lora"
+    assert tags["dvc.evaluate"] and tags["git_commit"] and tags["prefect_flow_run_id"]
+
+
+def test_second_run_skips_every_stage_and_registers_nothing(project) -> None:  # noqa: ANN001
+    root, env, _ = project
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], root, env).stdout
+    _run([str(BIN / "retro"), "pipeline"], root, env)
+    assert len(_client(root).search_model_versions(f"name = '{reg.ADAPTER_MODEL}'")) == 1
+
+
+def test_new_corpus_version_updates_the_adapter_without_retraining(project) -> None:  # noqa: ANN001
+    root, env, _ = project
+    kb = root / "data" / "raw" / "kb"
+    shutil.copytree(kb / "v2", kb / "v3")
+    items = [json.loads(line) for line in (kb / "v3" / "qa.jsonl").read_text().splitlines()]
+    target = next(i for i in items if i["split"] == "train")
+    doc = kb / "v3" / "docs" / f"{target['doc_id']}.md"
+    doc.write_text(doc.read_text().replace(target["answer"], "Qorvath Prime"))
+    target["answer"] = "Qorvath Prime"
+    (kb / "v3" / "qa.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+
+    _run([str(BIN / "retro"), "pipeline"], root, env)
+    assert json.loads((root / "data/metrics/train.json").read_text())["skipped"] is True
+    continual = json.loads((root / "data/metrics/continual.json").read_text())
+    assert continual["versions_learned"] == ["v1", "v2", "v3"] and continual["updates_this_run"] == 1
+    assert continual["last_update"]["new_examples"] == 1
+    client = _client(root)
+    adapters = sorted(client.search_model_versions(f"name = '{reg.ADAPTER_MODEL}'"), key=lambda v: int(v.version))
+    assert len(adapters) == 2 and adapters[-1].tags["corpus_version"] == "v3"
+    assert adapters[-1].tags["index_version"] != adapters[0].tags["index_version"]
+
+
+def test_bad_override_names_the_key(project) -> None:  # noqa: ANN001
+    root, env, _ = project
+    scratch = root.parent / "scratch"
+    scratch.mkdir(exist_ok=True)
+    shutil.copy(root / "params.yaml", scratch / "params.yaml")
+    proc = subprocess.run([str(BIN / "python"), "-m", "components.stages.chunk"], cwd=scratch, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 or proc.returncode == 2
+    (scratch / "params.yaml").write_text((scratch / "params.yaml").read_text().replace(
+        "overlap: 24", "overlap: 500"))
+    proc = subprocess.run([str(BIN / "python"), "-m", "components.stages.chunk"], cwd=scratch, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "chunk" in proc.stderr and "overlap must be smaller" in proc.stderr
