@@ -10,12 +10,20 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Retro-PEFT: retrieval-augmented PEFT adapters that stay current.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Retro-PEFT: retrieval-augmented PEFT adapters that stay current.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
-for _key, _value in {"DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false",
-                     "MLFLOW_ENABLE_TELEMETRY": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                     "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
+for _key, _value in {
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
     os.environ.setdefault(_key, _value)
 
 
@@ -36,15 +44,32 @@ def make_corpus_cmd(
     """Write a synthetic knowledge base of fictional entities (docs/ + qa.jsonl)."""
     from components.data.synthetic import make_corpus
 
-    summary = make_corpus(out, seed, entities_per_domain, versions, change_share, add_per_version,
-                          remove_per_version, tasks, entities_per_task, revisions_per_task, test_share)
+    summary = make_corpus(
+        out,
+        seed,
+        entities_per_domain,
+        versions,
+        change_share,
+        add_per_version,
+        remove_per_version,
+        tasks,
+        entities_per_task,
+        revisions_per_task,
+        test_share,
+    )
     typer.echo(json.dumps({"out": str(out), **summary}))
 
 
 @app.command()
 def pipeline(
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-S", help="section.key=value written into params.yaml first, like dvc exp run -S")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-S",
+            help="section.key=value written into params.yaml first, like dvc exp run -S",
+        ),
+    ] = None,
     stage: Annotated[list[str] | None, typer.Option(help="run only these stages (in pipeline order)")] = None,
     params: Path = Path("params.yaml"),
 ) -> None:
@@ -75,8 +100,10 @@ def pipeline(
         typer.echo("\n" + table.read_text())
     if "register" in results:
         r = results["register"]
-        typer.echo(f"registered retro-index v{r['index_version']} and retro-adapter v{r['adapter_version']}"
-                   f" ({'alias ' + r['alias'] if r['promoted'] else 'not promoted'}): {r['reason']}")
+        typer.echo(
+            f"registered retro-index v{r['index_version']} and retro-adapter v{r['adapter_version']}"
+            f" ({'alias ' + r['alias'] if r['promoted'] else 'not promoted'}): {r['reason']}"
+        )
 
 
 def _prefect_local_defaults() -> None:
@@ -112,7 +139,9 @@ def ask(
     typer.echo("sources:")
     for s in result["sources"]:
         typer.echo(f"  {s['score']:.4f}  {s['doc_id']}  (chunk {s['chunk_id']})")
-    typer.echo(f"versions: retro-adapter v{result['adapter_version']}, retro-index v{result['index_version']}")
+    typer.echo(
+        f"versions: retro-adapter v{result['adapter_version']}, retro-index v{result['index_version']}"
+    )
 
 
 def main() -> None:  # pragma: no cover

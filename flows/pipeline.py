@@ -7,16 +7,33 @@ import os
 import re
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-STAGES = ["ingest", "chunk", "embed", "index", "adapter-train", "continual-update", "evaluate", "register"]
-METRICS = {"ingest": "ingest.json", "chunk": "chunk.json", "embed": "embed.json", "index": "index.json",
-           "adapter-train": "train.json", "continual-update": "continual.json",
-           "evaluate": "evaluate.json", "register": "register.json"}
+STAGES = [
+    "ingest",
+    "chunk",
+    "embed",
+    "index",
+    "adapter-train",
+    "continual-update",
+    "evaluate",
+    "register",
+]
+METRICS = {
+    "ingest": "ingest.json",
+    "chunk": "chunk.json",
+    "embed": "embed.json",
+    "index": "index.json",
+    "adapter-train": "train.json",
+    "continual-update": "continual.json",
+    "evaluate": "evaluate.json",
+    "register": "register.json",
+}
 IO_ERROR_EXIT = 74  # what a stage exits with on an I/O error (components.stages.common.EX_IOERR)
 
 
@@ -49,27 +66,40 @@ def stage_env() -> dict[str, str]:
     env.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("TQDM_MININTERVAL", "10")  # progress lines go to the flow log: one every 10 s
     run_id = flow_run.get_id()
     if run_id:
         env["RETRO_FLOW_RUN_ID"] = str(run_id)
     return env
 
 
-@task(name="stage", task_run_name="{stage}", retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_on_io_error)
+@task(
+    name="stage",
+    task_run_name="{stage}",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_on_io_error,
+)
 def run_stage(stage: str, root: str = ".") -> dict:
     """Run one DVC stage (skipped by DVC when nothing it depends on changed); return its metrics."""
     logger = get_run_logger()
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root,
-                          env=stage_env(), capture_output=True, text=True)
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if line.strip():
-            logger.info("%s | %s", stage, line)
+    tail: deque[str] = deque(maxlen=12)
+    with subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
+        cwd=root,
+        env=stage_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,  # universal newlines: each progress-bar refresh arrives as a line
+    ) as proc:
+        for line in proc.stdout:
+            if line.strip():
+                tail.append(line.rstrip())
+                logger.info("%s | %s", stage, line.rstrip())
     if proc.returncode != 0:
-        transient = bool(re.search(rf"exited with {IO_ERROR_EXIT}\b|exit code:? {IO_ERROR_EXIT}\b",
-                                   proc.stderr + proc.stdout))
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        raise StageFailed(stage, tail, transient)
+        text = "\n".join(tail)
+        transient = bool(re.search(rf"exited with {IO_ERROR_EXIT}\b|exit code:? {IO_ERROR_EXIT}\b", text))
+        raise StageFailed(stage, text, transient)
     path = Path(root) / "data" / "metrics" / METRICS[stage]
     metrics = json.loads(path.read_text()) if path.exists() else {}
     logger.info("%s metrics: %s", stage, json.dumps(metrics, default=str)[:2000])
@@ -87,8 +117,13 @@ def retro_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
         registered = results.get("register", {})
         note = ""
         if registered:
-            note = (f"\n\nRegistered retro-adapter v{registered.get('adapter_version')} linked to "
-                    f"retro-index v{registered.get('index_version')}: {registered.get('reason')}\n")
-        create_markdown_artifact(key="retro-evaluation", markdown=table.read_text() + note,
-                                 description="Three systems side by side on the held-out questions")
+            note = (
+                f"\n\nRegistered retro-adapter v{registered.get('adapter_version')} linked to "
+                f"retro-index v{registered.get('index_version')}: {registered.get('reason')}\n"
+            )
+        create_markdown_artifact(
+            key="retro-evaluation",
+            markdown=table.read_text() + note,
+            description="Three systems side by side on the held-out questions",
+        )
     return results

@@ -42,7 +42,12 @@ class ReplayBuffer:
         return touched
 
     def save(self, path: Path) -> None:
-        state = {"capacity": self.capacity, "seed": self.seed, "seen": self.seen, "items": self.items}
+        state = {
+            "capacity": self.capacity,
+            "seed": self.seed,
+            "seen": self.seen,
+            "items": self.items,
+        }
         Path(path).write_text(json.dumps(state))
 
     @classmethod

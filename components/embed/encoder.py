@@ -37,7 +37,10 @@ def encode(
     if not texts:
         return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
     vectors = model.encode(
-        texts, batch_size=batch_size, show_progress_bar=progress,
-        normalize_embeddings=True, convert_to_numpy=True,
+        texts,
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
     )
     return np.asarray(vectors, dtype=np.float32)

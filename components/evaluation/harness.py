@@ -20,14 +20,18 @@ class SystemResult:
 
 
 def run_system(
-    name: str, answer: Callable[[list[str]], list[str]], questions: list[str], golds: list[str],
-    batch_size: int = 8, extra_ms: list[float] | None = None,
+    name: str,
+    answer: Callable[[list[str]], list[str]],
+    questions: list[str],
+    golds: list[str],
+    batch_size: int = 8,
+    extra_ms: list[float] | None = None,
 ) -> SystemResult:
     """Answer every question in batches; latency per question = batch time / batch size (+ extra)."""
     predictions: list[str] = []
     latencies: list[float] = []
     for start in range(0, len(questions), batch_size):
-        batch = questions[start:start + batch_size]
+        batch = questions[start : start + batch_size]
         began = time.perf_counter()
         predictions.extend(answer(batch))
         per_question = (time.perf_counter() - began) * 1000 / len(batch)
@@ -35,21 +39,26 @@ def run_system(
     if extra_ms:
         latencies = [a + b for a, b in zip(latencies, extra_ms, strict=True)]
     return SystemResult(
-        name, predictions,
+        name,
+        predictions,
         em=mean([exact_match(p, g) for p, g in zip(predictions, golds, strict=True)]),
         f1=mean([token_f1(p, g) for p, g in zip(predictions, golds, strict=True)]),
-        latency_ms_mean=mean(latencies), latency_ms_p95=percentile(latencies, 95),
+        latency_ms_mean=mean(latencies),
+        latency_ms_p95=percentile(latencies, 95),
     )
 
 
 def markdown_table(results: list[SystemResult], recall: float | None, k: int, n: int) -> str:
     lines = [
         f"Evaluated on {n} held-out questions; retrieval recall@{k} = "
-        + (f"{recall:.3f}" if recall is not None else "n/a") + ".",
+        + (f"{recall:.3f}" if recall is not None else "n/a")
+        + ".",
         "",
         "| system | EM | F1 | latency ms (mean) | latency ms (p95) |",
         "|---|---:|---:|---:|---:|",
     ]
     for r in results:
-        lines.append(f"| {r.name} | {r.em:.3f} | {r.f1:.3f} | {r.latency_ms_mean:.0f} | {r.latency_ms_p95:.0f} |")
+        lines.append(
+            f"| {r.name} | {r.em:.3f} | {r.f1:.3f} | {r.latency_ms_mean:.0f} | {r.latency_ms_p95:.0f} |"
+        )
     return "\n".join(lines) + "\n"

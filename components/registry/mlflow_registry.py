@@ -56,14 +56,10 @@ def version_by_alias(client: MlflowClient, name: str, alias: str):  # noqa: ANN2
         return None
 
 
-def register_version(
-    client: MlflowClient, name: str, run_id: str, artifact_path: str, tags: dict[str, Any]
-):  # noqa: ANN201
+def register_version(client: MlflowClient, name: str, run_id: str, artifact_path: str, tags: dict[str, Any]):  # noqa: ANN201
     """A new version of `name` whose source is the run's artifact folder, with string tags."""
     source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    return client.create_model_version(
-        name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
-    )
+    return client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
 
 
 @dataclass
@@ -95,5 +91,10 @@ def download_pair(client: MlflowClient, alias: str, dst: Path | None = None) -> 
             target = {"dst_path": str(dst / sub)}
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, **target))
 
-    return LoadedPair(str(adapter.version), str(index.version), fetch(adapter.source, "adapter"),
-                      fetch(index.source, "index"), dict(adapter.tags))
+    return LoadedPair(
+        str(adapter.version),
+        str(index.version),
+        fetch(adapter.source, "adapter"),
+        fetch(index.source, "index"),
+        dict(adapter.tags),
+    )

@@ -16,8 +16,13 @@ from components.stores.retriever import Retriever
 class Answerer:
     """A base model with its adapter, a retriever over the linked index, and their versions."""
 
-    def __init__(self, adapter_dir: Path, index_dir: Path, adapter_version: str = "local",
-                 index_version: str = "local") -> None:
+    def __init__(
+        self,
+        adapter_dir: Path,
+        index_dir: Path,
+        adapter_version: str = "local",
+        index_version: str = "local",
+    ) -> None:
         config = read_artifact_config(adapter_dir)
         base, self.tokenizer = load_base_model(config["base_model"])
         self.model = load_artifact(adapter_dir, base)
@@ -39,7 +44,9 @@ class Answerer:
         text = generate(self.model, self.tokenizer, [prompt], max_new_tokens)[0]
         return {
             "answer": text,
-            "sources": [{"chunk_id": h.id, "doc_id": h.payload.get("doc_id"), "score": h.score}
-                        for h in hits],
-            "adapter_version": self.adapter_version, "index_version": self.index_version,
+            "sources": [
+                {"chunk_id": h.id, "doc_id": h.payload.get("doc_id"), "score": h.score} for h in hits
+            ],
+            "adapter_version": self.adapter_version,
+            "index_version": self.index_version,
         }

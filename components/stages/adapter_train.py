@@ -19,7 +19,14 @@ from components.adapters.base_model import load_base_model
 from components.adapters.peft_adapter import attach_adapter, count_parameters, save_artifact
 from components.config import StrictModel, parse_section
 from components.stages.common import (
-    Layout, ModelParams, RetrievalParams, load_shared, read_table, stage_main, versions_in, write_json,
+    Layout,
+    ModelParams,
+    RetrievalParams,
+    load_shared,
+    read_table,
+    stage_main,
+    versions_in,
+    write_json,
 )
 from components.stages.index import IndexParams, version_retriever
 from components.training.examples import Example, with_retrieval
@@ -38,7 +45,11 @@ class TrainParams(StrictModel):
 
 
 def version_examples(
-    params: dict[str, Any], layout: Layout, version: str, items: list[dict], seed: int,
+    params: dict[str, Any],
+    layout: Layout,
+    version: str,
+    items: list[dict],
+    seed: int,
     ensure_gold: bool = True,
 ) -> list[Example]:
     """QA items of one corpus version with passages retrieved from that version's chunks."""
@@ -56,8 +67,14 @@ def train_items(qa: pd.DataFrame, version: str) -> list[dict]:
 
 
 def artifact_config(model: ModelParams, retrieval: RetrievalParams, p: TrainParams) -> dict[str, Any]:
-    return {"base_model": model.base, "embedder": model.embedder, "method": p.method,
-            "adapter_config": p.config, "retrieval": retrieval.model_dump(), "fusion": "in_context"}
+    return {
+        "base_model": model.base,
+        "embedder": model.embedder,
+        "method": p.method,
+        "adapter_config": p.config,
+        "retrieval": retrieval.model_dump(),
+        "fusion": "in_context",
+    }
 
 
 def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
@@ -67,11 +84,21 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     first = versions_in(qa)[0]
     items = train_items(qa, first)
     if not items:
-        raise ValueError(f"corpus version {first} has no train questions: qa.jsonl with split=train is needed")
+        raise ValueError(
+            f"corpus version {first} has no train questions: qa.jsonl with split=train is needed"
+        )
     examples = version_examples(params, layout, first, items, model_params.seed, p.ensure_gold)
-    fingerprint = hashlib.sha256(json.dumps(
-        [p.model_dump(), model_params.model_dump(), retrieval.model_dump(),
-         [e.to_dict() for e in examples]], sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [
+                p.model_dump(),
+                model_params.model_dump(),
+                retrieval.model_dump(),
+                [e.to_dict() for e in examples],
+            ],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
     previous = layout.base_adapter / "retro_config.json"
     if previous.exists() and json.loads(previous.read_text()).get("fingerprint") == fingerprint:
         # same data, params and model as the adapter already there: nothing to train
@@ -82,18 +109,43 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     model = attach_adapter(base, p.method, p.config, total_steps=p.steps)
     on_step = None
     if p.method.lower() == "adalora":
+
         def on_step(step: int) -> None:
             model.base_model.update_and_allocate(step)
+
     counts = count_parameters(model)
-    stats = train(model, tokenizer, examples, p.steps, p.batch_size, p.lr, p.max_length,
-                  model_params.seed, autocast_bf16=p.bf16, on_step=on_step, desc="adapter-train")
-    metrics = {**stats, "examples": len(examples), "version": first, "trainable_params": counts["trainable"],
-               "trainable_share": counts["trainable"] / counts["total"], "skipped": False}
+    stats = train(
+        model,
+        tokenizer,
+        examples,
+        p.steps,
+        p.batch_size,
+        p.lr,
+        p.max_length,
+        model_params.seed,
+        autocast_bf16=p.bf16,
+        on_step=on_step,
+        desc="adapter-train",
+    )
+    metrics = {
+        **stats,
+        "examples": len(examples),
+        "version": first,
+        "trainable_params": counts["trainable"],
+        "trainable_share": counts["trainable"] / counts["total"],
+        "skipped": False,
+    }
     shutil.rmtree(layout.base_adapter, ignore_errors=True)
-    save_artifact(model, layout.base_adapter, {
-        **artifact_config(model_params, retrieval, p), "trained_on_versions": [first],
-        "fingerprint": fingerprint, "training": metrics,
-    })
+    save_artifact(
+        model,
+        layout.base_adapter,
+        {
+            **artifact_config(model_params, retrieval, p),
+            "trained_on_versions": [first],
+            "fingerprint": fingerprint,
+            "training": metrics,
+        },
+    )
     write_json(layout.metrics / "train.json", metrics)
     return metrics
 

@@ -37,12 +37,22 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     rows = []
     for doc in tqdm(docs.itertuples(), total=len(docs), desc="chunk", leave=False):
         for c in chunk_text(doc.doc_id, doc.text, offsets, p.max_tokens, p.overlap):
-            rows.append({"version": doc.version, "chunk_id": c.chunk_id, "doc_id": c.doc_id,
-                         "position": c.position, "text": c.text})
+            rows.append(
+                {
+                    "version": doc.version,
+                    "chunk_id": c.chunk_id,
+                    "doc_id": c.doc_id,
+                    "position": c.position,
+                    "text": c.text,
+                }
+            )
     chunks = pd.DataFrame(rows, columns=["version", "chunk_id", "doc_id", "position", "text"])
     chunks.to_parquet(layout.chunks, index=False)
-    metrics = {"chunks": len(chunks), "unique_chunks": int(chunks["chunk_id"].nunique()),
-               "mean_chunks_per_doc": round(len(chunks) / max(1, len(docs)), 3)}
+    metrics = {
+        "chunks": len(chunks),
+        "unique_chunks": int(chunks["chunk_id"].nunique()),
+        "mean_chunks_per_doc": round(len(chunks) / max(1, len(docs)), 3),
+    }
     write_json(layout.metrics / "chunk.json", metrics)
     return metrics
 

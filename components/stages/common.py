@@ -15,7 +15,13 @@ import pandas as pd
 from pydantic import Field
 
 from components.adapters.base_model import DEFAULT_BASE_MODEL
-from components.config import DEFAULT_PARAMS_FILE, ParamsError, StrictModel, load_params_file, parse_section
+from components.config import (
+    DEFAULT_PARAMS_FILE,
+    ParamsError,
+    StrictModel,
+    load_params_file,
+    parse_section,
+)
 from components.embed.encoder import DEFAULT_EMBEDDER
 
 log = logging.getLogger("retro")
@@ -88,9 +94,11 @@ def stage_main(name: str, run: Callable[[dict[str, Any], Layout], dict[str, Any]
     parser.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params file (params.yaml)")
     parser.add_argument("--root", default=".", help="project root holding data/")
     args = parser.parse_args()
-    logging.basicConfig(level=os.environ.get("RETRO_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "great_expectations", "mlflow", "alembic", "faiss"):
+    logging.basicConfig(
+        level=os.environ.get("RETRO_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "urllib3", "great_expectations", "mlflow", "alembic", "faiss", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         summary = run(load_params_file(args.params), Layout(args.root))

@@ -21,7 +21,15 @@ from components.adapters.peft_adapter import load_artifact, read_artifact_config
 from components.config import StrictModel, parse_section
 from components.continual.replay import ReplayBuffer
 from components.stages.adapter_train import TrainParams, train_items, version_examples
-from components.stages.common import Layout, load_shared, read_table, stage_main, versions_in, write_json
+from components.stages.common import (
+    Layout,
+    ModelParams,
+    load_shared,
+    read_table,
+    stage_main,
+    versions_in,
+    write_json,
+)
 from components.training.examples import Example
 from components.training.trainer import train
 
@@ -45,8 +53,13 @@ def folder_hash(folder: Path) -> str:
 
 def new_knowledge(qa: pd.DataFrame, previous: str, version: str) -> list[dict]:
     """Train items of `version` that are new or whose answer changed since `previous`."""
-    before = dict(zip(qa.loc[qa["version"] == previous, "id"], qa.loc[qa["version"] == previous, "answer"],
-                      strict=True))
+    before = dict(
+        zip(
+            qa.loc[qa["version"] == previous, "id"],
+            qa.loc[qa["version"] == previous, "answer"],
+            strict=True,
+        )
+    )
     return [it for it in train_items(qa, version) if before.get(it["id"]) != it["answer"]]
 
 
@@ -69,18 +82,23 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
             buffer.add(item)
     else:
         buffer = ReplayBuffer.load(out / REPLAY, p.replay_size, model_params.seed)
-    pending = versions[versions.index(state["consumed"][-1]) + 1:]
+    pending = versions[versions.index(state["consumed"][-1]) + 1 :]
     for version in pending:
         previous = state["consumed"][-1]
-        current = {it["id"]: it for it in qa[qa["version"] == version].to_dict("records")
-                   if it["split"] == "train"}
+        current = {
+            it["id"]: it for it in qa[qa["version"] == version].to_dict("records") if it["split"] == "train"
+        }
         revised = buffer.refresh(current)
         fresh = new_knowledge(qa, previous, version)
-        record = {"version": version, "new_examples": len(fresh), "replay_revised": revised,
-                  "replay_size": len(buffer.items)}
+        record = {
+            "version": version,
+            "new_examples": len(fresh),
+            "replay_revised": revised,
+            "replay_size": len(buffer.items),
+        }
         if fresh:
             examples = version_examples(params, layout, version, fresh + buffer.items, model_params.seed)
-            new, replay = examples[:len(fresh)], examples[len(fresh):]
+            new, replay = examples[: len(fresh)], examples[len(fresh) :]
             record.update(_update_adapter(out, model_params, train_params, p, new, replay))
         for item in fresh:
             buffer.add(item)
@@ -90,22 +108,42 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         (out / STATE).write_text(json.dumps(state, indent=2))
     buffer.save(out / REPLAY)
     (out / STATE).write_text(json.dumps(state, indent=2))
-    metrics = {"versions_learned": state["consumed"], "updates_this_run": len(pending),
-               "replay_size": len(buffer.items), "adapter_bytes": sum(
-                   f.stat().st_size for f in out.glob("*.safetensors")),
-               "last_update": state["updates"][-1] if state["updates"] else None}
+    metrics = {
+        "versions_learned": state["consumed"],
+        "updates_this_run": len(pending),
+        "replay_size": len(buffer.items),
+        "adapter_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
+        "last_update": state["updates"][-1] if state["updates"] else None,
+    }
     write_json(layout.metrics / "continual.json", metrics)
     return metrics
 
 
-def _update_adapter(out: Path, model_params, train_params, p: ContinualParams,  # noqa: ANN001
-                    new: list[Example], replay: list[Example]) -> dict[str, Any]:
+def _update_adapter(
+    out: Path,
+    model_params: ModelParams,
+    train_params: TrainParams,
+    p: ContinualParams,
+    new: list[Example],
+    replay: list[Example],
+) -> dict[str, Any]:
     """Fine-tune the adapter in `out` (not from scratch) and replace it atomically."""
     base, tokenizer = load_base_model(model_params.base, model_params.dtype)
     model = load_artifact(out, base, trainable=True)
-    stats = train(model, tokenizer, new, p.steps, train_params.batch_size, p.lr, train_params.max_length,
-                  model_params.seed, autocast_bf16=train_params.bf16, replay=replay or None,
-                  replay_ratio=p.replay_ratio if replay else 0.0, desc="continual-update")
+    stats = train(
+        model,
+        tokenizer,
+        new,
+        p.steps,
+        train_params.batch_size,
+        p.lr,
+        train_params.max_length,
+        model_params.seed,
+        autocast_bf16=train_params.bf16,
+        replay=replay or None,
+        replay_ratio=p.replay_ratio if replay else 0.0,
+        desc="continual-update",
+    )
     config = read_artifact_config(out)
     staging = out.with_name(out.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)

@@ -16,7 +16,14 @@ from components.adapters.prompting import build_prompt
 from components.config import StrictModel, parse_section
 from components.evaluation.harness import markdown_table, run_system
 from components.evaluation.metrics import mean, recall_at_k, reciprocal_rank
-from components.stages.common import Layout, load_shared, read_table, stage_main, versions_in, write_json
+from components.stages.common import (
+    Layout,
+    load_shared,
+    read_table,
+    stage_main,
+    versions_in,
+    write_json,
+)
 from components.stores.retriever import Retriever
 
 
@@ -58,6 +65,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
                 return generate(model, tokenizer, prompts, p.max_new_tokens, p.batch_size)
             with model.disable_adapter():
                 return generate(model, tokenizer, prompts, p.max_new_tokens, p.batch_size)
+
         return fn
 
     extra = [retrieve_ms] * len(questions)
@@ -68,18 +76,38 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     ]
     keys = ["base", "rag", "adapter"]
     metrics = {
-        "corpus_version": latest, "questions": len(test), "k": retrieval.k,
-        f"recall@{retrieval.k}": recall, "mrr": mrr, "retrieve_ms_per_question": retrieve_ms,
-        **{key: {"em": r.em, "f1": r.f1, "latency_ms_mean": r.latency_ms_mean,
-                 "latency_ms_p95": r.latency_ms_p95} for key, r in zip(keys, results, strict=True)},
+        "corpus_version": latest,
+        "questions": len(test),
+        "k": retrieval.k,
+        f"recall@{retrieval.k}": recall,
+        "mrr": mrr,
+        "retrieve_ms_per_question": retrieve_ms,
+        **{
+            key: {
+                "em": r.em,
+                "f1": r.f1,
+                "latency_ms_mean": r.latency_ms_mean,
+                "latency_ms_p95": r.latency_ms_p95,
+            }
+            for key, r in zip(keys, results, strict=True)
+        },
     }
     layout.metrics.mkdir(parents=True, exist_ok=True)
     (layout.metrics / "evaluate.md").write_text(markdown_table(results, recall, retrieval.k, len(test)))
     with (layout.metrics / "predictions.jsonl").open("w") as fh:
         for i, t in enumerate(test):
-            fh.write(json.dumps({"id": t["id"], "question": t["question"], "gold": t["answer"],
-                                 "retrieved_docs": doc_ids[i],
-                                 **{k: r.predictions[i] for k, r in zip(keys, results, strict=True)}}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": t["id"],
+                        "question": t["question"],
+                        "gold": t["answer"],
+                        "retrieved_docs": doc_ids[i],
+                        **{k: r.predictions[i] for k, r in zip(keys, results, strict=True)},
+                    }
+                )
+                + "\n"
+            )
     write_json(layout.metrics / "evaluate.json", metrics)
     return metrics
 

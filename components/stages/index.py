@@ -12,7 +12,14 @@ from pydantic import Field
 
 from components.config import StrictModel, parse_section
 from components.stages.common import (
-    Layout, ModelParams, RetrievalParams, load_shared, read_table, stage_main, versions_in, write_json,
+    Layout,
+    ModelParams,
+    RetrievalParams,
+    load_shared,
+    read_table,
+    stage_main,
+    versions_in,
+    write_json,
 )
 from components.stages.embed import load_embeddings
 from components.stores.retriever import Retriever
@@ -28,7 +35,11 @@ def content_hash(chunk_ids: list[str]) -> str:
 
 
 def version_retriever(
-    layout: Layout, version: str, model: ModelParams, retrieval: RetrievalParams, index: IndexParams,
+    layout: Layout,
+    version: str,
+    model: ModelParams,
+    retrieval: RetrievalParams,
+    index: IndexParams,
     chunks: pd.DataFrame | None = None,
 ) -> Retriever:
     """A retriever over one corpus version's chunks, built in memory from the embed stage output."""
@@ -36,11 +47,20 @@ def version_retriever(
     ids, vectors = load_embeddings(layout)
     row_of = {cid: i for i, cid in enumerate(ids)}
     part = chunks[chunks["version"] == version]
-    payloads = [{"doc_id": r.doc_id, "chunk_id": r.chunk_id, "version": r.version, "position": r.position}
-                for r in part.itertuples()]
+    payloads = [
+        {"doc_id": r.doc_id, "chunk_id": r.chunk_id, "version": r.version, "position": r.position}
+        for r in part.itertuples()
+    ]
     return Retriever.build(
-        part["chunk_id"].tolist(), part["text"].tolist(), vectors[[row_of[c] for c in part["chunk_id"]]],
-        payloads, model.embedder, retrieval.mode, retrieval.rrf_k, index.store, index.store_params,
+        part["chunk_id"].tolist(),
+        part["text"].tolist(),
+        vectors[[row_of[c] for c in part["chunk_id"]]],
+        payloads,
+        model.embedder,
+        retrieval.mode,
+        retrieval.rrf_k,
+        index.store,
+        index.store_params,
     )
 
 
@@ -55,11 +75,17 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     shutil.rmtree(staging, ignore_errors=True)
     retriever.save(staging)
     manifest = {
-        "embedder": model.embedder, "dim": retriever.store.dim, "store": p.store,
-        "store_params": p.store_params, "retrieval_mode": retrieval.mode,
-        "chunking": params.get("chunk", {}), "corpus_source": params.get("ingest", {}).get("source"),
-        "corpus_version": latest, "count": retriever.store.count(),
-        "documents": int(part["doc_id"].nunique()), "content_hash": content_hash(part["chunk_id"].tolist()),
+        "embedder": model.embedder,
+        "dim": retriever.store.dim,
+        "store": p.store,
+        "store_params": p.store_params,
+        "retrieval_mode": retrieval.mode,
+        "chunking": params.get("chunk", {}),
+        "corpus_source": params.get("ingest", {}).get("source"),
+        "corpus_version": latest,
+        "count": retriever.store.count(),
+        "documents": int(part["doc_id"].nunique()),
+        "content_hash": content_hash(part["chunk_id"].tolist()),
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     shutil.rmtree(layout.index, ignore_errors=True)

@@ -42,11 +42,18 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         )
     qa = pd.DataFrame(qa_items, columns=["id", "question", "answer", "doc_id", "split", "version"])
     known = set(zip(valid["version"], valid["doc_id"], strict=True))
-    orphan = ~pd.Series([(v, d) in known for v, d in zip(qa["version"], qa["doc_id"], strict=True)],
-                        dtype=bool)
+    orphan = ~pd.Series(
+        [(v, d) in known for v, d in zip(qa["version"], qa["doc_id"], strict=True)], dtype=bool
+    )
     for _, row in qa[orphan].iterrows():
-        quarantined.append({"doc_id": row["doc_id"], "source": f"qa:{row['id']}", "version": row["version"],
-                            "reason": "question refers to a document that is missing or quarantined"})
+        quarantined.append(
+            {
+                "doc_id": row["doc_id"],
+                "source": f"qa:{row['id']}",
+                "version": row["version"],
+                "reason": "question refers to a document that is missing or quarantined",
+            }
+        )
     qa = qa[~orphan].reset_index(drop=True)
 
     layout.interim.mkdir(parents=True, exist_ok=True)
@@ -59,9 +66,12 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         log.warning("quarantined %s (%s): %s", record.get("source"), record["version"], record["reason"])
     latest = versions[-1][0]
     metrics = {
-        "versions": len(versions), "latest_version": latest,
-        "documents": int((valid["version"] == latest).sum()), "documents_all_versions": len(valid),
-        "quarantined": len(quarantined), "questions": int((qa["version"] == latest).sum()),
+        "versions": len(versions),
+        "latest_version": latest,
+        "documents": int((valid["version"] == latest).sum()),
+        "documents_all_versions": len(valid),
+        "quarantined": len(quarantined),
+        "questions": int((qa["version"] == latest).sum()),
         "train_questions": int(((qa["version"] == latest) & (qa["split"] == "train")).sum()),
         "test_questions": int(((qa["version"] == latest) & (qa["split"] == "test")).sum()),
     }

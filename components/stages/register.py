@@ -27,8 +27,9 @@ class RegisterParams(StrictModel):
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -51,12 +52,18 @@ def gate(metrics: dict[str, Any], champion, p: RegisterParams) -> tuple[bool, st
     key = p.gate_metric
     ours, base = metrics["adapter"][key], metrics["base"][key]
     if ours <= base:
-        return False, f"adapter {key} {ours:.3f} does not beat the base model without retrieval ({base:.3f})"
+        return (
+            False,
+            f"adapter {key} {ours:.3f} does not beat the base model without retrieval ({base:.3f})",
+        )
     if champion is None:
         return True, f"no champion yet; adapter {key} {ours:.3f} beats the base model ({base:.3f})"
     theirs = float(champion.tags.get(f"adapter.{key}", "nan"))
     if not ours > theirs + p.min_gain:
-        return False, f"adapter {key} {ours:.3f} does not beat champion v{champion.version} ({theirs:.3f})"
+        return (
+            False,
+            f"adapter {key} {ours:.3f} does not beat champion v{champion.version} ({theirs:.3f})",
+        )
     return True, f"adapter {key} {ours:.3f} beats champion v{champion.version} ({theirs:.3f})"
 
 
@@ -68,16 +75,25 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     client = reg.configure(p.tracking_uri)
     reg.ensure_registered_model(client, reg.INDEX_MODEL, "Vector index snapshots (FAISS + BM25).")
     reg.ensure_registered_model(client, reg.ADAPTER_MODEL, "Retrieval-augmented PEFT adapters.")
-    lineage = {"git_commit": git_commit(), **dvc_lock_hashes(layout),
-               "prefect_flow_run_id": os.environ.get("RETRO_FLOW_RUN_ID", "")}
+    lineage = {
+        "git_commit": git_commit(),
+        **dvc_lock_hashes(layout),
+        "prefect_flow_run_id": os.environ.get("RETRO_FLOW_RUN_ID", ""),
+    }
     flat_metrics = {f"{s}.{m}": v for s in ("base", "rag", "adapter") for m, v in metrics[s].items()}
     flat_metrics[f"recall_at_{metrics['k']}"] = metrics[f"recall@{metrics['k']}"]
 
     with mlflow.start_run(run_name=f"register-{manifest['corpus_version']}") as run_info:
         run_id = run_info.info.run_id
-        mlflow.log_params({"base_model": adapter_config["base_model"], "method": adapter_config["method"],
-                           "embedder": manifest["embedder"], "corpus_version": manifest["corpus_version"],
-                           "index_content_hash": manifest["content_hash"]})
+        mlflow.log_params(
+            {
+                "base_model": adapter_config["base_model"],
+                "method": adapter_config["method"],
+                "embedder": manifest["embedder"],
+                "corpus_version": manifest["corpus_version"],
+                "index_content_hash": manifest["content_hash"],
+            }
+        )
         mlflow.log_metrics(flat_metrics)
         mlflow.set_tags(lineage)
         for name in ("evaluate.md", "evaluate.json", "predictions.jsonl"):
@@ -86,25 +102,59 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         index_version = reg.find_version(client, reg.INDEX_MODEL, "content_hash", manifest["content_hash"])
         if index_version is None or index_version.tags.get("embedder") != manifest["embedder"]:
             mlflow.log_artifacts(str(layout.index), "index")
-            index_version = reg.register_version(client, reg.INDEX_MODEL, run_id, "index", {
-                k: manifest[k] for k in ("content_hash", "embedder", "dim", "count", "corpus_version",
-                                         "store", "retrieval_mode", "documents")} | lineage)
+            index_version = reg.register_version(
+                client,
+                reg.INDEX_MODEL,
+                run_id,
+                "index",
+                {
+                    k: manifest[k]
+                    for k in (
+                        "content_hash",
+                        "embedder",
+                        "dim",
+                        "count",
+                        "corpus_version",
+                        "store",
+                        "retrieval_mode",
+                        "documents",
+                    )
+                }
+                | lineage,
+            )
         mlflow.log_artifacts(str(layout.current_adapter), "adapter")
         champion = reg.version_by_alias(client, reg.ADAPTER_MODEL, "champion")
         promote, reason = gate(metrics, champion, p)
-        adapter_version = reg.register_version(client, reg.ADAPTER_MODEL, run_id, "adapter", {
-            "index_version": index_version.version, "index_content_hash": manifest["content_hash"],
-            "base_model": adapter_config["base_model"], "adapter_method": adapter_config["method"],
-            "fusion": adapter_config.get("fusion", "in_context"), "corpus_version": manifest["corpus_version"],
-            "gate": "passed" if promote else "failed", "gate_reason": reason,
-            **{f"{k}": round(v, 6) for k, v in flat_metrics.items()}, **lineage,
-        })
+        adapter_version = reg.register_version(
+            client,
+            reg.ADAPTER_MODEL,
+            run_id,
+            "adapter",
+            {
+                "index_version": index_version.version,
+                "index_content_hash": manifest["content_hash"],
+                "base_model": adapter_config["base_model"],
+                "adapter_method": adapter_config["method"],
+                "fusion": adapter_config.get("fusion", "in_context"),
+                "corpus_version": manifest["corpus_version"],
+                "gate": "passed" if promote else "failed",
+                "gate_reason": reason,
+                **{f"{k}": round(v, 6) for k, v in flat_metrics.items()},
+                **lineage,
+            },
+        )
         if promote:
             client.set_registered_model_alias(reg.ADAPTER_MODEL, p.alias, adapter_version.version)
         mlflow.set_tag("gate_reason", reason)
-    result = {"run_id": run_id, "index_version": index_version.version,
-              "adapter_version": adapter_version.version, "promoted": promote,
-              "alias": p.alias if promote else None, "reason": reason, "tracking_uri": p.tracking_uri}
+    result = {
+        "run_id": run_id,
+        "index_version": index_version.version,
+        "adapter_version": adapter_version.version,
+        "promoted": promote,
+        "alias": p.alias if promote else None,
+        "reason": reason,
+        "tracking_uri": p.tracking_uri,
+    }
     write_json(layout.metrics / "register.json", result)
     return result
 

@@ -12,7 +12,6 @@ import numpy as np
 from components.stores.base import STORES, Hit, matches
 
 
-
 @STORES.register("faiss")
 class FaissStore:
     """String ids and payloads over a FAISS index built from a factory string (inner product)."""
@@ -50,9 +49,7 @@ class FaissStore:
         for iid in known:
             self._payloads.pop(self._str_of.pop(iid), None)
 
-    def search(
-        self, queries: np.ndarray, k: int, where: dict[str, Any] | None = None
-    ) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if self.count() == 0:
             return [[] for _ in range(len(queries))]
@@ -66,8 +63,11 @@ class FaissStore:
         scores, int_ids = self.index.search(queries, k_eff, params=params)
         results = []
         for row_scores, row_ids in zip(scores, int_ids, strict=True):
-            hits = [Hit(self._str_of[i], float(s), self._payloads[self._str_of[i]])
-                    for s, i in zip(row_scores.tolist(), row_ids.tolist(), strict=True) if i >= 0]
+            hits = [
+                Hit(self._str_of[i], float(s), self._payloads[self._str_of[i]])
+                for s, i in zip(row_scores.tolist(), row_ids.tolist(), strict=True)
+                if i >= 0
+            ]
             results.append(hits)
         return results
 
@@ -84,8 +84,12 @@ class FaissStore:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self.index, str(folder / "faiss.index"))
-        meta = {"dim": self.dim, "factory": self.factory, "next": self._next,
-                "ids": [[s, i] for s, i in self._int_of.items()]}
+        meta = {
+            "dim": self.dim,
+            "factory": self.factory,
+            "next": self._next,
+            "ids": [[s, i] for s, i in self._int_of.items()],
+        }
         (folder / "faiss_meta.json").write_text(json.dumps(meta))
         with (folder / "payloads.jsonl").open("w") as fh:
             for sid, payload in self._payloads.items():

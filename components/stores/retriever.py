@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,14 @@ class Retriever:
     """Answers `retrieve(queries, k)` from a store plus an optional BM25 index of the same chunks."""
 
     def __init__(
-        self, store: VectorStore, embedder: str, mode: str = "hybrid", rrf_k: int = 60,
-        bm25: Any = None, bm25_ids: list[str] | None = None, store_kind: str = "faiss",
+        self,
+        store: VectorStore,
+        embedder: str,
+        mode: str = "hybrid",
+        rrf_k: int = 60,
+        bm25: Any = None,
+        bm25_ids: list[str] | None = None,
+        store_kind: str = "faiss",
         store_params: dict[str, Any] | None = None,
     ) -> None:
         if mode not in MODES:
@@ -44,8 +51,15 @@ class Retriever:
 
     @classmethod
     def build(
-        cls, ids: list[str], texts: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]],
-        embedder: str, mode: str = "hybrid", rrf_k: int = 60, store: str = "faiss",
+        cls,
+        ids: list[str],
+        texts: list[str],
+        vectors: np.ndarray,
+        payloads: list[dict[str, Any]],
+        embedder: str,
+        mode: str = "hybrid",
+        rrf_k: int = 60,
+        store: str = "faiss",
         store_params: dict[str, Any] | None = None,
     ) -> Retriever:
         """Index chunks: vectors go to the store, texts to BM25 (unless mode is dense)."""
@@ -53,12 +67,18 @@ class Retriever:
         backend = STORES.build(store, dim=vectors.shape[1], **store_params)
         backend.upsert(ids, vectors, [{**p, "text": t} for p, t in zip(payloads, texts, strict=True)])
         bm25 = _build_bm25(texts) if mode != "dense" and texts else None
-        return cls(backend, embedder, mode if texts else "dense", rrf_k, bm25, list(ids), store,
-                   store_params)
+        return cls(
+            backend,
+            embedder,
+            mode if texts else "dense",
+            rrf_k,
+            bm25,
+            list(ids),
+            store,
+            store_params,
+        )
 
-    def retrieve(
-        self, queries: list[str], k: int, where: dict[str, Any] | None = None
-    ) -> list[list[Hit]]:
+    def retrieve(self, queries: list[str], k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         """Top-k hits per query; payloads carry the chunk text and its document id."""
         depth = k if self.mode == "dense" else max(4 * k, 20)
         dense = [[] for _ in queries]
@@ -72,9 +92,7 @@ class Retriever:
         return [reciprocal_rank_fusion([d, s], k, self.rrf_k) for d, s in zip(dense, sparse, strict=True)]
 
     def _bm25_search(self, queries: list[str], depth: int, where: dict[str, Any] | None) -> list[list[Hit]]:
-        import bm25s
-
-        tokens = bm25s.tokenize(queries, stopwords="en", return_ids=False, show_progress=False)
+        tokens = _bm25s().tokenize(queries, stopwords="en", return_ids=False, show_progress=False)
         n = min(depth, len(self.bm25_ids))
         docs, scores = self.bm25.retrieve(tokens, k=n, show_progress=False, n_threads=1)
         results = []
@@ -97,30 +115,54 @@ class Retriever:
         if self.bm25 is not None:
             self.bm25.save(str(folder / "bm25"))
             (folder / "bm25_ids.json").write_text(json.dumps(self.bm25_ids))
-        settings = {"embedder": self.embedder, "mode": self.mode, "rrf_k": self.rrf_k,
-                    "store": self.store_kind, "store_params": self.store_params, "dim": self.store.dim}
+        settings = {
+            "embedder": self.embedder,
+            "mode": self.mode,
+            "rrf_k": self.rrf_k,
+            "store": self.store_kind,
+            "store_params": self.store_params,
+            "dim": self.store.dim,
+        }
         (folder / "retriever.json").write_text(json.dumps(settings, indent=2))
 
     @classmethod
     def load(cls, folder: Path, mode: str | None = None) -> Retriever:
         """Open a snapshot written by `save`; `mode` may narrow hybrid to dense or bm25."""
-        import bm25s
-
+        bm25s = _bm25s()
         folder = Path(folder)
         settings = json.loads((folder / "retriever.json").read_text())
-        store = STORES.build(settings["store"], dim=settings["dim"], path=str(folder / "store"),
-                             **settings["store_params"])
+        store = STORES.build(
+            settings["store"],
+            dim=settings["dim"],
+            path=str(folder / "store"),
+            **settings["store_params"],
+        )
         bm25 = bm25_ids = None
         if (folder / "bm25").exists():
             bm25 = bm25s.BM25.load(str(folder / "bm25"))
             bm25_ids = json.loads((folder / "bm25_ids.json").read_text())
-        return cls(store, settings["embedder"], mode or settings["mode"], settings["rrf_k"], bm25,
-                   bm25_ids, settings["store"], settings["store_params"])
+        return cls(
+            store,
+            settings["embedder"],
+            mode or settings["mode"],
+            settings["rrf_k"],
+            bm25,
+            bm25_ids,
+            settings["store"],
+            settings["store_params"],
+        )
+
+
+def _bm25s():  # noqa: ANN202
+    """Import bm25s, which sets its own logger to DEBUG on import, and quiet it."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
 
 def _build_bm25(texts: list[str]):  # noqa: ANN202
-    import bm25s
-
+    bm25s = _bm25s()
     bm25 = bm25s.BM25()
     bm25.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
     return bm25

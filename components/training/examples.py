@@ -21,8 +21,12 @@ class Example:
 
 
 def with_retrieval(
-    items: list[dict], retriever: Retriever, k: int, gold_chunks: dict[str, list[str]],
-    ensure_gold: bool = True, seed: int = 0,
+    items: list[dict],
+    retriever: Retriever,
+    k: int,
+    gold_chunks: dict[str, list[str]],
+    ensure_gold: bool = True,
+    seed: int = 0,
 ) -> list[Example]:
     """Attach the top-k retrieved passages to each QA item.
 

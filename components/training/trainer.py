@@ -17,10 +17,11 @@ from components.training.examples import Example
 
 def encode(tokenizer, example: Example, max_length: int) -> tuple[list[int], list[int]]:  # noqa: ANN001
     """Token ids and labels (-100 over the prompt). Long contexts are cut from the left."""
-    prompt = tokenizer(build_prompt(tokenizer, example.question, example.passages),
-                       add_special_tokens=False)["input_ids"]
+    prompt = tokenizer(build_prompt(tokenizer, example.question, example.passages), add_special_tokens=False)[
+        "input_ids"
+    ]
     target = tokenizer(example.answer + answer_suffix(tokenizer), add_special_tokens=False)["input_ids"]
-    prompt = prompt[-max(1, max_length - len(target)):]
+    prompt = prompt[-max(1, max_length - len(target)) :]
     ids = prompt + target
     return ids, [-100] * len(prompt) + target
 
@@ -38,10 +39,20 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, t
 
 
 def train(
-    model, tokenizer, examples: list[Example], steps: int, batch_size: int = 4,  # noqa: ANN001
-    lr: float = 1e-3, max_length: int = 384, seed: int = 0, warmup: int = 5,
-    autocast_bf16: bool = True, replay: list[Example] | None = None, replay_ratio: float = 0.0,
-    on_step: Callable[[int], None] | None = None, desc: str = "train",
+    model,
+    tokenizer,
+    examples: list[Example],
+    steps: int,
+    batch_size: int = 4,  # noqa: ANN001
+    lr: float = 1e-3,
+    max_length: int = 384,
+    seed: int = 0,
+    warmup: int = 5,
+    autocast_bf16: bool = True,
+    replay: list[Example] | None = None,
+    replay_ratio: float = 0.0,
+    on_step: Callable[[int], None] | None = None,
+    desc: str = "train",
 ) -> dict[str, float]:
     """Train the model's trainable parameters for `steps` batches; returns loss and timing.
 
@@ -55,7 +66,8 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * s / steps))
+        optimizer,
+        lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * s / steps)),
     )
     n_replay = round(batch_size * replay_ratio) if replay else 0
     cache: dict[str, tuple[list[int], list[int]]] = {}
@@ -72,8 +84,10 @@ def train(
     started = time.perf_counter()
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if autocast_bf16 else contextlib.nullcontext()
     for step in (bar := tqdm(range(steps), desc=desc, leave=False)):
-        batch = collate(rows(examples, batch_size - n_replay) + (rows(replay, n_replay) if n_replay else []),
-                        tokenizer.pad_token_id)
+        batch = collate(
+            rows(examples, batch_size - n_replay) + (rows(replay, n_replay) if n_replay else []),
+            tokenizer.pad_token_id,
+        )
         with amp:
             loss = model(**batch).loss
         loss.backward()
@@ -86,8 +100,11 @@ def train(
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
-    tail = losses[-max(1, len(losses) // 5):]
+    tail = losses[-max(1, len(losses) // 5) :]
     return {
-        "steps": steps, "first_loss": losses[0], "final_loss": sum(tail) / len(tail),
-        "seconds": time.perf_counter() - started, "seconds_per_step": (time.perf_counter() - started) / steps,
+        "steps": steps,
+        "first_loss": losses[0],
+        "final_loss": sum(tail) / len(tail),
+        "seconds": time.perf_counter() - started,
+        "seconds_per_step": (time.perf_counter() - started) / steps,
     }

@@ -16,25 +16,48 @@ from components.stores.retriever import Retriever
 
 def _metrics(adapter_f1: float, base_f1: float = 0.1) -> dict:
     system = lambda f1: {"em": f1, "f1": f1, "latency_ms_mean": 10.0, "latency_ms_p95": 12.0}  # noqa: E731
-    return {"k": 3, "recall@3": 0.9, "corpus_version": "v1", "questions": 4,
-            "base": system(base_f1), "rag": system(0.2), "adapter": system(adapter_f1)}
+    return {
+        "k": 3,
+        "recall@3": 0.9,
+        "corpus_version": "v1",
+        "questions": 4,
+        "base": system(base_f1),
+        "rag": system(0.2),
+        "adapter": system(adapter_f1),
+    }
 
 
 @pytest.fixture()
 def project(tmp_path: Path, tiny_model: Path) -> tuple[Layout, dict]:
     layout = Layout(tmp_path)
     texts = ["Zorvex is made by Talmir Labs.", "The Varnholt Act dates from 1999."]
-    retriever = Retriever.build(["c1", "c2"], texts, encode(texts), [{"doc_id": "a"}, {"doc_id": "b"}],
-                                "all-MiniLM-L6-v2")
+    retriever = Retriever.build(
+        ["c1", "c2"], texts, encode(texts), [{"doc_id": "a"}, {"doc_id": "b"}], "all-MiniLM-L6-v2"
+    )
     retriever.save(layout.index)
-    (layout.index / "manifest.json").write_text(json.dumps({
-        "content_hash": "abc123", "embedder": "all-MiniLM-L6-v2", "dim": 384, "count": 2,
-        "corpus_version": "v1", "store": "faiss", "retrieval_mode": "hybrid", "documents": 2}))
+    (layout.index / "manifest.json").write_text(
+        json.dumps(
+            {
+                "content_hash": "abc123",
+                "embedder": "all-MiniLM-L6-v2",
+                "dim": 384,
+                "count": 2,
+                "corpus_version": "v1",
+                "store": "faiss",
+                "retrieval_mode": "hybrid",
+                "documents": 2,
+            }
+        )
+    )
     base, _ = load_base_model(str(tiny_model))
-    save_artifact(attach_adapter(base, "lora", {"r": 2}), layout.current_adapter,
-                  {"base_model": str(tiny_model), "method": "lora", "retrieval": {"k": 2}})
-    layout.dvc_lock.write_text("schema: '2.0'\nstages:\n  index:\n    outs:\n    - path: data/index\n"
-                               "      md5: 0123.dir\n")
+    save_artifact(
+        attach_adapter(base, "lora", {"r": 2}),
+        layout.current_adapter,
+        {"base_model": str(tiny_model), "method": "lora", "retrieval": {"k": 2}},
+    )
+    layout.dvc_lock.write_text(
+        "schema: '2.0'\nstages:\n  index:\n    outs:\n    - path: data/index\n      md5: 0123.dir\n"
+    )
     params = {"register": {"tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}}
     return layout, params
 
@@ -67,7 +90,8 @@ def test_linked_versions_lineage_and_gate(project: tuple[Layout, dict]) -> None:
     better = _register(layout, params, 0.7)
     assert better["promoted"] and "beats champion" in better["reason"]
     assert str(client.get_model_version_by_alias(reg.ADAPTER_MODEL, "challenger").version) == str(
-        better["adapter_version"])
+        better["adapter_version"]
+    )
 
     pair = reg.download_pair(client, "champion", layout.root / "download")
     assert pair.adapter_version == str(adapter.version)

@@ -8,7 +8,12 @@ import torch
 from components.adapters.base_model import load_base_model
 from components.adapters.generation import generate
 from components.adapters.peft_adapter import (
-    attach_adapter, count_parameters, load_artifact, peft_config, read_artifact_config, save_artifact,
+    attach_adapter,
+    count_parameters,
+    load_artifact,
+    peft_config,
+    read_artifact_config,
+    save_artifact,
 )
 from components.adapters.prompting import build_prompt
 from components.training.examples import Example
@@ -23,9 +28,20 @@ METHODS = {
 # how far 30 steps must bring the loss down on a tiny random model (IA3 only rescales: it moves least)
 LOSS_RATIO = {"lora": 0.2, "adalora": 0.5, "ia3": 0.9}
 EXAMPLES = [
-    Example("q1", "What is the maximum daily dose of Zorvex?", "120 mg", "d1",
-            ["The maximum daily dose of Zorvex is 120 mg."]),
-    Example("q2", "Who manufactures Zorvex?", "Talmir Labs", "d1", ["Zorvex is manufactured by Talmir Labs."]),
+    Example(
+        "q1",
+        "What is the maximum daily dose of Zorvex?",
+        "120 mg",
+        "d1",
+        ["The maximum daily dose of Zorvex is 120 mg."],
+    ),
+    Example(
+        "q2",
+        "Who manufactures Zorvex?",
+        "Talmir Labs",
+        "d1",
+        ["Zorvex is manufactured by Talmir Labs."],
+    ),
 ]
 
 
@@ -34,13 +50,17 @@ def family_model(request, tmp_path_factory) -> Path:  # noqa: ANN001
     texts = [e.question + " " + e.answer + " " + " ".join(e.passages) for e in EXAMPLES]
     from components.adapters.prompting import WITH_CONTEXT
 
-    return build_tiny_model(tmp_path_factory.mktemp(request.param), texts + [WITH_CONTEXT, "Context: Answer:"],
-                            request.param)
+    return build_tiny_model(
+        tmp_path_factory.mktemp(request.param),
+        texts + [WITH_CONTEXT, "Context: Answer:"],
+        request.param,
+    )
 
 
 def _logits(model, tokenizer) -> torch.Tensor:  # noqa: ANN001
-    batch = tokenizer([build_prompt(tokenizer, EXAMPLES[0].question, EXAMPLES[0].passages)],
-                      return_tensors="pt")
+    batch = tokenizer(
+        [build_prompt(tokenizer, EXAMPLES[0].question, EXAMPLES[0].passages)], return_tensors="pt"
+    )
     with torch.no_grad():
         return model(**batch).logits
 
@@ -55,8 +75,17 @@ def test_adapter_learns_saves_and_reloads(method: str, family_model: Path, tmp_p
     if method == "lora":  # zero-initialised B: a fresh adapter changes nothing
         assert torch.allclose(_logits(model, tokenizer), before, atol=1e-6)
     on_step = (lambda s: model.base_model.update_and_allocate(s)) if method == "adalora" else None
-    stats = train(model, tokenizer, EXAMPLES, steps=40, batch_size=2, lr=3e-2, max_length=128,
-                  autocast_bf16=False, on_step=on_step)
+    stats = train(
+        model,
+        tokenizer,
+        EXAMPLES,
+        steps=40,
+        batch_size=2,
+        lr=3e-2,
+        max_length=128,
+        autocast_bf16=False,
+        on_step=on_step,
+    )
     assert stats["final_loss"] < LOSS_RATIO[method] * stats["first_loss"]
     trained = _logits(model, tokenizer)
     assert not torch.allclose(trained, before, atol=1e-4)
@@ -71,7 +100,16 @@ def test_adapter_learns_saves_and_reloads(method: str, family_model: Path, tmp_p
 def test_memorised_answer_is_generated(family_model: Path) -> None:
     base, tokenizer = load_base_model(str(family_model))
     model = attach_adapter(base, "lora", {"r": 8, "lora_alpha": 16})
-    train(model, tokenizer, EXAMPLES, steps=40, batch_size=2, lr=3e-2, max_length=128, autocast_bf16=False)
+    train(
+        model,
+        tokenizer,
+        EXAMPLES,
+        steps=40,
+        batch_size=2,
+        lr=3e-2,
+        max_length=128,
+        autocast_bf16=False,
+    )
     prompt = build_prompt(tokenizer, EXAMPLES[1].question, EXAMPLES[1].passages)
     assert generate(model, tokenizer, [prompt], max_new_tokens=6)[0].replace(" ", "") == "TalmirLabs"
 

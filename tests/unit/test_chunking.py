@@ -17,7 +17,7 @@ def test_windows_respect_size_cover_everything_and_overlap() -> None:
     assert all(len(c.text.split()) <= 20 for c in chunks)
     seen = set(" ".join(c.text for c in chunks).split())
     assert seen == set(TEXT.split())
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in zip(chunks, chunks[1:], strict=False):
         assert set(a.text.split()) & set(b.text.split()), "consecutive chunks share tokens"
     assert [c.position for c in chunks] == list(range(len(chunks)))
 

@@ -19,19 +19,29 @@ def test_repo_params_are_valid_for_every_stage() -> None:
     from components.stages.register import RegisterParams
 
     data = load_params_file(ROOT / "params.yaml")
-    for model, section in [(IngestParams, "ingest"), (ChunkParams, "chunk"), (EmbedParams, "embed"),
-                           (IndexParams, "index"), (TrainParams, "adapter-train"),
-                           (ContinualParams, "continual-update"), (EvaluateParams, "evaluate"),
-                           (RegisterParams, "register"), (RetrievalParams, "retrieval")]:
+    for model, section in [
+        (IngestParams, "ingest"),
+        (ChunkParams, "chunk"),
+        (EmbedParams, "embed"),
+        (IndexParams, "index"),
+        (TrainParams, "adapter-train"),
+        (ContinualParams, "continual-update"),
+        (EvaluateParams, "evaluate"),
+        (RegisterParams, "register"),
+        (RetrievalParams, "retrieval"),
+    ]:
         parse_section(model, data, section)
 
 
-@pytest.mark.parametrize(("section", "model", "raw", "key"), [
-    ("adapter-train", TrainParams, {"steps": -1}, "adapter-train.steps"),
-    ("adapter-train", TrainParams, {"stpes": 3}, "adapter-train.stpes"),
-    ("retrieval", RetrievalParams, {"mode": "fuzzy"}, "retrieval.mode"),
-    ("chunk", ChunkParams, {"max_tokens": 10, "overlap": 10}, "overlap must be smaller"),
-])
+@pytest.mark.parametrize(
+    ("section", "model", "raw", "key"),
+    [
+        ("adapter-train", TrainParams, {"steps": -1}, "adapter-train.steps"),
+        ("adapter-train", TrainParams, {"stpes": 3}, "adapter-train.stpes"),
+        ("retrieval", RetrievalParams, {"mode": "fuzzy"}, "retrieval.mode"),
+        ("chunk", ChunkParams, {"max_tokens": 10, "overlap": 10}, "overlap must be smaller"),
+    ],
+)
 def test_bad_value_names_the_key(section: str, model: type, raw: dict, key: str) -> None:
     with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
         parse_section(model, {section: raw}, section)

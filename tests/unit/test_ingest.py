@@ -19,14 +19,26 @@ def _corpus(root: Path) -> Path:
     (docs / "huge.txt").write_text("word " * 400)
     (docs / "latin1.txt").write_bytes("Caf\xe9 r\xe9sum\xe9 with enough characters".encode("latin-1"))
     (docs / "sub" / "page.html").write_text(
-        "<html><script>var x=1;</script><h1>Varnholt Act</h1><p>Enacted in 1999 &amp; amended.</p></html>")
+        "<html><script>var x=1;</script><h1>Varnholt Act</h1><p>Enacted in 1999 &amp; amended.</p></html>"
+    )
     (docs / "batch.jsonl").write_text(
-        json.dumps({"id": "j1", "text": "A jsonl document long enough to keep."}) + "\n{not json\n"
-        + json.dumps({"text": "no id"}) + "\n")
+        json.dumps({"id": "j1", "text": "A jsonl document long enough to keep."})
+        + "\n{not json\n"
+        + json.dumps({"text": "no id"})
+        + "\n"
+    )
     (docs / "image.png").write_bytes(b"\x89PNG")
-    qa = [{"id": "q1", "question": "Dose of Zorvex?", "answer": "120 mg", "doc_id": "good", "split": "train"},
-          {"id": "q2", "question": "x?", "answer": "y", "doc_id": "empty", "split": "test"},
-          {"id": "q3", "question": "x?", "answer": "y", "doc_id": "good", "split": "dev"}]
+    qa = [
+        {
+            "id": "q1",
+            "question": "Dose of Zorvex?",
+            "answer": "120 mg",
+            "doc_id": "good",
+            "split": "train",
+        },
+        {"id": "q2", "question": "x?", "answer": "y", "doc_id": "empty", "split": "test"},
+        {"id": "q3", "question": "x?", "answer": "y", "doc_id": "good", "split": "dev"},
+    ]
     (root / "kb" / "qa.jsonl").write_text("\n".join(json.dumps(q) for q in qa) + "\n")
     return root / "kb"
 

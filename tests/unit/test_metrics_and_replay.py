@@ -27,8 +27,10 @@ def test_reservoir_stays_bounded_and_samples_uniformly() -> None:
 
 
 def test_refresh_revises_and_drops_stale_facts(tmp_path) -> None:
-    buffer = ReplayBuffer(5, items=[{"id": "a", "answer": "1"}, {"id": "b", "answer": "2"},
-                                    {"id": "c", "answer": "3"}])
+    buffer = ReplayBuffer(
+        5,
+        items=[{"id": "a", "answer": "1"}, {"id": "b", "answer": "2"}, {"id": "c", "answer": "3"}],
+    )
     touched = buffer.refresh({"a": {"id": "a", "answer": "1"}, "b": {"id": "b", "answer": "20"}})
     assert touched == 2
     assert buffer.items == [{"id": "a", "answer": "1"}, {"id": "b", "answer": "20"}]

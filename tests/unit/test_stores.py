@@ -21,7 +21,9 @@ def _exact(vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int, keep=
     return [ids[i] for i in order[:k]]
 
 
-def test_flat_faiss_agrees_with_exact_search_including_filters_deletes_and_snapshots(tmp_path) -> None:
+def test_flat_faiss_agrees_with_exact_search_including_filters_deletes_and_snapshots(
+    tmp_path,
+) -> None:
     ids, vectors, payloads = _data()
     store = STORES.build("faiss", dim=32, factory="Flat")
     store.upsert(ids, vectors, payloads)
@@ -60,8 +62,15 @@ def test_reciprocal_rank_fusion_rewards_agreement() -> None:
 
 
 def test_hybrid_retrieval_finds_identifiers_dense_misses(tmp_path) -> None:
-    texts = [f"Form {code} starts the {name} procedure." for code, name in
-             [("TAR-854", "Drakaor"), ("SEL-112", "Mirvel"), ("ORK-377", "Talsun"), ("BEL-903", "Quenn")]]
+    texts = [
+        f"Form {code} starts the {name} procedure."
+        for code, name in [
+            ("TAR-854", "Drakaor"),
+            ("SEL-112", "Mirvel"),
+            ("ORK-377", "Talsun"),
+            ("BEL-903", "Quenn"),
+        ]
+    ]
     texts += ["Unrelated text about weather in Varnholt.", "Another note on budgets."]
     from components.embed.encoder import encode
 

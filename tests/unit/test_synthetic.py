@@ -36,8 +36,15 @@ def test_every_answer_is_stated_in_its_document(tmp_path: Path) -> None:
 
 
 def test_versions_change_add_and_remove_documents(tmp_path: Path) -> None:
-    summary = make_corpus(tmp_path / "kb", seed=2, entities_per_domain=4, versions=2, change_share=0.25,
-                          add_per_version=3, remove_per_version=2)
+    summary = make_corpus(
+        tmp_path / "kb",
+        seed=2,
+        entities_per_domain=4,
+        versions=2,
+        change_share=0.25,
+        add_per_version=3,
+        remove_per_version=2,
+    )
     v1 = {i["id"]: i for i in _qa(tmp_path / "kb" / "v1" / "qa.jsonl")}
     v2 = {i["id"]: i for i in _qa(tmp_path / "kb" / "v2" / "qa.jsonl")}
     docs1 = {p.stem for p in (tmp_path / "kb" / "v1" / "docs").rglob("*.md")}
