@@ -58,6 +58,21 @@ def build_tiny_model(folder: Path, texts: list[str], family: str = "llama") -> P
             eos_token_id=2,
             initializer_range=0.2,
         )
+    elif family == "t5":
+        from transformers import AutoModelForSeq2SeqLM, T5Config
+
+        config = T5Config(
+            vocab_size=len(tokenizer),
+            d_model=64,
+            d_ff=128,
+            num_layers=2,
+            num_heads=4,
+            d_kv=16,
+            pad_token_id=0,
+            eos_token_id=2,
+            decoder_start_token_id=0,
+        )
+        model = AutoModelForSeq2SeqLM.from_config(config)
     else:
         from transformers import GPT2Config
 
@@ -72,7 +87,8 @@ def build_tiny_model(folder: Path, texts: list[str], family: str = "llama") -> P
             eos_token_id=2,
             initializer_range=0.2,
         )
-    model = AutoModelForCausalLM.from_config(config)
+    if family != "t5":
+        model = AutoModelForCausalLM.from_config(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

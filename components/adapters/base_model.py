@@ -77,10 +77,12 @@ def load_tokenizer(name: str):  # noqa: ANN201
 
 
 def load_base_model(name: str, dtype: str = "float32"):  # noqa: ANN201
-    """(model, tokenizer) for a causal LM, in eval mode, on the CPU."""
-    from transformers import AutoModelForCausalLM
+    """(model, tokenizer) for a causal or encoder-decoder LM, in eval mode, on the CPU."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     path = resolve_base_model(name)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    seq2seq = getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False)
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = auto.from_pretrained(path, dtype=getattr(torch, dtype))
     model.eval()
     return model, load_tokenizer(name)

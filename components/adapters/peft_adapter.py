@@ -13,7 +13,7 @@ from peft.utils import PeftType
 ARTIFACT_CONFIG = "retro_config.json"
 
 
-def peft_config(method: str, config: dict[str, Any], total_steps: int | None = None):  # noqa: ANN201
+def peft_config(method: str, config: dict[str, Any], total_steps: int | None = None, seq2seq: bool = False):  # noqa: ANN201
     """peft's config class for `method` (lora, adalora, ia3, or any peft type), filled from params.
 
     The dict goes straight into the peft class; only AdaLoRA's `total_step` is filled in from
@@ -25,7 +25,7 @@ def peft_config(method: str, config: dict[str, Any], total_steps: int | None = N
         known = ", ".join(sorted(t.value.lower() for t in PEFT_TYPE_TO_CONFIG_MAPPING))
         raise ValueError(f"unknown adapter method {method!r}; peft knows: {known}") from None
     config = dict(config)
-    config.setdefault("task_type", "CAUSAL_LM")
+    config.setdefault("task_type", "SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM")
     if peft_type is PeftType.ADALORA and total_steps and not config.get("total_step"):
         config["total_step"] = total_steps
     return PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](**config)
@@ -33,7 +33,8 @@ def peft_config(method: str, config: dict[str, Any], total_steps: int | None = N
 
 def attach_adapter(model, method: str, config: dict[str, Any], total_steps: int | None = None):  # noqa: ANN001, ANN201
     """Wrap a base model with a fresh trainable adapter."""
-    return get_peft_model(model, peft_config(method, config, total_steps))
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    return get_peft_model(model, peft_config(method, config, total_steps, seq2seq))
 
 
 def count_parameters(model) -> dict[str, int]:  # noqa: ANN001

@@ -6,10 +6,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from components.adapters.base_model import load_base_model
+from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
-from components.adapters.peft_adapter import load_artifact, read_artifact_config
+from components.adapters.peft_adapter import read_artifact_config
 from components.adapters.prompting import build_prompt
+from components.adapters.retro_model import rerank_hits
 from components.stores.retriever import Retriever
 
 
@@ -24,10 +25,13 @@ class Answerer:
         index_version: str = "local",
     ) -> None:
         config = read_artifact_config(adapter_dir)
-        base, self.tokenizer = load_base_model(config["base_model"])
-        self.model = load_artifact(adapter_dir, base)
+        self.model = load_retro_model(adapter_dir)
+        self.tokenizer = self.model.tokenizer
         self.retriever = Retriever.load(index_dir)
         self.k = int(config.get("retrieval", {}).get("k", 3))
+        self.candidates = (
+            int(config.get("supervision", {}).get("candidates", 1)) if self.model.reranker else 1
+        )
         self.adapter_version, self.index_version = adapter_version, index_version
 
     @classmethod
@@ -39,9 +43,13 @@ class Answerer:
         return cls(pair.adapter_dir, pair.index_dir, pair.adapter_version, pair.index_version)
 
     def answer(self, question: str, k: int | None = None, max_new_tokens: int = 24) -> dict[str, Any]:
-        hits = self.retriever.retrieve([question], k or self.k)[0]
-        prompt = build_prompt(self.tokenizer, question, [h.payload["text"] for h in hits])
-        text = generate(self.model, self.tokenizer, [prompt], max_new_tokens)[0]
+        k = k or self.k
+        hits = rerank_hits(
+            self.model, [question], self.retriever.retrieve([question], k * self.candidates), k
+        )[0]
+        texts = [h.payload["text"] for h in hits]
+        prompt = build_prompt(self.tokenizer, question, None if self.model.uses_memory else texts)
+        text = generate(self.model, [prompt], max_new_tokens, passages=[texts])[0]
         return {
             "answer": text,
             "sources": [

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import Field
 
 from components.adapters.base_model import load_base_model
-from components.adapters.peft_adapter import attach_adapter, count_parameters, save_artifact
+from components.adapters.builder import build_retro_model, parameter_report
 from components.config import StrictModel, parse_section
 from components.stages.common import (
     Layout,
@@ -29,8 +29,27 @@ from components.stages.common import (
     write_json,
 )
 from components.stages.index import IndexParams, version_retriever
-from components.training.examples import Example, with_retrieval
+from components.training.examples import Example, language_modelling, with_retrieval
 from components.training.trainer import train
+
+
+class FusionParams(StrictModel):
+    """How retrieved passages reach the model (see components/adapters/retro_model.py)."""
+
+    fusion: Literal["in_context", "cross_attention", "gated"] = "in_context"
+    layers: list[int] | None = Field(None, description="decoder layers to fuse at; default upper half")
+    rank: int = Field(32, ge=1)
+    heads: int = Field(4, ge=1)
+    gate: Literal["layer", "token"] = "layer"
+    chunk_tokens: int = Field(96, ge=8, description="tokens of each chunk encoded as memory")
+
+
+class SupervisionParams(StrictModel):
+    """Retrieval supervision: a reranker over the retrieved passages, pulled toward the gold one."""
+
+    weight: float = Field(0.5, ge=0, description="weight of the reranking loss; 0 turns it off")
+    rank: int = Field(64, ge=1, description="width of the reranker's projections")
+    candidates: int = Field(2, ge=1, description="first-stage list = candidates x retrieval.k")
 
 
 class TrainParams(StrictModel):
@@ -42,6 +61,14 @@ class TrainParams(StrictModel):
     max_length: int = Field(384, ge=32)
     ensure_gold: bool = True
     bf16: bool = True
+    fusion: FusionParams = Field(default_factory=FusionParams)
+    supervision: SupervisionParams = Field(default_factory=SupervisionParams)
+    objective: Literal["auto", "qa", "lm"] = Field(
+        "auto",
+        description="qa: train questions; lm: continue chunks from retrieved neighbours; auto: qa if any",
+    )
+    max_lm_examples: int = Field(512, ge=0, description="chunks sampled for the lm objective (0 = all)")
+    max_trainable_share: float | None = Field(0.01, gt=0, description="budget vs base parameters")
 
 
 def version_examples(
@@ -51,15 +78,25 @@ def version_examples(
     items: list[dict],
     seed: int,
     ensure_gold: bool = True,
+    lm_chunk_ids: set[str] | None = None,
+    max_lm_examples: int = 0,
 ) -> list[Example]:
-    """QA items of one corpus version with passages retrieved from that version's chunks."""
+    """Training examples of one corpus version, passages retrieved from that version's chunks.
+
+    QA items become question/answer examples; `lm_chunk_ids` (for corpora without questions)
+    become continuation examples on those chunks (the unsupervised objective).
+    """
     model, retrieval = load_shared(params)
     index = parse_section(IndexParams, params, "index")
     chunks = read_table(layout.chunks, "chunk")
     part = chunks[chunks["version"] == version].sort_values(["doc_id", "position"])
     gold = part.groupby("doc_id")["text"].apply(list).to_dict()
     retriever = version_retriever(layout, version, model, retrieval, index, chunks)
-    return with_retrieval(items, retriever, retrieval.k, gold, ensure_gold=ensure_gold, seed=seed)
+    examples = with_retrieval(items, retriever, retrieval.k, gold, ensure_gold=ensure_gold, seed=seed)
+    if lm_chunk_ids:
+        rows = part[part["chunk_id"].isin(lm_chunk_ids)].to_dict("records")
+        examples += language_modelling(rows, retriever, retrieval.k, max_lm_examples, seed)
+    return examples
 
 
 def train_items(qa: pd.DataFrame, version: str) -> list[dict]:
@@ -73,7 +110,7 @@ def artifact_config(model: ModelParams, retrieval: RetrievalParams, p: TrainPara
         "method": p.method,
         "adapter_config": p.config,
         "retrieval": retrieval.model_dump(),
-        "fusion": "in_context",
+        "supervision": p.supervision.model_dump(),
     }
 
 
@@ -81,13 +118,22 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     p = parse_section(TrainParams, params, "adapter-train")
     model_params, retrieval = load_shared(params)
     qa = read_table(layout.qa, "ingest")
-    first = versions_in(qa)[0]
+    first = versions_in(read_table(layout.chunks, "chunk"))[0]
     items = train_items(qa, first)
-    if not items:
+    objective = p.objective if p.objective != "auto" else ("qa" if items else "lm")
+    if objective == "qa" and not items:
         raise ValueError(
-            f"corpus version {first} has no train questions: qa.jsonl with split=train is needed"
+            f"corpus version {first} has no train questions (qa.jsonl with split=train); "
+            "set adapter-train.objective=lm to train on the documents alone"
         )
-    examples = version_examples(params, layout, first, items, model_params.seed, p.ensure_gold)
+    lm_ids = None
+    if objective == "lm":
+        chunks = read_table(layout.chunks, "chunk")
+        lm_ids = set(chunks.loc[chunks["version"] == first, "chunk_id"])
+        items = []
+    examples = version_examples(
+        params, layout, first, items, model_params.seed, p.ensure_gold, lm_ids, p.max_lm_examples
+    )
     fingerprint = hashlib.sha256(
         json.dumps(
             [
@@ -106,17 +152,17 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         write_json(layout.metrics / "train.json", metrics)
         return metrics
     base, tokenizer = load_base_model(model_params.base, model_params.dtype)
-    model = attach_adapter(base, p.method, p.config, total_steps=p.steps)
+    fusion = {**p.fusion.model_dump(), "rerank": p.supervision.weight > 0, "rerank_rank": p.supervision.rank}
+    model = build_retro_model(base, tokenizer, p.method, p.config, fusion, p.steps, p.max_trainable_share)
     on_step = None
     if p.method.lower() == "adalora":
 
         def on_step(step: int) -> None:
-            model.base_model.update_and_allocate(step)
+            model.model.base_model.update_and_allocate(step)
 
-    counts = count_parameters(model)
+    counts = parameter_report(model)
     stats = train(
         model,
-        tokenizer,
         examples,
         p.steps,
         p.batch_size,
@@ -126,18 +172,22 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         autocast_bf16=p.bf16,
         on_step=on_step,
         desc="adapter-train",
+        supervision_weight=p.supervision.weight,
     )
     metrics = {
         **stats,
         "examples": len(examples),
+        "objective": objective,
         "version": first,
+        "fusion": p.fusion.fusion,
         "trainable_params": counts["trainable"],
-        "trainable_share": counts["trainable"] / counts["total"],
+        "adapter_params": counts["adapter"],
+        "fusion_params": counts["fusion"],
+        "trainable_share": counts["trainable_share"],
         "skipped": False,
     }
     shutil.rmtree(layout.base_adapter, ignore_errors=True)
-    save_artifact(
-        model,
+    model.save(
         layout.base_adapter,
         {
             **artifact_config(model_params, retrieval, p),

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 from pydantic import Field
 
-from components.adapters.base_model import load_base_model
-from components.adapters.peft_adapter import load_artifact, read_artifact_config, save_artifact
+from components.adapters.builder import load_retro_model
+from components.adapters.peft_adapter import read_artifact_config
 from components.config import StrictModel, parse_section
 from components.continual.replay import ReplayBuffer
 from components.stages.adapter_train import TrainParams, train_items, version_examples
@@ -46,7 +46,7 @@ class ContinualParams(StrictModel):
 
 def folder_hash(folder: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(Path(folder).glob("*.safetensors")):
+    for path in sorted(Path(folder).glob("*.safetensors")):  # adapter and fusion weights
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -68,7 +68,8 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     train_params = parse_section(TrainParams, params, "adapter-train")
     model_params, _ = load_shared(params)
     qa = read_table(layout.qa, "ingest")
-    versions = versions_in(qa)
+    chunks = read_table(layout.chunks, "chunk")
+    versions = versions_in(chunks)
     out = layout.current_adapter
     base_hash = folder_hash(layout.base_adapter)
     state = json.loads((out / STATE).read_text()) if (out / STATE).exists() else {}
@@ -96,9 +97,23 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
             "replay_revised": revised,
             "replay_size": len(buffer.items),
         }
-        if fresh:
-            examples = version_examples(params, layout, version, fresh + buffer.items, model_params.seed)
-            new, replay = examples[: len(fresh)], examples[len(fresh) :]
+        lm_ids = None
+        if not fresh and train_params.objective != "qa":  # documents only: learn the new chunks
+            by_version = chunks.groupby("version")["chunk_id"].apply(set)
+            lm_ids = by_version.get(version, set()) - by_version.get(previous, set())
+        if fresh or lm_ids:
+            examples = version_examples(
+                params,
+                layout,
+                version,
+                fresh + buffer.items,
+                model_params.seed,
+                lm_chunk_ids=lm_ids,
+                max_lm_examples=train_params.max_lm_examples,
+            )
+            n_old = len(fresh) + len(buffer.items)
+            new, replay = examples[: len(fresh)] + examples[n_old:], examples[len(fresh) : n_old]
+            record["new_examples"] = len(new)
             record.update(_update_adapter(out, model_params, train_params, p, new, replay))
         for item in fresh:
             buffer.add(item)
@@ -128,11 +143,9 @@ def _update_adapter(
     replay: list[Example],
 ) -> dict[str, Any]:
     """Fine-tune the adapter in `out` (not from scratch) and replace it atomically."""
-    base, tokenizer = load_base_model(model_params.base, model_params.dtype)
-    model = load_artifact(out, base, trainable=True)
+    model = load_retro_model(out, trainable=True)
     stats = train(
         model,
-        tokenizer,
         new,
         p.steps,
         train_params.batch_size,
@@ -143,11 +156,11 @@ def _update_adapter(
         replay=replay or None,
         replay_ratio=p.replay_ratio if replay else 0.0,
         desc="continual-update",
+        supervision_weight=train_params.supervision.weight,
     )
-    config = read_artifact_config(out)
     staging = out.with_name(out.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
-    save_artifact(model, staging, config)
+    model.save(staging, read_artifact_config(out))
     for path in staging.iterdir():
         path.replace(out / path.name)
     staging.rmdir()

@@ -9,10 +9,11 @@ from typing import Any
 
 from pydantic import Field
 
-from components.adapters.base_model import load_base_model
+from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
-from components.adapters.peft_adapter import load_artifact
+from components.adapters.peft_adapter import read_artifact_config
 from components.adapters.prompting import build_prompt
+from components.adapters.retro_model import rerank_hits
 from components.config import StrictModel, parse_section
 from components.evaluation.harness import markdown_table, run_system
 from components.evaluation.metrics import mean, recall_at_k, reciprocal_rank
@@ -37,34 +38,60 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     p = parse_section(EvaluateParams, params, "evaluate")
     model_params, retrieval = load_shared(params)
     qa = read_table(layout.qa, "ingest")
-    latest = versions_in(qa)[-1]
+    latest = versions_in(read_table(layout.chunks, "chunk"))[-1]
     test = qa[(qa["version"] == latest) & (qa["split"] == "test")].sort_values("id").to_dict("records")
-    if not test:
-        raise ValueError(f"corpus version {latest} has no test questions (qa.jsonl with split=test)")
+    if not test:  # documents only: nothing to score; register will not promote without a score
+        note = f"corpus version {latest} has no held-out questions (qa.jsonl with split=test)"
+        layout.metrics.mkdir(parents=True, exist_ok=True)
+        (layout.metrics / "evaluate.md").write_text(note + "\n")
+        (layout.metrics / "predictions.jsonl").write_text("")
+        metrics = {"corpus_version": latest, "questions": 0, "k": retrieval.k, "note": note}
+        write_json(layout.metrics / "evaluate.json", metrics)
+        return metrics
     if p.max_questions and len(test) > p.max_questions:
         test = random.Random(model_params.seed).sample(test, p.max_questions)
     questions, golds = [t["question"] for t in test], [t["answer"] for t in test]
 
+    model = load_retro_model(layout.current_adapter)
+    tokenizer = model.tokenizer
+    candidates = read_artifact_config(layout.current_adapter).get("supervision", {}).get("candidates", 1)
+    depth = retrieval.k * (candidates if model.reranker is not None else 1)
     retriever = Retriever.load(layout.index, mode=retrieval.mode)
     retriever.retrieve(questions[:1], retrieval.k)  # load the embedder outside the timed part
     began = time.perf_counter()
-    hits = retriever.retrieve(questions, retrieval.k)
+    hits = retriever.retrieve(questions, depth)
     retrieve_ms = (time.perf_counter() - began) * 1000 / len(questions)
-    passages = {q: [h.payload["text"] for h in hs] for q, hs in zip(questions, hits, strict=True)}
-    doc_ids = [[h.payload["doc_id"] for h in hs] for hs in hits]
-    recall = mean([recall_at_k(d, t["doc_id"], retrieval.k) for d, t in zip(doc_ids, test, strict=True)])
-    mrr = mean([reciprocal_rank(d, t["doc_id"]) for d, t in zip(doc_ids, test, strict=True)])
-
-    base, tokenizer = load_base_model(model_params.base, model_params.dtype)
-    model = load_artifact(layout.current_adapter, base)
+    reranked = rerank_hits(model, questions, hits, depth)
+    ranking = {"first_stage": hits, "reranked": reranked}
+    retrieval_metrics = {}
+    for name, rows in ranking.items():
+        ids = [[h.payload["doc_id"] for h in row] for row in rows]
+        retrieval_metrics[name] = {
+            f"recall@{retrieval.k}": mean(
+                [recall_at_k(d, t["doc_id"], retrieval.k) for d, t in zip(ids, test, strict=True)]
+            ),
+            "mrr": mean([reciprocal_rank(d, t["doc_id"]) for d, t in zip(ids, test, strict=True)]),
+        }
+    rag_passages = {
+        q: [h.payload["text"] for h in row[: retrieval.k]] for q, row in zip(questions, hits, strict=True)
+    }
+    passages = {
+        q: [h.payload["text"] for h in row[: retrieval.k]] for q, row in zip(questions, reranked, strict=True)
+    }
+    doc_ids = [[h.payload["doc_id"] for h in row[: retrieval.k]] for row in reranked]
+    recall = retrieval_metrics["reranked"][f"recall@{retrieval.k}"]
+    mrr = retrieval_metrics["reranked"]["mrr"]
 
     def answer(with_context: bool, adapter: bool):  # noqa: ANN202
         def fn(batch: list[str]) -> list[str]:
-            prompts = [build_prompt(tokenizer, q, passages[q] if with_context else None) for q in batch]
+            in_prompt = with_context and not (adapter and model.uses_memory)
+            source = passages if adapter else rag_passages
+            prompts = [build_prompt(tokenizer, q, source[q] if in_prompt else None) for q in batch]
             if adapter:
-                return generate(model, tokenizer, prompts, p.max_new_tokens, p.batch_size)
-            with model.disable_adapter():
-                return generate(model, tokenizer, prompts, p.max_new_tokens, p.batch_size)
+                memory = [passages[q] for q in batch]
+                return generate(model, prompts, p.max_new_tokens, p.batch_size, memory)
+            with model.base_only():
+                return generate(model, prompts, p.max_new_tokens, p.batch_size)
 
         return fn
 
@@ -81,6 +108,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "k": retrieval.k,
         f"recall@{retrieval.k}": recall,
         "mrr": mrr,
+        "retrieval": retrieval_metrics,
         "retrieve_ms_per_question": retrieve_ms,
         **{
             key: {
@@ -93,7 +121,9 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         },
     }
     layout.metrics.mkdir(parents=True, exist_ok=True)
-    (layout.metrics / "evaluate.md").write_text(markdown_table(results, recall, retrieval.k, len(test)))
+    (layout.metrics / "evaluate.md").write_text(
+        markdown_table(results, retrieval_metrics, retrieval.k, len(test))
+    )
     with (layout.metrics / "predictions.jsonl").open("w") as fh:
         for i, t in enumerate(test):
             fh.write(

@@ -49,6 +49,8 @@ def dvc_lock_hashes(layout: Layout) -> dict[str, str]:
 
 def gate(metrics: dict[str, Any], champion, p: RegisterParams) -> tuple[bool, str]:  # noqa: ANN001
     """Promote to challenger only what beats the base model and the current champion."""
+    if not metrics.get("questions"):
+        return False, "no held-out questions were evaluated, so there is nothing to compare"
     key = p.gate_metric
     ours, base = metrics["adapter"][key], metrics["base"][key]
     if ours <= base:
@@ -80,8 +82,9 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         **dvc_lock_hashes(layout),
         "prefect_flow_run_id": os.environ.get("RETRO_FLOW_RUN_ID", ""),
     }
-    flat_metrics = {f"{s}.{m}": v for s in ("base", "rag", "adapter") for m, v in metrics[s].items()}
-    flat_metrics[f"recall_at_{metrics['k']}"] = metrics[f"recall@{metrics['k']}"]
+    flat_metrics = {f"{s}.{m}": v for s in ("base", "rag", "adapter") for m, v in metrics.get(s, {}).items()}
+    if f"recall@{metrics['k']}" in metrics:
+        flat_metrics[f"recall_at_{metrics['k']}"] = metrics[f"recall@{metrics['k']}"]
 
     with mlflow.start_run(run_name=f"register-{manifest['corpus_version']}") as run_info:
         run_id = run_info.info.run_id

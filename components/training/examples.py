@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from components.stores.retriever import Retriever
 
@@ -15,9 +15,15 @@ class Example:
     answer: str
     doc_id: str
     passages: list[str]
+    passage_doc_ids: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def gold_index(self) -> int | None:
+        """Position of the first passage from the gold document, or None when none was retrieved."""
+        return self.passage_doc_ids.index(self.doc_id) if self.doc_id in self.passage_doc_ids else None
 
 
 def with_retrieval(
@@ -41,13 +47,55 @@ def with_retrieval(
     examples = []
     for item, hits in zip(items, results, strict=True):
         passages = [h.payload["text"] for h in hits]
-        found = any(h.payload.get("doc_id") == item["doc_id"] for h in hits)
+        doc_ids = [str(h.payload.get("doc_id")) for h in hits]
         candidates = gold_chunks.get(item["doc_id"], [])
-        if ensure_gold and not found and candidates:
+        if ensure_gold and item["doc_id"] not in doc_ids and candidates:
             gold = next((c for c in candidates if item["answer"] in c), candidates[0])
+            at = rng.randrange(len(passages)) if len(passages) >= k else rng.randrange(len(passages) + 1)
             if len(passages) >= k:
-                passages[rng.randrange(len(passages))] = gold
+                passages[at], doc_ids[at] = gold, item["doc_id"]
             else:
-                passages.insert(rng.randrange(len(passages) + 1), gold)
-        examples.append(Example(item["id"], item["question"], item["answer"], item["doc_id"], passages))
+                passages.insert(at, gold)
+                doc_ids.insert(at, item["doc_id"])
+        examples.append(
+            Example(item["id"], item["question"], item["answer"], item["doc_id"], passages, doc_ids)
+        )
+    return examples
+
+
+def language_modelling(
+    chunks: list[dict], retriever: Retriever, k: int, max_examples: int = 0, seed: int = 0
+) -> list[Example]:
+    """Unsupervised examples for corpora without questions: continue a chunk from its neighbours.
+
+    Each chunk is cut in half at a word boundary; the first half is the prompt, the second the
+    target, and the passages are the chunk's retrieved neighbours with the chunk itself excluded,
+    so the model learns to use retrieved text rather than to copy its input.
+    """
+    rng = random.Random(seed)
+    usable = [c for c in chunks if len(c["text"].split()) >= 8]
+    if max_examples and len(usable) > max_examples:
+        usable = rng.sample(usable, max_examples)
+    if not usable:
+        return []
+    prefixes, continuations = [], []
+    for c in usable:
+        words = c["text"].split()
+        cut = len(words) // 2
+        prefixes.append(" ".join(words[:cut]))
+        continuations.append(" ".join(words[cut : cut + 32]))
+    results = retriever.retrieve(prefixes, k + 1)
+    examples = []
+    for c, prefix, continuation, hits in zip(usable, prefixes, continuations, results, strict=True):
+        neighbours = [h for h in hits if h.id != c["chunk_id"]][:k]
+        examples.append(
+            Example(
+                c["chunk_id"],
+                f"Continue the text: {prefix}",
+                continuation,
+                c["doc_id"],
+                [h.payload["text"] for h in neighbours],
+                [str(h.payload.get("doc_id")) for h in neighbours],
+            )
+        )
     return examples

@@ -1,4 +1,8 @@
-"""The supervised loop: answer tokens are the targets, prompt tokens are masked out."""
+"""The supervised loop: answer tokens are the targets, prompt tokens are masked out.
+
+Works on a RetroModel in any fusion mode: `in_context` writes the passages into the prompt, the
+fusion modes pass them as memory; encoder-decoder models get the prompt as encoder input.
+"""
 
 from __future__ import annotations
 
@@ -12,38 +16,54 @@ import torch
 from tqdm.auto import tqdm
 
 from components.adapters.prompting import answer_suffix, build_prompt
+from components.adapters.reranker import rerank_loss
+from components.adapters.retro_model import RetroModel
 from components.training.examples import Example
 
+Row = tuple[list[int], list[int]]
 
-def encode(tokenizer, example: Example, max_length: int) -> tuple[list[int], list[int]]:  # noqa: ANN001
-    """Token ids and labels (-100 over the prompt). Long contexts are cut from the left."""
-    prompt = tokenizer(build_prompt(tokenizer, example.question, example.passages), add_special_tokens=False)[
+
+def encode(model: RetroModel, example: Example, max_length: int) -> Row:
+    """(input ids, labels). Causal LMs: prompt + answer with -100 over the prompt, the prompt
+    cut from the left when too long. Seq2seq: the prompt and the answer separately."""
+    tokenizer = model.tokenizer
+    passages = example.passages if not model.uses_memory else None
+    prompt = tokenizer(build_prompt(tokenizer, example.question, passages), add_special_tokens=False)[
         "input_ids"
     ]
     target = tokenizer(example.answer + answer_suffix(tokenizer), add_special_tokens=False)["input_ids"]
+    if model.is_seq2seq:
+        return prompt[-max_length:], target
     prompt = prompt[-max(1, max_length - len(target)) :]
-    ids = prompt + target
-    return ids, [-100] * len(prompt) + target
+    return prompt + target, [-100] * len(prompt) + target
 
 
-def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (ids, labs) in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, : len(labs)] = torch.tensor(labs)
-        attention[i, : len(ids)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    out = torch.full((len(seqs), max(len(s) for s in seqs)), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def collate(model: RetroModel, rows: list[Row], examples: list[Example]) -> dict:
+    """Right-padded tensors for a batch, plus the passages when the model fuses them as memory."""
+    pad_id = model.tokenizer.pad_token_id
+    ids = _pad([r[0] for r in rows], pad_id)
+    batch = {
+        "input_ids": ids,
+        "attention_mask": _pad([[1] * len(r[0]) for r in rows], 0),
+        "labels": _pad([r[1] for r in rows], -100),
+    }
+    if model.uses_memory:
+        batch["passages"] = [e.passages for e in examples]
+    return batch
 
 
 def train(
-    model,
-    tokenizer,
+    model: RetroModel,
     examples: list[Example],
     steps: int,
-    batch_size: int = 4,  # noqa: ANN001
+    batch_size: int = 4,
     lr: float = 1e-3,
     max_length: int = 384,
     seed: int = 0,
@@ -53,43 +73,51 @@ def train(
     replay_ratio: float = 0.0,
     on_step: Callable[[int], None] | None = None,
     desc: str = "train",
+    supervision_weight: float = 0.0,
 ) -> dict[str, float]:
     """Train the model's trainable parameters for `steps` batches; returns loss and timing.
 
     With `replay`, each batch holds about `replay_ratio` replayed examples beside new ones.
     `on_step(step)` runs after each optimiser step (AdaLoRA's budget update goes there).
+    With a reranker on the model and `supervision_weight` > 0, the loss adds that weight times
+    the cross-entropy of the reranker's scores toward each example's gold passage.
     """
     if not examples:
         raise ValueError("no training examples")
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * s / steps)),
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * s / steps))
     )
     n_replay = round(batch_size * replay_ratio) if replay else 0
-    cache: dict[str, tuple[list[int], list[int]]] = {}
+    cache: dict[str, Row] = {}
 
-    def rows(pool: list[Example], n: int) -> list[tuple[list[int], list[int]]]:
-        picked = rng.sample(pool, k=min(n, len(pool)))
-        for ex in picked:
-            if ex.qid + ex.answer not in cache:
-                cache[ex.qid + ex.answer] = encode(tokenizer, ex, max_length)
-        return [cache[ex.qid + ex.answer] for ex in picked]
+    def draw(pool: list[Example], n: int) -> list[Example]:
+        return rng.sample(pool, k=min(n, len(pool))) if n else []
+
+    def row(ex: Example) -> Row:
+        key = ex.qid + "\x00" + ex.answer
+        if key not in cache:
+            cache[key] = encode(model, ex, max_length)
+        return cache[key]
 
     model.train()
     losses: list[float] = []
+    rerank_losses: list[float] = []
     started = time.perf_counter()
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if autocast_bf16 else contextlib.nullcontext()
     for step in (bar := tqdm(range(steps), desc=desc, leave=False)):
-        batch = collate(
-            rows(examples, batch_size - n_replay) + (rows(replay, n_replay) if n_replay else []),
-            tokenizer.pad_token_id,
-        )
+        picked = draw(examples, batch_size - n_replay) + draw(replay or [], n_replay)
+        batch = collate(model, [row(e) for e in picked], picked)
         with amp:
             loss = model(**batch).loss
+            if supervision_weight and model.reranker is not None:
+                relevance = supervision_loss(model, picked)
+                if relevance is not None:
+                    rerank_losses.append(relevance.item())
+                    loss = loss + supervision_weight * relevance
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -100,11 +128,24 @@ def train(
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
+    elapsed = time.perf_counter() - started
     tail = losses[-max(1, len(losses) // 5) :]
     return {
         "steps": steps,
         "first_loss": losses[0],
         "final_loss": sum(tail) / len(tail),
-        "seconds": time.perf_counter() - started,
-        "seconds_per_step": (time.perf_counter() - started) / steps,
+        "seconds": elapsed,
+        "seconds_per_step": elapsed / steps,
+        **({"final_rerank_loss": sum(rerank_losses[-5:]) / len(rerank_losses[-5:])} if rerank_losses else {}),
     }
+
+
+def supervision_loss(model: RetroModel, examples: list[Example]) -> torch.Tensor | None:
+    """Reranker cross-entropy toward the gold passage, over examples that retrieved it."""
+    losses = [
+        rerank_loss(model.rerank_scores([e.question], [e.passages]), [e.gold_index])
+        for e in examples
+        if e.gold_index is not None and len(e.passages) > 1
+    ]
+    losses = [x for x in losses if x is not None]
+    return torch.stack(losses).mean() if losses else None

@@ -49,6 +49,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_mo
         f"model.base={tiny_model}",
         "adapter-train.steps=6",
         "adapter-train.lr=0.01",
+        "adapter-train.max_trainable_share=0.5",
         "continual-update.steps=3",
         "evaluate.max_questions=6",
         "evaluate.max_new_tokens=4",

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from components.adapters.base_model import DEFAULT_BASE_MODEL, load_base_model, resolve_base_model
+from components.adapters.builder import build_retro_model, parameter_report
 from components.adapters.generation import generate
-from components.adapters.peft_adapter import attach_adapter, count_parameters
 from components.adapters.prompting import build_prompt
 from components.data.synthetic import make_corpus
 from components.embed.encoder import encode
@@ -41,16 +41,13 @@ def test_short_lora_run_with_retrieval_beats_the_base_model(tmp_path: Path) -> N
     assert (Path(resolve_base_model(DEFAULT_BASE_MODEL)) / "model.safetensors").exists()
     base, tokenizer = load_base_model(DEFAULT_BASE_MODEL)
     assert base.config.model_type == "llama" and tokenizer.chat_template
-    no_context = generate(base, tokenizer, [build_prompt(tokenizer, e.question, None) for e in test_set], 12)
-
-    model = attach_adapter(base, "lora", {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05})
-    counts = count_parameters(model)
-    assert counts["trainable"] / counts["total"] < 0.01
-    stats = train(model, tokenizer, train_set, steps=12, batch_size=4, lr=1e-3, max_length=320)
+    model = build_retro_model(base, tokenizer, "lora", {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05})
+    assert parameter_report(model)["trainable_share"] < 0.01
+    with model.base_only():
+        no_context = generate(model, [build_prompt(tokenizer, e.question, None) for e in test_set], 12)
+    stats = train(model, train_set, steps=12, batch_size=4, lr=1e-3, max_length=320)
     assert stats["final_loss"] < stats["first_loss"]
-    adapted = generate(
-        model, tokenizer, [build_prompt(tokenizer, e.question, e.passages) for e in test_set], 12
-    )
+    adapted = generate(model, [build_prompt(tokenizer, e.question, e.passages) for e in test_set], 12)
 
     base_f1 = mean([token_f1(p, e.answer) for p, e in zip(no_context, test_set, strict=True)])
     adapter_f1 = mean([token_f1(p, e.answer) for p, e in zip(adapted, test_set, strict=True)])

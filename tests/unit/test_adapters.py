@@ -1,4 +1,9 @@
-"""PEFT adapters on tiny random models: build by name, train, save and reload as one artifact."""
+"""Adapter method x fusion mode x model family on tiny random models built in the test.
+
+Test ids carry the names: `pytest -k ia3`, `pytest -k "gated and t5"`.
+"""
+
+from __future__ import annotations
 
 from pathlib import Path
 
@@ -6,125 +11,177 @@ import pytest
 import torch
 
 from components.adapters.base_model import load_base_model
+from components.adapters.builder import BudgetExceeded, build_retro_model, load_retro_model, parameter_report
 from components.adapters.generation import generate
-from components.adapters.peft_adapter import (
-    attach_adapter,
-    count_parameters,
-    load_artifact,
-    peft_config,
-    read_artifact_config,
-    save_artifact,
-)
-from components.adapters.prompting import build_prompt
+from components.adapters.peft_adapter import peft_config
+from components.adapters.prompting import WITH_CONTEXT, WITHOUT_CONTEXT, build_prompt
+from components.adapters.retro_model import RetroModel, unwrap
 from components.training.examples import Example
-from components.training.trainer import encode, train
+from components.training.trainer import collate, encode, train
 from tests.conftest import build_tiny_model
 
 METHODS = {
     "lora": {"r": 4, "lora_alpha": 8},
-    "ia3": {},
     "adalora": {"init_r": 6, "target_r": 2, "tinit": 1, "tfinal": 1},
+    "ia3": {},
 }
-# how far 30 steps must bring the loss down on a tiny random model (IA3 only rescales: it moves least)
-LOSS_RATIO = {"lora": 0.2, "adalora": 0.5, "ia3": 0.9}
+FUSIONS = {
+    "in_context": {"fusion": "in_context"},
+    "cross_attention": {"fusion": "cross_attention", "rank": 8, "heads": 2},
+    "gated": {"fusion": "gated", "rank": 8, "heads": 2, "gate": "token"},
+}
+FAMILIES = ["llama", "gpt2", "t5"]
 EXAMPLES = [
     Example(
         "q1",
         "What is the maximum daily dose of Zorvex?",
         "120 mg",
         "d1",
-        ["The maximum daily dose of Zorvex is 120 mg."],
+        ["The maximum daily dose of Zorvex is 120 mg.", "Talmir Labs is in Varnholt."],
     ),
     Example(
         "q2",
         "Who manufactures Zorvex?",
         "Talmir Labs",
         "d1",
-        ["Zorvex is manufactured by Talmir Labs."],
+        ["Zorvex is manufactured by Talmir Labs.", "The Varnholt Act dates from 1999."],
     ),
 ]
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
-def family_model(request, tmp_path_factory) -> Path:  # noqa: ANN001
-    texts = [e.question + " " + e.answer + " " + " ".join(e.passages) for e in EXAMPLES]
-    from components.adapters.prompting import WITH_CONTEXT
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    texts = [" ".join([e.question, e.answer, *e.passages]) for e in EXAMPLES]
+    texts += [WITH_CONTEXT, WITHOUT_CONTEXT, "Context: Question: Answer: [1] [2]"]
+    return {f: build_tiny_model(tmp_path_factory.mktemp(f), texts, f) for f in FAMILIES}
 
-    return build_tiny_model(
-        tmp_path_factory.mktemp(request.param),
-        texts + [WITH_CONTEXT, "Context: Answer:"],
-        request.param,
+
+def _build(folder: Path, method: str, fusion: str) -> RetroModel:
+    base, tokenizer = load_base_model(str(folder))
+    torch.manual_seed(0)
+    return build_retro_model(
+        base, tokenizer, method, METHODS[method], FUSIONS[fusion], total_steps=10, max_trainable_share=None
     )
 
 
-def _logits(model, tokenizer) -> torch.Tensor:  # noqa: ANN001
-    batch = tokenizer(
-        [build_prompt(tokenizer, EXAMPLES[0].question, EXAMPLES[0].passages)], return_tensors="pt"
-    )
+def _batch(model: RetroModel) -> dict:
+    return collate(model, [encode(model, e, 256) for e in EXAMPLES], EXAMPLES)
+
+
+def _logits(model: RetroModel, batch: dict) -> torch.Tensor:
+    # no labels: peft's AdaLoRA adds its training-only regulariser whenever labels are given
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if model.is_seq2seq:
+        inputs["decoder_input_ids"] = unwrap(model.model)._shift_right(batch["labels"])
     with torch.no_grad():
-        return model(**batch).logits
+        return model(**inputs).logits
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_adapter_learns_saves_and_reloads(method: str, family_model: Path, tmp_path: Path) -> None:
-    base, tokenizer = load_base_model(str(family_model))
-    before = _logits(base, tokenizer)
-    model = attach_adapter(base, method, METHODS[method], total_steps=40)
-    counts = count_parameters(model)
-    assert 0 < counts["trainable"] < counts["total"]
-    if method == "lora":  # zero-initialised B: a fresh adapter changes nothing
-        assert torch.allclose(_logits(model, tokenizer), before, atol=1e-6)
-    on_step = (lambda s: model.base_model.update_and_allocate(s)) if method == "adalora" else None
-    stats = train(
-        model,
-        tokenizer,
-        EXAMPLES,
-        steps=40,
-        batch_size=2,
-        lr=3e-2,
-        max_length=128,
-        autocast_bf16=False,
-        on_step=on_step,
-    )
-    assert stats["final_loss"] < LOSS_RATIO[method] * stats["first_loss"]
-    trained = _logits(model, tokenizer)
-    assert not torch.allclose(trained, before, atol=1e-4)
-    save_artifact(model, tmp_path / "artifact", {"base_model": str(family_model), "method": method})
-    assert (tmp_path / "artifact" / "adapter_model.safetensors").exists()
-    assert read_artifact_config(tmp_path / "artifact")["method"] == method
-    fresh, _ = load_base_model(str(family_model))
-    reloaded = load_artifact(tmp_path / "artifact", fresh)
-    assert torch.allclose(_logits(reloaded, tokenizer), trained, atol=1e-5)
+def test_matrix(method: str, fusion: str, family: str, family_dirs: dict[str, Path], tmp_path: Path) -> None:
+    model = _build(family_dirs[family], method, fusion)
+    model.eval()
+    batch = _batch(model)
+
+    # a freshly attached adapter and fusion block leave the base model's logits exactly unchanged
+    with model.base_only():
+        base_logits = _logits(model, batch)
+    assert torch.equal(_logits(model, batch), base_logits)
+
+    report = parameter_report(model)
+    assert report["trainable"] == sum(p.numel() for p in model.trainable_parameters()) > 0
+    assert 0 < report["trainable_share"] < 1
+    assert (report["fusion"] > 0) == (fusion != "in_context")
+
+    # one optimiser step lowers the loss on a fixed batch
+    # (eval mode throughout, so dropout cannot blur the comparison)
+    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=1e-2)
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        assert model(**batch).loss < loss.detach()
+    if fusion == "gated":  # the gate itself learned to open
+        assert any(float(b.gate.weight.abs().sum()) > 0 for b in model.fusion.values())
+
+    # save then load reproduces the logits
+    trained = _logits(model, batch)
+    model.save(tmp_path / "artifact", {"base_model": str(family_dirs[family]), "method": method})
+    loaded = load_retro_model(tmp_path / "artifact")
+    assert loaded.fusion_mode == fusion
+    assert torch.allclose(_logits(loaded, _batch(loaded)), trained, atol=1e-5)
 
 
-def test_memorised_answer_is_generated(family_model: Path) -> None:
-    base, tokenizer = load_base_model(str(family_model))
-    model = attach_adapter(base, "lora", {"r": 8, "lora_alpha": 16})
-    train(
-        model,
-        tokenizer,
-        EXAMPLES,
-        steps=40,
-        batch_size=2,
-        lr=3e-2,
-        max_length=128,
-        autocast_bf16=False,
-    )
-    prompt = build_prompt(tokenizer, EXAMPLES[1].question, EXAMPLES[1].passages)
-    assert generate(model, tokenizer, [prompt], max_new_tokens=6)[0].replace(" ", "") == "TalmirLabs"
+def test_chunk_encodings_are_cached(family_dirs: dict[str, Path]) -> None:
+    model = _build(family_dirs["llama"], "lora", "cross_attention")
+    model.memory_for([e.passages for e in EXAMPLES])
+    assert (model.cache_misses, model.cache_hits) == (4, 0)
+    memory, mask = model.memory_for([EXAMPLES[0].passages])
+    assert (model.cache_misses, model.cache_hits) == (4, 2)
+    assert memory.shape[0] == 1 and mask.all()
 
 
-def test_labels_cover_only_the_answer(family_model: Path) -> None:
-    _, tokenizer = load_base_model(str(family_model))
-    ids, labels = encode(tokenizer, EXAMPLES[0], max_length=512)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_learns_to_answer(family: str, family_dirs: dict[str, Path]) -> None:
+    model = _build(family_dirs[family], "lora", "in_context")
+    stats = train(model, EXAMPLES, steps=40, batch_size=2, lr=3e-2, max_length=256, autocast_bf16=False)
+    assert stats["final_loss"] < 0.2 * stats["first_loss"]
+    prompt = build_prompt(model.tokenizer, EXAMPLES[1].question, EXAMPLES[1].passages)
+    assert generate(model, [prompt], max_new_tokens=6)[0].replace(" ", "") == "TalmirLabs"
+
+
+def test_labels_cover_only_the_answer(family_dirs: dict[str, Path]) -> None:
+    model = _build(family_dirs["llama"], "lora", "in_context")
+    ids, labels = encode(model, EXAMPLES[0], max_length=512)
     target = [t for t in labels if t != -100]
-    assert tokenizer.decode(target, skip_special_tokens=True).replace(" ", "") == "120mg"
-    assert len(ids) == len(labels)
-    short_ids, short_labels = encode(tokenizer, EXAMPLES[0], max_length=8)
+    assert model.tokenizer.decode(target, skip_special_tokens=True).replace(" ", "") == "120mg"
+    short_ids, short_labels = encode(model, EXAMPLES[0], max_length=8)
     assert len(short_ids) == 8 and [t for t in short_labels if t != -100] == target
+    fused = _build(family_dirs["llama"], "lora", "cross_attention")
+    assert "Talmir Labs is in Varnholt" not in fused.tokenizer.decode(encode(fused, EXAMPLES[0], 512)[0])
+
+
+def test_budget_is_enforced_with_the_count(family_dirs: dict[str, Path]) -> None:
+    base, tokenizer = load_base_model(str(family_dirs["llama"]))
+    with pytest.raises(BudgetExceeded, match=r"trainable parameters \(.* adapter \+ .* fusion\) are .*%"):
+        build_retro_model(base, tokenizer, "lora", {"r": 4}, FUSIONS["gated"], max_trainable_share=0.01)
 
 
 def test_unknown_method_lists_peft_methods() -> None:
     with pytest.raises(ValueError, match="unknown adapter method 'lorra'.*lora"):
         peft_config("lorra", {})
     assert peft_config("adalora", {"init_r": 4, "target_r": 2}, total_steps=17).total_step == 17
+    assert peft_config("lora", {}, seq2seq=True).task_type == "SEQ_2_SEQ_LM"
+
+
+def test_retrieval_supervision_teaches_the_reranker(family_dirs: dict[str, Path]) -> None:
+    base, tokenizer = load_base_model(str(family_dirs["llama"]))
+    model = build_retro_model(
+        base,
+        tokenizer,
+        "lora",
+        METHODS["lora"],
+        {"rerank": True, "rerank_rank": 16},
+        max_trainable_share=None,
+    )
+    # the gold passage sits second, so a reranker that learned nothing would keep the first on top
+    examples = [
+        Example(e.qid, e.question, e.answer, e.doc_id, e.passages[::-1], ["other", e.doc_id])
+        for e in EXAMPLES
+    ]
+    assert [e.gold_index for e in examples] == [1, 1]
+    stats = train(
+        model,
+        examples,
+        steps=30,
+        batch_size=2,
+        lr=3e-2,
+        max_length=256,
+        autocast_bf16=False,
+        supervision_weight=1.0,
+    )
+    assert stats["final_rerank_loss"] < 0.1
+    assert model.rerank([e.question for e in examples], [e.passages for e in examples]) == [[1, 0], [1, 0]]
+    assert parameter_report(model)["fusion"] == sum(p.numel() for p in model.reranker.parameters())

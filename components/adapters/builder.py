@@ -1,0 +1,63 @@
+"""Build a RetroModel (adapter + fusion) from params, check its parameter budget, load it back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from components.adapters.base_model import load_base_model
+from components.adapters.peft_adapter import attach_adapter, load_artifact, read_artifact_config
+from components.adapters.retro_model import RetroModel, unwrap
+
+
+class BudgetExceeded(ValueError):
+    """The adapter and fusion blocks train more parameters than the configured share allows."""
+
+
+def parameter_report(model: RetroModel) -> dict[str, float]:
+    """Trainable adapter and fusion parameters against the base model's own count."""
+    fusion = sum(p.numel() for p in model.fusion.parameters())
+    adapter = sum(p.numel() for p in unwrap(model.model).parameters() if p.requires_grad)
+    frozen_base = sum(p.numel() for p in unwrap(model.model).parameters() if not p.requires_grad)
+    trainable = adapter + fusion
+    return {
+        "trainable": trainable,
+        "adapter": adapter,
+        "fusion": fusion,
+        "base": frozen_base,
+        "trainable_share": trainable / max(1, frozen_base),
+    }
+
+
+def build_retro_model(
+    base: Any,
+    tokenizer: Any,
+    method: str,
+    config: dict[str, Any],
+    fusion: dict[str, Any] | None = None,
+    total_steps: int | None = None,
+    max_trainable_share: float | None = 0.01,
+) -> RetroModel:
+    """Attach a fresh peft adapter and fusion blocks; refuse a model over the parameter budget."""
+    model = RetroModel(attach_adapter(base, method, config, total_steps), tokenizer, **(fusion or {}))
+    report = parameter_report(model)
+    if max_trainable_share is not None and report["trainable_share"] > max_trainable_share:
+        raise BudgetExceeded(
+            f"{report['trainable']:,} trainable parameters ({report['adapter']:,} adapter + "
+            f"{report['fusion']:,} fusion) are {report['trainable_share']:.2%} of the base model's "
+            f"{report['base']:,}, over the budget of {max_trainable_share:.2%} "
+            "(adapter-train.max_trainable_share)"
+        )
+    return model
+
+
+def load_retro_model(folder: Path, trainable: bool = False, base_model: str | None = None) -> RetroModel:
+    """Base model + adapter + fusion weights from one artifact folder, in one call."""
+    config = read_artifact_config(folder)
+    base, tokenizer = load_base_model(base_model or config["base_model"])
+    model = RetroModel(load_artifact(folder, base, trainable), tokenizer, **config.get("fusion_settings", {}))
+    model.load_fusion(folder)
+    for p in model.fusion.parameters():
+        p.requires_grad_(trainable)
+    model.eval()
+    return model

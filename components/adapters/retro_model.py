@@ -1,0 +1,261 @@
+"""RetroModel: a base model with a PEFT adapter and a retrieval fusion mode, saved as one artifact.
+
+Fusion modes:
+- `in_context`: retrieved passages are written into the prompt (no extra modules).
+- `cross_attention` / `gated`: decoder states at chosen layers attend over encodings of the
+  retrieved chunks. Chunk encodings are the frozen base model's own hidden states of each chunk
+  (adapter and fusion off, no gradient), cached per chunk text, so a chunk is encoded once per
+  index version however many questions retrieve it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from components.adapters.fusion import FUSIONS
+from components.adapters.reranker import Reranker
+
+FUSION_MODES = ("in_context", "cross_attention", "gated")
+FUSION_WEIGHTS = "fusion.safetensors"
+# where each family keeps its decoder layers (a dotted path on the unwrapped transformers model)
+DECODER_LAYERS = ("model.layers", "transformer.h", "decoder.block", "model.decoder.layers", "gpt_neox.layers")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    base = unwrap(model)
+    for path in DECODER_LAYERS:
+        node: Any = base
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if isinstance(node, nn.ModuleList):
+            return node
+    raise ValueError(f"cannot find the decoder layers of {type(base).__name__} (tried {DECODER_LAYERS})")
+
+
+def hidden_size(config: Any) -> int:
+    for name in ("hidden_size", "n_embd", "d_model"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    raise ValueError("cannot tell the model's hidden size from its config")
+
+
+class RetroModel(nn.Module):
+    """Adapter-wrapped language model plus fusion blocks attached by forward hooks."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        fusion: str = "in_context",
+        layers: list[int] | None = None,
+        rank: int = 32,
+        heads: int = 4,
+        gate: str = "layer",
+        chunk_tokens: int = 96,
+        rerank: bool = False,
+        rerank_rank: int = 64,
+    ) -> None:
+        super().__init__()
+        if fusion not in FUSION_MODES:
+            raise ValueError(f"fusion must be one of {FUSION_MODES}, got {fusion!r}")
+        self.model, self.tokenizer, self.fusion_mode = model, tokenizer, fusion
+        self.config = unwrap(model).config
+        self.is_seq2seq = bool(getattr(self.config, "is_encoder_decoder", False))
+        self.chunk_tokens = chunk_tokens
+        self.settings = {
+            "fusion": fusion,
+            "layers": layers,
+            "rank": rank,
+            "heads": heads,
+            "gate": gate,
+            "chunk_tokens": chunk_tokens,
+            "rerank": rerank,
+            "rerank_rank": rerank_rank,
+        }
+        self.fusion = nn.ModuleDict()
+        if rerank:  # part of `fusion` so it is counted, saved and loaded with the fusion weights
+            self.fusion["reranker"] = Reranker(hidden_size(self.config), rerank_rank)
+        self._memory: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cache: dict[str, torch.Tensor] = {}
+        self.cache_hits = self.cache_misses = 0
+        if fusion == "in_context":
+            return
+        all_layers = decoder_layers(model)
+        if layers is None:  # default: the upper half of the decoder, every other layer
+            layers = list(range(len(all_layers) // 2, len(all_layers), 2)) or [len(all_layers) - 1]
+        layers = [i % len(all_layers) for i in layers]
+        self.settings["layers"] = layers
+        d = hidden_size(self.config)
+        for i in layers:
+            self.fusion[f"layer{i}"] = FUSIONS.build(
+                fusion, d_model=d, d_memory=d, rank=rank, heads=heads, gate=gate
+            )
+            all_layers[i].register_forward_hook(self._hook(f"layer{i}"))
+
+    @property
+    def uses_memory(self) -> bool:
+        return self.fusion_mode != "in_context"
+
+    def _hook(self, key: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            if self._memory is None:
+                return output
+            hidden = output[0] if isinstance(output, tuple) else output
+            memory, mask = self._memory
+            if memory.shape[0] != hidden.shape[0]:  # e.g. several beams per question
+                repeat = hidden.shape[0] // memory.shape[0]
+                memory, mask = memory.repeat_interleave(repeat, 0), mask.repeat_interleave(repeat, 0)
+            updated = hidden + self.fusion[key](hidden, memory, mask).to(hidden.dtype)
+            return (updated, *output[1:]) if isinstance(output, tuple) else updated
+
+        return hook
+
+    # -- chunk encodings -------------------------------------------------------------------------
+    @contextmanager
+    def base_only(self) -> Iterator[None]:
+        """Run the frozen base model: adapter off, fusion off."""
+        saved, self._memory = self._memory, None
+        ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
+        try:
+            with ctx:
+                yield
+        finally:
+            self._memory = saved
+
+    @torch.no_grad()
+    def encode_chunks(self, texts: list[str]) -> list[torch.Tensor]:
+        """Token states [L, d] of each chunk from the frozen base model, cached by text."""
+        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}.items())
+        self.cache_hits += len(texts) - len(missing)
+        self.cache_misses += len(missing)
+        if missing:
+            self.tokenizer.padding_side = "right"
+            batch = self.tokenizer(
+                [t for _, t in missing],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.chunk_tokens,
+            )
+            with self.base_only():
+                base = unwrap(self.model)
+                if self.is_seq2seq:
+                    states = base.get_encoder()(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    ).last_hidden_state
+                else:
+                    out = base(**batch, output_hidden_states=True)
+                    states = out.hidden_states[len(out.hidden_states) // 2]
+            for (key, _), row, mask in zip(missing, states, batch["attention_mask"], strict=True):
+                self._cache[key] = row[mask.bool()].float().clone()
+        return [self._cache[k] for k in keys]
+
+    def pooled(self, texts: list[str]) -> torch.Tensor:
+        """Mean token state of each text [n, d] (frozen base model, cached)."""
+        return torch.stack([states.mean(0) for states in self.encode_chunks(texts)])
+
+    @property
+    def reranker(self) -> Reranker | None:
+        return self.fusion["reranker"] if "reranker" in self.fusion else None  # noqa: SIM401 (no get)
+
+    def rerank_scores(self, questions: list[str], passages: list[list[str]]) -> torch.Tensor:
+        """Relevance scores [B, k] of each question's passages (k equal across the batch)."""
+        if self.reranker is None:
+            raise ValueError("this model has no reranker (adapter-train.supervision.weight is 0)")
+        q = self.pooled(questions)
+        p = torch.stack([self.pooled(texts) for texts in passages])
+        return self.reranker(q, p)
+
+    @torch.no_grad()
+    def rerank(self, questions: list[str], passages: list[list[str]]) -> list[list[int]]:
+        """Each question's passage indexes, most relevant first."""
+        scores = self.rerank_scores(questions, passages)
+        return [row.argsort(descending=True).tolist() for row in scores]
+
+    def memory_for(self, passages: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concatenated chunk encodings per question, padded: memory [B, M, d] and mask [B, M]."""
+        rows = []
+        for texts in passages:
+            encoded = self.encode_chunks(texts) if texts else []
+            rows.append(torch.cat(encoded) if encoded else torch.zeros(1, hidden_size(self.config)))
+        width = max(r.shape[0] for r in rows)
+        memory = torch.zeros(len(rows), width, rows[0].shape[1])
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            memory[i, : r.shape[0]], mask[i, : r.shape[0]] = r, bool(passages[i])
+        mask[:, 0] |= ~mask.any(dim=1)  # never an all-masked row (softmax over nothing)
+        return memory, mask
+
+    @contextmanager
+    def attend(self, passages: list[list[str]] | None) -> Iterator[None]:
+        """Within this block, fused layers attend over the given passages."""
+        if not self.uses_memory or passages is None:
+            yield
+            return
+        self._memory = self.memory_for(passages)
+        try:
+            yield
+        finally:
+            self._memory = None
+
+    # -- forward / generate ----------------------------------------------------------------------
+    def forward(self, passages: list[list[str]] | None = None, **batch: Any) -> Any:
+        with self.attend(passages):
+            return self.model(**batch)
+
+    def generate(self, passages: list[list[str]] | None = None, **kwargs: Any) -> torch.Tensor:
+        with self.attend(passages):
+            return self.model.generate(**kwargs)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # -- artifact --------------------------------------------------------------------------------
+    def save(self, folder: Path, retro_config: dict[str, Any]) -> None:
+        """Adapter weights, fusion weights (safetensors) and every config, in one folder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder, safe_serialization=True)
+        if len(self.fusion):
+            save_file(
+                {k: v.detach().contiguous() for k, v in self.fusion.state_dict().items()},
+                str(folder / FUSION_WEIGHTS),
+            )
+        config = {**retro_config, "fusion_settings": self.settings, "fusion": self.fusion_mode}
+        (folder / "retro_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+
+    def load_fusion(self, folder: Path) -> None:
+        path = Path(folder) / FUSION_WEIGHTS
+        if len(self.fusion):
+            self.fusion.load_state_dict(load_file(str(path)))
+
+
+def rerank_hits(model: RetroModel, questions: list[str], hits: list[list[Any]], k: int) -> list[list[Any]]:
+    """Reorder each question's first-stage hits with the model's reranker (if any) and keep k."""
+    if model.reranker is None:
+        return [row[:k] for row in hits]
+    ordered = []
+    for question, row in zip(questions, hits, strict=True):
+        if len(row) < 2:
+            ordered.append(row[:k])
+            continue
+        order = model.rerank([question], [[h.payload["text"] for h in row]])[0]
+        ordered.append([row[i] for i in order][:k])
+    return ordered

@@ -1,0 +1,64 @@
+"""A corpus with documents and no questions: the unsupervised objective trains the adapter, and the
+registry records the pair without promoting it (there is no score to gate on)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from components.config import load_params_file, set_dotted
+from components.stages import adapter_train, chunk, continual_update, embed, evaluate, index, ingest, register
+from components.stages.common import Layout
+from tests.conftest import ROOT
+
+
+def test_documents_only_corpus_runs_every_stage(tmp_path: Path, tiny_corpus: Path, tiny_model: Path) -> None:
+    corpus = tmp_path / "docs-only"
+    shutil.copytree(tiny_corpus, corpus)
+    for version in ("v1", "v2"):
+        (corpus / version / "qa.jsonl").unlink()
+    params = load_params_file(ROOT / "params.yaml")
+    for key, value in {
+        "ingest.source": str(corpus),
+        "model.base": str(tiny_model),
+        "adapter-train.steps": 3,
+        "adapter-train.max_trainable_share": 0.5,
+        "register.tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+    }.items():
+        set_dotted(params, key, value)
+    layout = Layout(tmp_path)
+    for stage in (ingest, chunk, embed, index):
+        stage.run(params, layout)
+    trained = adapter_train.run(params, layout)
+    assert trained["objective"] == "lm" and trained["examples"] > 0 and not trained["skipped"]
+    updated = continual_update.run(params, layout)
+    assert updated["versions_learned"] == ["v1", "v2"] and updated["last_update"]["new_examples"] > 0
+    assert evaluate.run(params, layout)["questions"] == 0
+    result = register.run(params, layout)
+    assert not result["promoted"] and "no held-out questions" in result["reason"]
+    config = json.loads((layout.current_adapter / "retro_config.json").read_text())
+    assert config["fusion_settings"]["rerank"] is True
+
+
+def test_lm_examples_exclude_the_chunk_itself(tiny_corpus: Path) -> None:
+    from components.embed.encoder import encode
+    from components.stores.retriever import Retriever
+    from components.training.examples import language_modelling
+
+    docs = sorted((tiny_corpus / "v1" / "docs").rglob("*.md"))
+    rows = [{"chunk_id": f"c{i}", "doc_id": p.stem, "text": p.read_text()} for i, p in enumerate(docs)]
+    texts = [r["text"] for r in rows]
+    retriever = Retriever.build(
+        [r["chunk_id"] for r in rows],
+        texts,
+        encode(texts),
+        [{"doc_id": r["doc_id"]} for r in rows],
+        "all-MiniLM-L6-v2",
+    )
+    examples = language_modelling(rows, retriever, k=2)
+    assert len(examples) == len(rows)
+    for example, row in zip(examples, rows, strict=True):
+        assert row["text"] not in example.passages and len(example.passages) == 2
+        assert example.question.startswith("Continue the text:")
+        assert example.answer and example.answer in " ".join(row["text"].split())
