@@ -144,6 +144,21 @@ def ask(
     )
 
 
+@app.command("export-merged")
+def export_merged_cmd(
+    artifact: Annotated[Path, typer.Argument(help="adapter artifact folder (e.g. data/models/current)")],
+    out: Annotated[Path, typer.Argument(help="folder for the merged transformers model")],
+) -> None:
+    """Fold an in-context LoRA/IA3 adapter into the base weights (a plain transformers model)."""
+    from components.adapters.builder import export_merged
+
+    try:
+        typer.echo(f"merged model written to {export_merged(artifact, out)}")
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="retro")
 

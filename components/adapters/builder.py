@@ -61,3 +61,19 @@ def load_retro_model(folder: Path, trainable: bool = False, base_model: str | No
         p.requires_grad_(trainable)
     model.eval()
     return model
+
+
+def export_merged(folder: Path, out: Path) -> Path:
+    """Fold a LoRA/IA3 adapter into the base weights and save a plain transformers model.
+
+    Only for artifacts without fusion blocks: cross-attention over retrieved chunks is not a
+    weight delta, so it cannot be merged away.
+    """
+    model = load_retro_model(folder)
+    if model.uses_memory:
+        raise ValueError(f"{folder} uses {model.fusion_mode} fusion; only in_context adapters can be merged")
+    merged = model.model.merge_and_unload()
+    out = Path(out)
+    merged.save_pretrained(out, safe_serialization=True)
+    model.tokenizer.save_pretrained(out)
+    return out

@@ -70,6 +70,8 @@ class RetroModel(nn.Module):
         chunk_tokens: int = 96,
         rerank: bool = False,
         rerank_rank: int = 64,
+        memory_source: str = "base",
+        memory_embedder: str = "all-MiniLM-L6-v2",
     ) -> None:
         super().__init__()
         if fusion not in FUSION_MODES:
@@ -87,10 +89,20 @@ class RetroModel(nn.Module):
             "chunk_tokens": chunk_tokens,
             "rerank": rerank,
             "rerank_rank": rerank_rank,
+            "memory_source": memory_source,
+            "memory_embedder": memory_embedder,
         }
+        if memory_source not in ("base", "embedder"):
+            raise ValueError(f"memory_source must be base or embedder, got {memory_source!r}")
+        self.memory_source, self.memory_embedder = memory_source, memory_embedder
+        self.memory_dim = hidden_size(self.config)
+        if memory_source == "embedder":
+            from components.embed.encoder import load_embedder
+
+            self.memory_dim = load_embedder(memory_embedder).get_sentence_embedding_dimension()
         self.fusion = nn.ModuleDict()
         if rerank:  # part of `fusion` so it is counted, saved and loaded with the fusion weights
-            self.fusion["reranker"] = Reranker(hidden_size(self.config), rerank_rank)
+            self.fusion["reranker"] = Reranker(self.memory_dim, rerank_rank)
         self._memory: tuple[torch.Tensor, torch.Tensor] | None = None
         self._cache: dict[str, torch.Tensor] = {}
         self.cache_hits = self.cache_misses = 0
@@ -104,7 +116,7 @@ class RetroModel(nn.Module):
         d = hidden_size(self.config)
         for i in layers:
             self.fusion[f"layer{i}"] = FUSIONS.build(
-                fusion, d_model=d, d_memory=d, rank=rank, heads=heads, gate=gate
+                fusion, d_model=d, d_memory=self.memory_dim, rank=rank, heads=heads, gate=gate
             )
             all_layers[i].register_forward_hook(self._hook(f"layer{i}"))
 
@@ -140,12 +152,21 @@ class RetroModel(nn.Module):
 
     @torch.no_grad()
     def encode_chunks(self, texts: list[str]) -> list[torch.Tensor]:
-        """Token states [L, d] of each chunk from the frozen base model, cached by text."""
+        """Token states [L, d] of each chunk, cached by text: the frozen base model's own states
+        (memory_source=base) or the sentence embedder's token embeddings (memory_source=embedder)."""
         keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
         missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}.items())
         self.cache_hits += len(texts) - len(missing)
         self.cache_misses += len(missing)
-        if missing:
+        if missing and self.memory_source == "embedder":
+            from components.embed.encoder import load_embedder
+
+            states = load_embedder(self.memory_embedder).encode(
+                [t for _, t in missing], output_value="token_embeddings", convert_to_tensor=False
+            )
+            for (key, _), row in zip(missing, states, strict=True):
+                self._cache[key] = row[: self.chunk_tokens].float().clone()
+        elif missing:
             self.tokenizer.padding_side = "right"
             batch = self.tokenizer(
                 [t for _, t in missing],
@@ -194,7 +215,7 @@ class RetroModel(nn.Module):
         rows = []
         for texts in passages:
             encoded = self.encode_chunks(texts) if texts else []
-            rows.append(torch.cat(encoded) if encoded else torch.zeros(1, hidden_size(self.config)))
+            rows.append(torch.cat(encoded) if encoded else torch.zeros(1, self.memory_dim))
         width = max(r.shape[0] for r in rows)
         memory = torch.zeros(len(rows), width, rows[0].shape[1])
         mask = torch.zeros(len(rows), width, dtype=torch.bool)

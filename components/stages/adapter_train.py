@@ -42,6 +42,9 @@ class FusionParams(StrictModel):
     heads: int = Field(4, ge=1)
     gate: Literal["layer", "token"] = "layer"
     chunk_tokens: int = Field(96, ge=8, description="tokens of each chunk encoded as memory")
+    memory_source: Literal["base", "embedder"] = Field(
+        "base", description="chunk encodings: the frozen base model's states or the embedder's token states"
+    )
 
 
 class SupervisionParams(StrictModel):
@@ -152,7 +155,12 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         write_json(layout.metrics / "train.json", metrics)
         return metrics
     base, tokenizer = load_base_model(model_params.base, model_params.dtype)
-    fusion = {**p.fusion.model_dump(), "rerank": p.supervision.weight > 0, "rerank_rank": p.supervision.rank}
+    fusion = {
+        **p.fusion.model_dump(),
+        "rerank": p.supervision.weight > 0,
+        "rerank_rank": p.supervision.rank,
+        "memory_embedder": model_params.embedder,
+    }
     model = build_retro_model(base, tokenizer, p.method, p.config, fusion, p.steps, p.max_trainable_share)
     on_step = None
     if p.method.lower() == "adalora":

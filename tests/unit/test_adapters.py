@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from components.adapters.base_model import load_base_model
-from components.adapters.builder import BudgetExceeded, build_retro_model, load_retro_model, parameter_report
+from components.adapters.builder import (
+    BudgetExceeded,
+    build_retro_model,
+    export_merged,
+    load_retro_model,
+    parameter_report,
+)
 from components.adapters.generation import generate
 from components.adapters.peft_adapter import peft_config
 from components.adapters.prompting import WITH_CONTEXT, WITHOUT_CONTEXT, build_prompt
@@ -114,6 +120,19 @@ def test_matrix(method: str, fusion: str, family: str, family_dirs: dict[str, Pa
     assert torch.allclose(_logits(loaded, _batch(loaded)), trained, atol=1e-5)
 
 
+def test_embedder_token_states_as_memory(family_dirs: dict[str, Path]) -> None:
+    base, tokenizer = load_base_model(str(family_dirs["gpt2"]))
+    fusion = {**FUSIONS["cross_attention"], "memory_source": "embedder", "rerank": True}
+    model = build_retro_model(base, tokenizer, "lora", METHODS["lora"], fusion, max_trainable_share=None)
+    memory, mask = model.memory_for([e.passages for e in EXAMPLES])
+    assert memory.shape[0] == 2 and memory.shape[2] == 384 and mask.any(dim=1).all()
+    batch = _batch(model)
+    with model.base_only():
+        base_logits = _logits(model, batch)
+    assert torch.equal(_logits(model, batch), base_logits)
+    assert model.rerank([EXAMPLES[0].question], [EXAMPLES[0].passages])[0] in ([0, 1], [1, 0])
+
+
 def test_chunk_encodings_are_cached(family_dirs: dict[str, Path]) -> None:
     model = _build(family_dirs["llama"], "lora", "cross_attention")
     model.memory_for([e.passages for e in EXAMPLES])
@@ -185,3 +204,23 @@ def test_retrieval_supervision_teaches_the_reranker(family_dirs: dict[str, Path]
     assert stats["final_rerank_loss"] < 0.1
     assert model.rerank([e.question for e in examples], [e.passages for e in examples]) == [[1, 0], [1, 0]]
     assert parameter_report(model)["fusion"] == sum(p.numel() for p in model.reranker.parameters())
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_merged_export_gives_the_adapter_outputs(
+    method: str, family_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    model = _build(family_dirs["llama"], method, "in_context")
+    train(model, EXAMPLES, steps=5, batch_size=2, lr=3e-2, max_length=256, autocast_bf16=False)
+    batch = _batch(model)
+    expected = _logits(model, batch)
+    model.save(tmp_path / "artifact", {"base_model": str(family_dirs["llama"]), "method": method})
+    export_merged(tmp_path / "artifact", tmp_path / "merged")
+    merged, _ = load_base_model(str(tmp_path / "merged"))
+    with torch.no_grad():
+        got = merged(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(got, expected, atol=1e-4)
+    fused = _build(family_dirs["llama"], "lora", "gated")
+    fused.save(tmp_path / "fused", {"base_model": str(family_dirs["llama"]), "method": "lora"})
+    with pytest.raises(ValueError, match="only in_context adapters can be merged"):
+        export_merged(tmp_path / "fused", tmp_path / "nope")
