@@ -1,5 +1,5 @@
-"""A corpus with documents and no questions: the unsupervised objective trains the adapter, and the
-registry records the pair without promoting it (there is no score to gate on)."""
+"""Stages run in-process with options set through params: a corpus of documents alone (the
+unsupervised objective; registered but not promoted) and gated fusion with retrieval supervision."""
 
 from __future__ import annotations
 
@@ -62,3 +62,30 @@ def test_lm_examples_exclude_the_chunk_itself(tiny_corpus: Path) -> None:
         assert row["text"] not in example.passages and len(example.passages) == 2
         assert example.question.startswith("Continue the text:")
         assert example.answer and example.answer in " ".join(row["text"].split())
+
+
+def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_model: Path) -> None:
+    params = load_params_file(ROOT / "params.yaml")
+    for key, value in {
+        "ingest.source": str(tiny_corpus),
+        "model.base": str(tiny_model),
+        "adapter-train.steps": 3,
+        "adapter-train.max_trainable_share": 0.9,
+        "adapter-train.fusion.fusion": "gated",
+        "adapter-train.fusion.gate": "token",
+        "adapter-train.fusion.rank": 8,
+        "continual-update.steps": 2,
+        "evaluate.max_questions": 4,
+        "evaluate.max_new_tokens": 3,
+    }.items():
+        set_dotted(params, key, value)
+    layout = Layout(tmp_path)
+    for stage in (ingest, chunk, embed, index):
+        stage.run(params, layout)
+    trained = adapter_train.run(params, layout)
+    assert trained["fusion"] == "gated" and trained["fusion_params"] > 0
+    continual_update.run(params, layout)
+    assert (layout.current_adapter / "fusion.safetensors").exists()
+    metrics = evaluate.run(params, layout)
+    assert set(metrics["retrieval"]) == {"first_stage", "reranked"}
+    assert metrics["questions"] == 4 and {"base", "rag", "adapter"} <= set(metrics)
