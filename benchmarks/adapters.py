@@ -141,6 +141,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base", default="smollm2-135m-instruct")
+    parser.add_argument(
+        "--lr", type=float, default=0.0, help="learning rate for every adapter row (0 = per method)"
+    )
     parser.add_argument("--holdout-domain", default="", help="train without this domain, test only on it")
     parser.add_argument("--out", default="adapters.json", help="file name under benchmarks/results/")
     args = parser.parse_args()

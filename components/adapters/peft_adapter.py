@@ -37,20 +37,6 @@ def attach_adapter(model, method: str, config: dict[str, Any], total_steps: int 
     return get_peft_model(model, peft_config(method, config, total_steps, seq2seq))
 
 
-def count_parameters(model) -> dict[str, int]:  # noqa: ANN001
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return {"trainable": trainable, "total": total}
-
-
-def save_artifact(model, folder: Path, retro_config: dict[str, Any]) -> None:  # noqa: ANN001
-    """Adapter weights (safetensors) and every config needed to use them, in one folder."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    (folder / ARTIFACT_CONFIG).write_text(json.dumps(retro_config, indent=2, sort_keys=True))
-
-
 def read_artifact_config(folder: Path) -> dict[str, Any]:
     path = Path(folder) / ARTIFACT_CONFIG
     if not path.exists():

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from components.adapters.fusion import FUSIONS
+from components.adapters.peft_adapter import ARTIFACT_CONFIG
 from components.adapters.reranker import Reranker
 
 FUSION_MODES = ("in_context", "cross_attention", "gated")
@@ -260,7 +261,7 @@ class RetroModel(nn.Module):
                 str(folder / FUSION_WEIGHTS),
             )
         config = {**retro_config, "fusion_settings": self.settings, "fusion": self.fusion_mode}
-        (folder / "retro_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        (folder / ARTIFACT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
 
     def load_fusion(self, folder: Path) -> None:
         path = Path(folder) / FUSION_WEIGHTS

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from components.adapters.base_model import load_base_model
-from components.adapters.peft_adapter import attach_adapter, save_artifact
+from components.adapters.builder import build_retro_model
 from components.embed.encoder import encode
 from components.registry import mlflow_registry as reg
 from components.stages import register
@@ -49,11 +49,9 @@ def project(tmp_path: Path, tiny_model: Path) -> tuple[Layout, dict]:
             }
         )
     )
-    base, _ = load_base_model(str(tiny_model))
-    save_artifact(
-        attach_adapter(base, "lora", {"r": 2}),
-        layout.current_adapter,
-        {"base_model": str(tiny_model), "method": "lora", "retrieval": {"k": 2}},
+    base, tokenizer = load_base_model(str(tiny_model))
+    build_retro_model(base, tokenizer, "lora", {"r": 2}, max_trainable_share=None).save(
+        layout.current_adapter, {"base_model": str(tiny_model), "method": "lora", "retrieval": {"k": 2}}
     )
     layout.dvc_lock.write_text(
         "schema: '2.0'\nstages:\n  index:\n    outs:\n    - path: data/index\n      md5: 0123.dir\n"

@@ -13,23 +13,32 @@ from components.stages.common import Layout
 from tests.conftest import ROOT
 
 
+def prepare(layout: Layout, overrides: dict) -> dict:
+    """The repository's params with `overrides`, and the stages up to the index already run."""
+    params = load_params_file(ROOT / "params.yaml")
+    for key, value in overrides.items():
+        set_dotted(params, key, value)
+    for stage in (ingest, chunk, embed, index):
+        stage.run(params, layout)
+    return params
+
+
 def test_documents_only_corpus_runs_every_stage(tmp_path: Path, tiny_corpus: Path, tiny_model: Path) -> None:
     corpus = tmp_path / "docs-only"
     shutil.copytree(tiny_corpus, corpus)
     for version in ("v1", "v2"):
         (corpus / version / "qa.jsonl").unlink()
-    params = load_params_file(ROOT / "params.yaml")
-    for key, value in {
-        "ingest.source": str(corpus),
-        "model.base": str(tiny_model),
-        "adapter-train.steps": 3,
-        "adapter-train.max_trainable_share": 0.5,
-        "register.tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
-    }.items():
-        set_dotted(params, key, value)
     layout = Layout(tmp_path)
-    for stage in (ingest, chunk, embed, index):
-        stage.run(params, layout)
+    params = prepare(
+        layout,
+        {
+            "ingest.source": str(corpus),
+            "model.base": str(tiny_model),
+            "adapter-train.steps": 3,
+            "adapter-train.max_trainable_share": 0.5,
+            "register.tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+        },
+    )
     trained = adapter_train.run(params, layout)
     assert trained["objective"] == "lm" and trained["examples"] > 0 and not trained["skipped"]
     updated = continual_update.run(params, layout)
@@ -65,23 +74,22 @@ def test_lm_examples_exclude_the_chunk_itself(tiny_corpus: Path) -> None:
 
 
 def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_model: Path) -> None:
-    params = load_params_file(ROOT / "params.yaml")
-    for key, value in {
-        "ingest.source": str(tiny_corpus),
-        "model.base": str(tiny_model),
-        "adapter-train.steps": 3,
-        "adapter-train.max_trainable_share": 0.9,
-        "adapter-train.fusion.fusion": "gated",
-        "adapter-train.fusion.gate": "token",
-        "adapter-train.fusion.rank": 8,
-        "continual-update.steps": 2,
-        "evaluate.max_questions": 4,
-        "evaluate.max_new_tokens": 3,
-    }.items():
-        set_dotted(params, key, value)
     layout = Layout(tmp_path)
-    for stage in (ingest, chunk, embed, index):
-        stage.run(params, layout)
+    params = prepare(
+        layout,
+        {
+            "ingest.source": str(tiny_corpus),
+            "model.base": str(tiny_model),
+            "adapter-train.steps": 3,
+            "adapter-train.max_trainable_share": 0.9,
+            "adapter-train.fusion.fusion": "gated",
+            "adapter-train.fusion.gate": "token",
+            "adapter-train.fusion.rank": 8,
+            "continual-update.steps": 2,
+            "evaluate.max_questions": 4,
+            "evaluate.max_new_tokens": 3,
+        },
+    )
     trained = adapter_train.run(params, layout)
     assert trained["fusion"] == "gated" and trained["fusion_params"] > 0
     continual_update.run(params, layout)
