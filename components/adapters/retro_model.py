@@ -273,6 +273,9 @@ def rerank_hits(model: RetroModel, questions: list[str], hits: list[list[Any]], 
     """Reorder each question's first-stage hits with the model's reranker (if any) and keep k."""
     if model.reranker is None:
         return [row[:k] for row in hits]
+    model.encode_chunks(
+        [t for q, row in zip(questions, hits, strict=True) for t in (q, *(h.payload["text"] for h in row))]
+    )
     ordered = []
     for question, row in zip(questions, hits, strict=True):
         if len(row) < 2:

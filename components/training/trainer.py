@@ -142,6 +142,7 @@ def train(
 
 def supervision_loss(model: RetroModel, examples: list[Example]) -> torch.Tensor | None:
     """Reranker cross-entropy toward the gold passage, over examples that retrieved it."""
+    model.encode_chunks([t for e in examples for t in (e.question, *e.passages)])  # one batched pass
     losses = [
         rerank_loss(model.rerank_scores([e.question], [e.passages]), [e.gold_index])
         for e in examples
