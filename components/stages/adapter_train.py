@@ -50,7 +50,7 @@ class FusionParams(StrictModel):
 class SupervisionParams(StrictModel):
     """Retrieval supervision: a reranker over the retrieved passages, pulled toward the gold one."""
 
-    weight: float = Field(0.5, ge=0, description="weight of the reranking loss; 0 turns it off")
+    weight: float = Field(0.0, ge=0, description="weight of the reranking loss; 0 turns it off")
     rank: int = Field(64, ge=1, description="width of the reranker's projections")
     candidates: int = Field(2, ge=1, description="first-stage list = candidates x retrieval.k")
 

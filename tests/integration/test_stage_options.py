@@ -36,6 +36,7 @@ def test_documents_only_corpus_runs_every_stage(tmp_path: Path, tiny_corpus: Pat
             "model.base": str(tiny_model),
             "adapter-train.steps": 3,
             "adapter-train.max_trainable_share": 0.5,
+            "adapter-train.supervision.weight": 0.5,
             "register.tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
         },
     )
