@@ -62,7 +62,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     hits = retriever.retrieve(questions, depth)
     retrieve_ms = (time.perf_counter() - began) * 1000 / len(questions)
     reranked = rerank_hits(model, questions, hits, depth)
-    ranking = {"first_stage": hits, "reranked": reranked}
+    ranking = {"first_stage": hits, **({"reranked": reranked} if model.reranker is not None else {})}
     retrieval_metrics = {}
     for name, rows in ranking.items():
         ids = [[h.payload["doc_id"] for h in row] for row in rows]
@@ -79,8 +79,8 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         q: [h.payload["text"] for h in row[: retrieval.k]] for q, row in zip(questions, reranked, strict=True)
     }
     doc_ids = [[h.payload["doc_id"] for h in row[: retrieval.k]] for row in reranked]
-    recall = retrieval_metrics["reranked"][f"recall@{retrieval.k}"]
-    mrr = retrieval_metrics["reranked"]["mrr"]
+    used = retrieval_metrics.get("reranked", retrieval_metrics["first_stage"])
+    recall, mrr = used[f"recall@{retrieval.k}"], used["mrr"]
 
     def answer(with_context: bool, adapter: bool):  # noqa: ANN202
         def fn(batch: list[str]) -> list[str]:

@@ -86,6 +86,7 @@ def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_mod
             "adapter-train.fusion.fusion": "gated",
             "adapter-train.fusion.gate": "token",
             "adapter-train.fusion.rank": 8,
+            "adapter-train.supervision.weight": 0.5,
             "continual-update.steps": 2,
             "evaluate.max_questions": 4,
             "evaluate.max_new_tokens": 3,
