@@ -83,6 +83,7 @@ def version_examples(
     ensure_gold: bool = True,
     lm_chunk_ids: set[str] | None = None,
     max_lm_examples: int = 0,
+    chunks: pd.DataFrame | None = None,
 ) -> list[Example]:
     """Training examples of one corpus version, passages retrieved from that version's chunks.
 
@@ -91,7 +92,7 @@ def version_examples(
     """
     model, retrieval = load_shared(params)
     index = parse_section(IndexParams, params, "index")
-    chunks = read_table(layout.chunks, "chunk")
+    chunks = read_table(layout.chunks, "chunk") if chunks is None else chunks
     part = chunks[chunks["version"] == version].sort_values(["doc_id", "position"])
     gold = part.groupby("doc_id")["text"].apply(list).to_dict()
     retriever = version_retriever(layout, version, model, retrieval, index, chunks)
@@ -121,7 +122,8 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     p = parse_section(TrainParams, params, "adapter-train")
     model_params, retrieval = load_shared(params)
     qa = read_table(layout.qa, "ingest")
-    first = versions_in(read_table(layout.chunks, "chunk"))[0]
+    chunks = read_table(layout.chunks, "chunk")
+    first = versions_in(chunks)[0]
     items = train_items(qa, first)
     objective = p.objective if p.objective != "auto" else ("qa" if items else "lm")
     if objective == "qa" and not items:
@@ -131,11 +133,10 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         )
     lm_ids = None
     if objective == "lm":
-        chunks = read_table(layout.chunks, "chunk")
         lm_ids = set(chunks.loc[chunks["version"] == first, "chunk_id"])
         items = []
     examples = version_examples(
-        params, layout, first, items, model_params.seed, p.ensure_gold, lm_ids, p.max_lm_examples
+        params, layout, first, items, model_params.seed, p.ensure_gold, lm_ids, p.max_lm_examples, chunks
     )
     fingerprint = hashlib.sha256(
         json.dumps(

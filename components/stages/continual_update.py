@@ -110,6 +110,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
                 model_params.seed,
                 lm_chunk_ids=lm_ids,
                 max_lm_examples=train_params.max_lm_examples,
+                chunks=chunks,
             )
             n_old = len(fresh) + len(buffer.items)
             new, replay = examples[: len(fresh)] + examples[n_old:], examples[len(fresh) : n_old]
