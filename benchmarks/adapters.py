@@ -66,7 +66,6 @@ def run_row(row: str, args: argparse.Namespace, queue: mp.Queue) -> None:
     from components.adapters.base_model import load_base_model
     from components.adapters.builder import build_retro_model, parameter_report
     from components.adapters.generation import generate
-    from components.adapters.prompting import build_prompt
     from components.adapters.retro_model import RetroModel
     from components.evaluation.metrics import exact_match, mean, token_f1
     from components.training.examples import Example
@@ -116,8 +115,7 @@ def run_row(row: str, args: argparse.Namespace, queue: mp.Queue) -> None:
             on_step=on_step,
             supervision_weight=0.5 if supervised else 0.0,
         )
-    in_prompt = not model.uses_memory
-    prompts = [build_prompt(tokenizer, e.question, e.passages if in_prompt else None) for e in test_set]
+    prompts = [model.prompt(e.question, e.passages) for e in test_set]
     predictions = generate(model, prompts, 16, 8, [e.passages for e in test_set])
     queue.put(
         {

@@ -57,6 +57,7 @@ def load_retro_model(folder: Path, trainable: bool = False, base_model: str | No
     base, tokenizer = load_base_model(base_model or config["base_model"])
     model = RetroModel(load_artifact(folder, base, trainable), tokenizer, **config.get("fusion_settings", {}))
     model.load_fusion(folder)
+    model.artifact_config = config
     for p in model.fusion.parameters():
         p.requires_grad_(trainable)
     model.eval()

@@ -23,6 +23,7 @@ from torch import nn
 
 from components.adapters.fusion import FUSIONS
 from components.adapters.peft_adapter import ARTIFACT_CONFIG
+from components.adapters.prompting import build_prompt
 from components.adapters.reranker import Reranker
 
 FUSION_MODES = ("in_context", "cross_attention", "gated")
@@ -106,6 +107,7 @@ class RetroModel(nn.Module):
             self.fusion["reranker"] = Reranker(self.memory_dim, rerank_rank)
         self._memory: tuple[torch.Tensor, torch.Tensor] | None = None
         self._cache: dict[str, torch.Tensor] = {}
+        self.artifact_config: dict[str, Any] = {}  # set when loaded from an artifact
         self.cache_hits = self.cache_misses = 0
         if fusion == "in_context":
             return
@@ -124,6 +126,16 @@ class RetroModel(nn.Module):
     @property
     def uses_memory(self) -> bool:
         return self.fusion_mode != "in_context"
+
+    def prompt(self, question: str, passages: list[str] | None) -> str:
+        """The prompt for this fusion mode: passages are written in only for in-context fusion."""
+        return build_prompt(self.tokenizer, question, None if self.uses_memory else passages)
+
+    def first_stage_depth(self, k: int) -> int:
+        """How many first-stage hits to fetch: k, or candidates x k when a reranker picks the k."""
+        if self.reranker is None:
+            return k
+        return k * int(self.artifact_config.get("supervision", {}).get("candidates", 1))
 
     def _hook(self, key: str):  # noqa: ANN202
         def hook(module: nn.Module, args: Any, output: Any) -> Any:

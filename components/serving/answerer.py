@@ -8,8 +8,6 @@ from typing import Any
 
 from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
-from components.adapters.peft_adapter import read_artifact_config
-from components.adapters.prompting import build_prompt
 from components.adapters.retro_model import rerank_hits
 from components.stores.retriever import Retriever
 
@@ -24,14 +22,9 @@ class Answerer:
         adapter_version: str = "local",
         index_version: str = "local",
     ) -> None:
-        config = read_artifact_config(adapter_dir)
         self.model = load_retro_model(adapter_dir)
-        self.tokenizer = self.model.tokenizer
         self.retriever = Retriever.load(index_dir)
-        self.k = int(config.get("retrieval", {}).get("k", 3))
-        self.candidates = (
-            int(config.get("supervision", {}).get("candidates", 1)) if self.model.reranker else 1
-        )
+        self.k = int(self.model.artifact_config.get("retrieval", {}).get("k", 3))
         self.adapter_version, self.index_version = adapter_version, index_version
 
     @classmethod
@@ -44,11 +37,10 @@ class Answerer:
 
     def answer(self, question: str, k: int | None = None, max_new_tokens: int = 24) -> dict[str, Any]:
         k = k or self.k
-        hits = rerank_hits(
-            self.model, [question], self.retriever.retrieve([question], k * self.candidates), k
-        )[0]
+        first_stage = self.retriever.retrieve([question], self.model.first_stage_depth(k))
+        hits = rerank_hits(self.model, [question], first_stage, k)[0]
         texts = [h.payload["text"] for h in hits]
-        prompt = build_prompt(self.tokenizer, question, None if self.model.uses_memory else texts)
+        prompt = self.model.prompt(question, texts)
         text = generate(self.model, [prompt], max_new_tokens, passages=[texts])[0]
         return {
             "answer": text,

@@ -11,7 +11,6 @@ from pydantic import Field
 
 from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
-from components.adapters.peft_adapter import read_artifact_config
 from components.adapters.prompting import build_prompt
 from components.adapters.retro_model import rerank_hits
 from components.config import StrictModel, parse_section
@@ -54,8 +53,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
 
     model = load_retro_model(layout.current_adapter)
     tokenizer = model.tokenizer
-    candidates = read_artifact_config(layout.current_adapter).get("supervision", {}).get("candidates", 1)
-    depth = retrieval.k * (candidates if model.reranker is not None else 1)
+    depth = model.first_stage_depth(retrieval.k)
     retriever = Retriever.load(layout.index, mode=retrieval.mode)
     retriever.retrieve(questions[:1], retrieval.k)  # load the embedder outside the timed part
     began = time.perf_counter()
@@ -72,24 +70,24 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
             ),
             "mrr": mean([reciprocal_rank(d, t["doc_id"]) for d, t in zip(ids, test, strict=True)]),
         }
-    rag_passages = {
-        q: [h.payload["text"] for h in row[: retrieval.k]] for q, row in zip(questions, hits, strict=True)
-    }
-    passages = {
-        q: [h.payload["text"] for h in row[: retrieval.k]] for q, row in zip(questions, reranked, strict=True)
-    }
+
+    def top_texts(rows: list) -> dict[str, list[str]]:
+        return {
+            q: [h.payload["text"] for h in row[: retrieval.k]] for q, row in zip(questions, rows, strict=True)
+        }
+
+    rag_passages, passages = top_texts(hits), top_texts(reranked)
     doc_ids = [[h.payload["doc_id"] for h in row[: retrieval.k]] for row in reranked]
     used = retrieval_metrics.get("reranked", retrieval_metrics["first_stage"])
     recall, mrr = used[f"recall@{retrieval.k}"], used["mrr"]
 
     def answer(with_context: bool, adapter: bool):  # noqa: ANN202
         def fn(batch: list[str]) -> list[str]:
-            in_prompt = with_context and not (adapter and model.uses_memory)
-            source = passages if adapter else rag_passages
-            prompts = [build_prompt(tokenizer, q, source[q] if in_prompt else None) for q in batch]
             if adapter:
+                prompts = [model.prompt(q, passages[q]) for q in batch]
                 memory = [passages[q] for q in batch]
                 return generate(model, prompts, p.max_new_tokens, p.batch_size, memory)
+            prompts = [build_prompt(tokenizer, q, rag_passages[q] if with_context else None) for q in batch]
             with model.base_only():
                 return generate(model, prompts, p.max_new_tokens, p.batch_size)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from components.adapters.prompting import answer_suffix, build_prompt
+from components.adapters.prompting import answer_suffix
 from components.adapters.reranker import rerank_loss
 from components.adapters.retro_model import RetroModel
 from components.training.examples import Example
@@ -27,8 +27,7 @@ def encode(model: RetroModel, example: Example, max_length: int) -> Row:
     """(input ids, labels). Causal LMs: prompt + answer with -100 over the prompt, the prompt
     cut from the left when too long. Seq2seq: the prompt and the answer separately."""
     tokenizer = model.tokenizer
-    passages = example.passages if not model.uses_memory else None
-    prompt = tokenizer(build_prompt(tokenizer, example.question, passages), add_special_tokens=False)[
+    prompt = tokenizer(model.prompt(example.question, example.passages), add_special_tokens=False)[
         "input_ids"
     ]
     target = tokenizer(example.answer + answer_suffix(tokenizer), add_special_tokens=False)["input_ids"]

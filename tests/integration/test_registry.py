@@ -109,3 +109,18 @@ def test_missing_alias_is_a_clear_error(project: tuple[Layout, dict]) -> None:
     client = reg.configure(params["register"]["tracking_uri"])
     with pytest.raises(LookupError, match="no retro-adapter version has alias 'champion'"):
         reg.download_pair(client, "champion")
+
+
+def test_answerer_serves_the_aliased_pair(project: tuple[Layout, dict]) -> None:
+    from components.serving.answerer import Answerer
+
+    layout, params = project
+    first = _register(layout, params, 0.5)
+    answerer = Answerer.from_registry(params["register"]["tracking_uri"], "challenger", layout.root / "serve")
+    result = answerer.answer("Who makes Zorvex?", max_new_tokens=3)
+    assert isinstance(result["answer"], str)
+    assert [s["doc_id"] for s in result["sources"]][0] == "a" and len(result["sources"]) == 2
+    assert (result["adapter_version"], result["index_version"]) == (
+        str(first["adapter_version"]),
+        str(first["index_version"]),
+    )
