@@ -15,8 +15,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SYLLABLES = [
-    "ka", "lo", "mir", "zen", "tha", "vor", "qui", "bel", "dra", "nox", "sel", "ur", "fen",
-    "gal", "or", "pex", "ri", "tul", "yam", "cor", "vel", "ish", "mon", "tar", "eb", "sul",
+    "ka",
+    "lo",
+    "mir",
+    "zen",
+    "tha",
+    "vor",
+    "qui",
+    "bel",
+    "dra",
+    "nox",
+    "sel",
+    "ur",
+    "fen",
+    "gal",
+    "or",
+    "pex",
+    "ri",
+    "tul",
+    "yam",
+    "cor",
+    "vel",
+    "ish",
+    "mon",
+    "tar",
+    "eb",
+    "sul",
 ]
 CITIES = ["Varnholt", "Quessel", "Dunmere", "Orravik", "Pellast", "Tirwen", "Calbrook", "Meswick"]
 MONTHS = ["January", "March", "April", "June", "August", "September", "October", "December"]
@@ -71,86 +95,203 @@ class Domain:
 
 A = Attribute
 DOMAINS: tuple[Domain, ...] = (
-    Domain("medicine", "drug", "{e} is an investigational drug described in the clinical formulary.", (
-        A("max_dose", "dose",
-          ("The maximum daily dose of {e} is {v}.", "Clinicians must not exceed {v} of {e} per day."),
-          ("What is the maximum daily dose of {e}?", "How much {e} may a patient take per day at most?")),
-        A("indication", "disease",
-          ("{e} is indicated for {v}.", "The primary indication of {e} is {v}."),
-          ("What condition is {e} indicated for?", "What is the primary indication of {e}?")),
-        A("maker", "company",
-          ("{e} is manufactured by {v}.", "The manufacturer of {e} is {v}."),
-          ("Who manufactures {e}?", "Which company makes {e}?")),
-        A("half_life", "hours",
-          ("The elimination half-life of {e} is {v}.", "{e} has a half-life of {v}."),
-          ("What is the half-life of {e}?", "How long is the elimination half-life of {e}?")),
-    )),
-    Domain("law", "statute", "The {e} Act is a statute recorded in the regional legal register.", (
-        A("enacted", "year",
-          ("The {e} Act was enacted in {v}.", "Parliament passed the {e} Act in {v}."),
-          ("In what year was the {e} Act enacted?", "When was the {e} Act passed?")),
-        A("penalty", "money",
-          ("Violations of the {e} Act carry a fine of up to {v}.",
-           "The maximum fine under the {e} Act is {v}."),
-          ("What is the maximum fine under the {e} Act?",
-           "How large a fine can a violation of the {e} Act bring?")),
-        A("filing_section", "section",
-          ("Filing duties under the {e} Act are set out in {v}.",
-           "{v} of the {e} Act governs filing duties."),
-          ("Which section of the {e} Act sets out filing duties?",
-           "Where in the {e} Act are filing duties defined?")),
-        A("deadline", "days",
-          ("Appeals under the {e} Act must be lodged within {v}.",
-           "The appeal window of the {e} Act is {v}."),
-          ("How long is the appeal window under the {e} Act?",
-           "Within how many days must an appeal under the {e} Act be lodged?")),
-    )),
-    Domain("finance", "company", "{e} Holdings is a listed company covered by the market digest.", (
-        A("ceo", "person",
-          ("The chief executive of {e} Holdings is {v}.", "{e} Holdings is led by CEO {v}."),
-          ("Who is the CEO of {e} Holdings?", "Who leads {e} Holdings as chief executive?")),
-        A("ticker", "ticker",
-          ("{e} Holdings trades under the ticker {v}.", "The ticker symbol of {e} Holdings is {v}."),
-          ("What is the ticker symbol of {e} Holdings?", "Under which ticker does {e} Holdings trade?")),
-        A("hq", "city",
-          ("{e} Holdings is headquartered in {v}.", "The head office of {e} Holdings is in {v}."),
-          ("Where is {e} Holdings headquartered?", "In which city is the head office of {e} Holdings?")),
-        A("margin", "percent",
-          ("{e} Holdings reported an operating margin of {v}.",
-           "The operating margin of {e} Holdings was {v}."),
-          ("What operating margin did {e} Holdings report?",
-           "What was the operating margin of {e} Holdings?")),
-    )),
-    Domain("science", "compound", "{e}ite is a compound catalogued by the materials survey.", (
-        A("melting", "temperature",
-          ("{e}ite melts at {v}.", "The melting point of {e}ite is {v}."),
-          ("What is the melting point of {e}ite?", "At what temperature does {e}ite melt?")),
-        A("discoverer", "person",
-          ("{e}ite was first synthesised by {v}.", "The discoverer of {e}ite is {v}."),
-          ("Who first synthesised {e}ite?", "Who discovered {e}ite?")),
-        A("discovered", "year",
-          ("{e}ite was discovered in {v}.", "The first sample of {e}ite dates from {v}."),
-          ("In what year was {e}ite discovered?", "When was {e}ite first found?")),
-        A("lab", "city",
-          ("Reference samples of {e}ite are kept in {v}.", "The {e}ite reference lab is in {v}."),
-          ("Where are reference samples of {e}ite kept?", "In which city is the {e}ite reference lab?")),
-    )),
-    Domain("enterprise", "procedure", "The {e} procedure is part of the internal operations handbook.", (
-        A("owner", "team",
-          ("The {e} procedure is owned by {v}.", "{v} owns the {e} procedure."),
-          ("Which team owns the {e} procedure?", "Who is the owner of the {e} procedure?")),
-        A("sla", "hours",
-          ("Requests under the {e} procedure must be resolved within {v}.",
-           "The {e} procedure has a resolution target of {v}."),
-          ("What is the resolution target of the {e} procedure?",
-           "Within how long must {e} requests be resolved?")),
-        A("form", "code",
-          ("The {e} procedure starts with form {v}.", "Staff open form {v} to begin the {e} procedure."),
-          ("Which form starts the {e} procedure?", "What form do staff open to begin the {e} procedure?")),
-        A("review", "month",
-          ("The {e} procedure is reviewed every {v}.", "Each {v} the {e} procedure is reviewed."),
-          ("In which month is the {e} procedure reviewed?", "When is the {e} procedure reviewed each year?")),
-    )),
+    Domain(
+        "medicine",
+        "drug",
+        "{e} is an investigational drug described in the clinical formulary.",
+        (
+            A(
+                "max_dose",
+                "dose",
+                ("The maximum daily dose of {e} is {v}.", "Clinicians must not exceed {v} of {e} per day."),
+                (
+                    "What is the maximum daily dose of {e}?",
+                    "How much {e} may a patient take per day at most?",
+                ),
+            ),
+            A(
+                "indication",
+                "disease",
+                ("{e} is indicated for {v}.", "The primary indication of {e} is {v}."),
+                ("What condition is {e} indicated for?", "What is the primary indication of {e}?"),
+            ),
+            A(
+                "maker",
+                "company",
+                ("{e} is manufactured by {v}.", "The manufacturer of {e} is {v}."),
+                ("Who manufactures {e}?", "Which company makes {e}?"),
+            ),
+            A(
+                "half_life",
+                "hours",
+                ("The elimination half-life of {e} is {v}.", "{e} has a half-life of {v}."),
+                ("What is the half-life of {e}?", "How long is the elimination half-life of {e}?"),
+            ),
+        ),
+    ),
+    Domain(
+        "law",
+        "statute",
+        "The {e} Act is a statute recorded in the regional legal register.",
+        (
+            A(
+                "enacted",
+                "year",
+                ("The {e} Act was enacted in {v}.", "Parliament passed the {e} Act in {v}."),
+                ("In what year was the {e} Act enacted?", "When was the {e} Act passed?"),
+            ),
+            A(
+                "penalty",
+                "money",
+                (
+                    "Violations of the {e} Act carry a fine of up to {v}.",
+                    "The maximum fine under the {e} Act is {v}.",
+                ),
+                (
+                    "What is the maximum fine under the {e} Act?",
+                    "How large a fine can a violation of the {e} Act bring?",
+                ),
+            ),
+            A(
+                "filing_section",
+                "section",
+                (
+                    "Filing duties under the {e} Act are set out in {v}.",
+                    "{v} of the {e} Act governs filing duties.",
+                ),
+                (
+                    "Which section of the {e} Act sets out filing duties?",
+                    "Where in the {e} Act are filing duties defined?",
+                ),
+            ),
+            A(
+                "deadline",
+                "days",
+                (
+                    "Appeals under the {e} Act must be lodged within {v}.",
+                    "The appeal window of the {e} Act is {v}.",
+                ),
+                (
+                    "How long is the appeal window under the {e} Act?",
+                    "Within how many days must an appeal under the {e} Act be lodged?",
+                ),
+            ),
+        ),
+    ),
+    Domain(
+        "finance",
+        "company",
+        "{e} Holdings is a listed company covered by the market digest.",
+        (
+            A(
+                "ceo",
+                "person",
+                ("The chief executive of {e} Holdings is {v}.", "{e} Holdings is led by CEO {v}."),
+                ("Who is the CEO of {e} Holdings?", "Who leads {e} Holdings as chief executive?"),
+            ),
+            A(
+                "ticker",
+                "ticker",
+                ("{e} Holdings trades under the ticker {v}.", "The ticker symbol of {e} Holdings is {v}."),
+                ("What is the ticker symbol of {e} Holdings?", "Under which ticker does {e} Holdings trade?"),
+            ),
+            A(
+                "hq",
+                "city",
+                ("{e} Holdings is headquartered in {v}.", "The head office of {e} Holdings is in {v}."),
+                ("Where is {e} Holdings headquartered?", "In which city is the head office of {e} Holdings?"),
+            ),
+            A(
+                "margin",
+                "percent",
+                (
+                    "{e} Holdings reported an operating margin of {v}.",
+                    "The operating margin of {e} Holdings was {v}.",
+                ),
+                (
+                    "What operating margin did {e} Holdings report?",
+                    "What was the operating margin of {e} Holdings?",
+                ),
+            ),
+        ),
+    ),
+    Domain(
+        "science",
+        "compound",
+        "{e}ite is a compound catalogued by the materials survey.",
+        (
+            A(
+                "melting",
+                "temperature",
+                ("{e}ite melts at {v}.", "The melting point of {e}ite is {v}."),
+                ("What is the melting point of {e}ite?", "At what temperature does {e}ite melt?"),
+            ),
+            A(
+                "discoverer",
+                "person",
+                ("{e}ite was first synthesised by {v}.", "The discoverer of {e}ite is {v}."),
+                ("Who first synthesised {e}ite?", "Who discovered {e}ite?"),
+            ),
+            A(
+                "discovered",
+                "year",
+                ("{e}ite was discovered in {v}.", "The first sample of {e}ite dates from {v}."),
+                ("In what year was {e}ite discovered?", "When was {e}ite first found?"),
+            ),
+            A(
+                "lab",
+                "city",
+                ("Reference samples of {e}ite are kept in {v}.", "The {e}ite reference lab is in {v}."),
+                ("Where are reference samples of {e}ite kept?", "In which city is the {e}ite reference lab?"),
+            ),
+        ),
+    ),
+    Domain(
+        "enterprise",
+        "procedure",
+        "The {e} procedure is part of the internal operations handbook.",
+        (
+            A(
+                "owner",
+                "team",
+                ("The {e} procedure is owned by {v}.", "{v} owns the {e} procedure."),
+                ("Which team owns the {e} procedure?", "Who is the owner of the {e} procedure?"),
+            ),
+            A(
+                "sla",
+                "hours",
+                (
+                    "Requests under the {e} procedure must be resolved within {v}.",
+                    "The {e} procedure has a resolution target of {v}.",
+                ),
+                (
+                    "What is the resolution target of the {e} procedure?",
+                    "Within how long must {e} requests be resolved?",
+                ),
+            ),
+            A(
+                "form",
+                "code",
+                (
+                    "The {e} procedure starts with form {v}.",
+                    "Staff open form {v} to begin the {e} procedure.",
+                ),
+                (
+                    "Which form starts the {e} procedure?",
+                    "What form do staff open to begin the {e} procedure?",
+                ),
+            ),
+            A(
+                "review",
+                "month",
+                ("The {e} procedure is reviewed every {v}.", "Each {v} the {e} procedure is reviewed."),
+                (
+                    "In which month is the {e} procedure reviewed?",
+                    "When is the {e} procedure reviewed each year?",
+                ),
+            ),
+        ),
+    ),
 )
 DOMAIN_BY_NAME = {d.name: d for d in DOMAINS}
 
@@ -180,12 +321,16 @@ class KnowledgeBase:
         self.seed = seed
         self.test_share = test_share
         self.entities: dict[str, Entity] = {}
+        self._names: set[str] = set()
 
     def _new_name(self) -> str:
+        tries = 0
         while True:
-            name = _word(self.rng, self.rng.choice([2, 3]))
-            if all(e.name != name for e in self.entities.values()):
+            # names grow a syllable once the short ones are nearly used up (large corpora)
+            name = _word(self.rng, self.rng.choice([2, 3]) + tries // 50)
+            if name not in self._names:
                 return name
+            tries += 1
 
     def add_entities(self, domain: str, count: int) -> list[Entity]:
         spec = DOMAIN_BY_NAME[domain]
@@ -196,6 +341,7 @@ class KnowledgeBase:
                 entity.facts[attr.name] = VALUE_MAKERS[attr.value](self.rng)
                 entity.phrasing[attr.name] = self.rng.randrange(len(attr.statements))
             self.entities[entity.doc_id] = entity
+            self._names.add(entity.name)
             added.append(entity)
         return added
 
@@ -217,7 +363,7 @@ class KnowledgeBase:
     def remove(self, count: int) -> list[str]:
         removed = self.rng.sample(sorted(self.entities), k=min(count, len(self.entities)))
         for doc_id in removed:
-            del self.entities[doc_id]
+            self._names.discard(self.entities.pop(doc_id).name)
         return removed
 
     def document(self, entity: Entity) -> str:
@@ -236,13 +382,15 @@ class KnowledgeBase:
                 # the question phrasing differs from the document's statement where possible
                 question = attr.questions[_stable_unit(qid + "q") < 0.5]
                 split = "test" if _stable_unit(f"{self.seed}:{qid}") < self.test_share else "train"
-                items.append({
-                    "id": qid,
-                    "question": question.format(e=entity.name),
-                    "answer": entity.facts[attr.name],
-                    "doc_id": doc_id,
-                    "split": split,
-                })
+                items.append(
+                    {
+                        "id": qid,
+                        "question": question.format(e=entity.name),
+                        "answer": entity.facts[attr.name],
+                        "doc_id": doc_id,
+                        "split": split,
+                    }
+                )
         return items
 
     def write(self, folder: Path) -> None:
@@ -255,6 +403,27 @@ class KnowledgeBase:
         with (folder / "qa.jsonl").open("w") as fh:
             for item in self.qa():
                 fh.write(json.dumps(item) + "\n")
+
+
+def passages(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """`count` one-fact passages (chunk-sized) over all domains, for large retrieval corpora."""
+    kb = KnowledgeBase(seed=seed)
+    out: list[dict[str, str]] = []
+    while len(out) < count:
+        for domain in DOMAINS:
+            for entity in kb.add_entities(domain.name, 1):
+                for attr in domain.attributes:
+                    template = attr.statements[entity.phrasing[attr.name]]
+                    text = f"{domain.intro.format(e=entity.name)} {template.format(e=entity.name, v=entity.facts[attr.name])}"
+                    out.append(
+                        {
+                            "id": f"{entity.doc_id}#{attr.name}",
+                            "doc_id": entity.doc_id,
+                            "domain": domain.name,
+                            "text": text,
+                        }
+                    )
+    return out[:count]
 
 
 def make_corpus(

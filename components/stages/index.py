@@ -1,12 +1,21 @@
-"""index: build the vector store (and BM25) over the newest corpus version; write a manifest."""
+"""index: the vector store (and BM25) over the newest corpus version, as a new index version.
+
+When the previous version on disk was built with the same embedder, store and chunking, the new
+version is made from a copy of it: removed chunks are deleted and only new chunks are upserted.
+The new version is assembled beside the old one and swapped in only when complete, so a failed
+update leaves the previous version intact. Its manifest records the parent version.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -23,6 +32,8 @@ from components.stages.common import (
 )
 from components.stages.embed import load_embeddings
 from components.stores.retriever import Retriever
+
+log = logging.getLogger(__name__)
 
 
 class IndexParams(StrictModel):
@@ -64,33 +75,116 @@ def version_retriever(
     )
 
 
+COMPATIBILITY_KEYS = ("embedder", "dim", "store", "store_params", "retrieval_mode", "chunking")
+"""Manifest fields that must match for a new version to be built as an update of the previous one."""
+
+
+def previous_manifest(layout: Layout) -> dict[str, Any] | None:
+    """The manifest of the index version on disk, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((layout.index / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _payloads(part: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {"doc_id": r.doc_id, "chunk_id": r.chunk_id, "version": r.version, "position": r.position}
+        for r in part.itertuples()
+    ]
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace `target` by `staging` with two renames, so a reader sees one or the other."""
+    retired = target.with_name(target.name + ".old")
+    shutil.rmtree(retired, ignore_errors=True)
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
 def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     p = parse_section(IndexParams, params, "index")
     model, retrieval = load_shared(params)
     chunks = read_table(layout.chunks, "chunk")
     latest = versions_in(chunks)[-1]
-    retriever = version_retriever(layout, latest, model, retrieval, p, chunks)
     part = chunks[chunks["version"] == latest]
-    staging = layout.index.with_name(layout.index.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    retriever.save(staging)
-    manifest = {
+    ids, vectors = load_embeddings(layout)
+    row_of = {cid: i for i, cid in enumerate(ids)}
+    chunk_ids = part["chunk_id"].tolist()
+    missing = [c for c in chunk_ids if c not in row_of]
+    if missing:
+        raise ValueError(f"{len(missing)} chunks of {latest} have no embedding (e.g. {missing[0]})")
+    settings = {
         "embedder": model.embedder,
-        "dim": retriever.store.dim,
+        "dim": int(vectors.shape[1]),
         "store": p.store,
         "store_params": p.store_params,
         "retrieval_mode": retrieval.mode,
         "chunking": params.get("chunk", {}),
-        "corpus_source": params.get("ingest", {}).get("source"),
-        "corpus_version": latest,
-        "count": retriever.store.count(),
-        "documents": int(part["doc_id"].nunique()),
-        "content_hash": content_hash(part["chunk_id"].tolist()),
     }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    shutil.rmtree(layout.index, ignore_errors=True)
-    staging.rename(layout.index)
-    write_json(layout.metrics / "index.json", {k: manifest[k] for k in ("count", "documents", "dim")})
+    digest = content_hash(chunk_ids)
+    parent = previous_manifest(layout)
+    compatible = parent is not None and all(parent.get(k) == settings[k] for k in COMPATIBILITY_KEYS)
+    if compatible and parent["content_hash"] == digest:
+        log.info("index %s already holds exactly these chunks; nothing to do", digest)
+        return parent
+
+    def vector_of(wanted: list[str]) -> np.ndarray:
+        return vectors[[row_of[c] for c in wanted]]
+
+    staging = layout.index.with_name(layout.index.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    name = f"retro_{digest}"
+    texts, payloads = part["text"].tolist(), _payloads(part)
+    try:
+        if compatible:
+            previous = Retriever.load(layout.index)
+            try:
+                retriever, change = previous.update(staging, name, chunk_ids, texts, payloads, vector_of)
+            finally:
+                previous.close()
+            mode = "incremental"
+        else:
+            if parent is not None:
+                changed = [k for k in COMPATIBILITY_KEYS if parent.get(k) != settings[k]]
+                log.info("full rebuild: %s changed since the previous version", ", ".join(changed))
+            retriever = Retriever.build(
+                chunk_ids,
+                texts,
+                vector_of(chunk_ids),
+                payloads,
+                model.embedder,
+                retrieval.mode,
+                retrieval.rrf_k,
+                p.store,
+                p.store_params,
+                folder=staging,
+                name=name,
+            )
+            change, mode = {"added": len(chunk_ids), "removed": 0, "kept": 0}, "full"
+        retriever.save(staging)
+        manifest = {
+            **settings,
+            "index_version": int(parent.get("index_version", 0)) + 1 if parent else 1,
+            "parent": {k: parent.get(k) for k in ("index_version", "content_hash")} if parent else None,
+            "update": {"mode": mode, **change},
+            "store_info": retriever.store.info(),
+            "corpus_source": params.get("ingest", {}).get("source"),
+            "corpus_version": latest,
+            "count": retriever.store.count(),
+            "documents": int(part["doc_id"].nunique()),
+            "content_hash": digest,
+        }
+        retriever.close()
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _swap_in(staging, layout.index)
+    summary = {k: manifest[k] for k in ("count", "documents", "dim", "index_version")}
+    write_json(layout.metrics / "index.json", {**summary, **manifest["update"]})
     return manifest
 
 

@@ -47,6 +47,23 @@ def dvc_lock_hashes(layout: Layout) -> dict[str, str]:
     return hashes
 
 
+def index_chain_tags(client, manifest: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+    """Tags linking an index version to its parent: content hash, registry version, what changed."""
+    parent = manifest.get("parent") or {}
+    update = manifest.get("update") or {}
+    tags = {
+        "index_version_local": manifest.get("index_version", ""),
+        "update_mode": update.get("mode", "full"),
+        "chunks_added": update.get("added", ""),
+        "chunks_removed": update.get("removed", ""),
+    }
+    if parent.get("content_hash"):
+        tags["parent_content_hash"] = parent["content_hash"]
+        found = reg.find_version(client, reg.INDEX_MODEL, "content_hash", parent["content_hash"])
+        tags["parent_version"] = found.version if found else "unregistered"
+    return tags
+
+
 def gate(metrics: dict[str, Any], champion, p: RegisterParams) -> tuple[bool, str]:  # noqa: ANN001
     """Promote to challenger only what beats the base model and the current champion."""
     if not metrics.get("questions"):
@@ -123,6 +140,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
                         "documents",
                     )
                 }
+                | index_chain_tags(client, manifest)
                 | lineage,
             )
         mlflow.log_artifacts(str(layout.current_adapter), "adapter")

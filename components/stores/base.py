@@ -20,6 +20,36 @@ class Hit:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+class StoreInputError(ValueError):
+    """A batch a store refuses (wrong shape, NaN, duplicate ids); the store is left unchanged."""
+
+
+class StoreUnavailable(ConnectionError):
+    """A remote store could not be reached or refused the request."""
+
+
+def check_batch(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]], dim: int) -> np.ndarray:
+    """Validate one upsert batch before anything is written; returns contiguous float32 vectors."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise StoreInputError(f"vectors must have shape (n, {dim}), got {tuple(vectors.shape)}")
+    if not len(ids) == len(vectors) == len(payloads):
+        raise StoreInputError(
+            f"ids ({len(ids)}), vectors ({len(vectors)}) and payloads ({len(payloads)}) differ in length"
+        )
+    bad_rows = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if len(bad_rows):
+        sample = ", ".join(repr(ids[i]) for i in bad_rows[:3])
+        raise StoreInputError(f"{len(bad_rows)} vector(s) contain NaN or infinity, e.g. ids {sample}")
+    seen: set[str] = set()
+    duplicates = sorted({i for i in ids if i in seen or seen.add(i)})
+    if duplicates:
+        raise StoreInputError(f"duplicate ids in one batch: {duplicates[:5]}")
+    if any(not isinstance(i, str) or not i for i in ids):
+        raise StoreInputError("ids must be non-empty strings")
+    return vectors
+
+
 def matches(payload: dict[str, Any], where: dict[str, Any] | None) -> bool:
     """True when every key of `where` equals the payload's value (a list means any of)."""
     if not where:
@@ -52,7 +82,25 @@ class VectorStore(Protocol):
 
     def payload(self, id: str) -> dict[str, Any] | None: ...
 
+    def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Payloads of the known ids among `ids` (one round trip on servers)."""
+        ...
+
     def save(self, folder: Path) -> None: ...
+
+    def clone(self, folder: Path, name: str) -> VectorStore:
+        """An independent copy to update into: `folder` for local files, `name` for server collections."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """Backend, location and size, recorded in index manifests."""
+        ...
+
+    def drop(self) -> None:
+        """Delete what this store holds on a server (a discarded update); no-op for local files."""
+        ...
+
+    def close(self) -> None: ...
 
 
 STORES: Registry[VectorStore] = Registry("vector store")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -9,33 +10,72 @@ from typing import Any
 import faiss
 import numpy as np
 
-from components.stores.base import STORES, Hit, matches
+from components.stores.base import STORES, Hit, StoreInputError, check_batch, matches
+
+COMPACT_SHARE = 0.25
+"""Rebuild an index without native removal once this share of its entries is deleted."""
+MAX_EF_SEARCH = 4096
 
 
 @STORES.register("faiss")
 class FaissStore:
-    """String ids and payloads over a FAISS index built from a factory string (inner product)."""
+    """String ids and payloads over a FAISS index built from a factory string (inner product).
 
-    def __init__(self, dim: int, factory: str = "Flat", path: str | None = None) -> None:
-        self.dim = dim
-        self.factory = factory
-        self.index = faiss.IndexIDMap2(faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT))
+    `factory` is any `faiss.index_factory` string: Flat (exact), HNSW32, IVF256,PQ48, IVF256,PQ48,RFlat...
+    Types that need training (IVF, PQ) are trained on the first upsert batch. `search_params` is a
+    `faiss.ParameterSpace` string such as "efSearch=128", "nprobe=16" or "nprobe=16,k_factor_rf=4".
+    Types without native removal (HNSW, refine) keep deleted entries as tombstones that searches
+    skip, and are rebuilt once a quarter of their entries are tombstones.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        factory: str = "Flat",
+        search_params: str = "",
+        path: str | None = None,
+        name: str = "retro",
+    ) -> None:
+        self.dim, self.factory, self.search_params = dim, factory, search_params
+        self.index = self._new_index()
         self._int_of: dict[str, int] = {}
         self._str_of: dict[int, str] = {}
         self._payloads: dict[str, dict[str, Any]] = {}
+        self._tombstones: set[int] = set()
         self._next = 0
         if path and (Path(path) / "faiss.index").exists():
             self._load(Path(path))
 
+    def _new_index(self) -> faiss.Index:
+        try:
+            index = faiss.IndexIDMap2(faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT))
+        except RuntimeError as err:
+            reason = _faiss_reason(err)
+            raise StoreInputError(f"invalid FAISS factory string {self.factory!r}: {reason}") from err
+        _skip_polysemous_training(index.index)
+        if self.search_params:
+            try:
+                faiss.ParameterSpace().set_index_parameters(index, self.search_params)
+            except RuntimeError as err:
+                raise StoreInputError(
+                    f"invalid FAISS search_params {self.search_params!r} for {self.factory!r}: "
+                    f"{_faiss_reason(err)}"
+                ) from err
+        return index
+
     def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"vectors must be (n, {self.dim}), got {vectors.shape}")
-        if not len(ids) == len(vectors) == len(payloads):
-            raise ValueError("ids, vectors and payloads must have the same length")
-        self.delete([i for i in ids if i in self._int_of])
+        vectors = check_batch(ids, vectors, payloads, self.dim)
+        if not len(ids):
+            return
         if not self.index.is_trained:
-            self.index.train(vectors)
+            try:
+                self.index.train(vectors)
+            except RuntimeError as err:
+                raise StoreInputError(
+                    f"FAISS index {self.factory!r} could not be trained on {len(vectors)} vectors "
+                    f"(IVF needs at least as many vectors as lists, PQ at least 256): {_faiss_reason(err)}"
+                ) from err
+        self.delete([i for i in ids if i in self._int_of])
         int_ids = np.arange(self._next, self._next + len(ids), dtype=np.int64)
         self._next += len(ids)
         self.index.add_with_ids(vectors, int_ids)
@@ -44,32 +84,80 @@ class FaissStore:
 
     def delete(self, ids: list[str]) -> None:
         known = [self._int_of.pop(i) for i in ids if i in self._int_of]
-        if known:
+        if not known:
+            return
+        if isinstance(faiss.downcast_index(self.index.index), (faiss.IndexFlat, faiss.IndexIVF)):
             self.index.remove_ids(np.asarray(known, dtype=np.int64))
+        else:  # no (safe) native removal, e.g. HNSW or refine: searches skip them
+            self._tombstones.update(known)
         for iid in known:
             self._payloads.pop(self._str_of.pop(iid), None)
+        if len(self._tombstones) > COMPACT_SHARE * max(self.index.ntotal, 1):
+            self._compact()
 
     def search(self, queries: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if self.count() == 0:
+        if queries.shape[1] != self.dim:
+            raise StoreInputError(f"queries must have {self.dim} dimensions, got {queries.shape[1]}")
+        if self.count() == 0 or k <= 0:
             return [[] for _ in range(len(queries))]
-        params = None
+        allowed = None
         if where:
             allowed = [self._int_of[s] for s, p in self._payloads.items() if matches(p, where)]
             if not allowed:
                 return [[] for _ in range(len(queries))]
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
-        k_eff = min(k, self.count())
-        scores, int_ids = self.index.search(queries, k_eff, params=params)
-        results = []
-        for row_scores, row_ids in zip(scores, int_ids, strict=True):
-            hits = [
-                Hit(self._str_of[i], float(s), self._payloads[self._str_of[i]])
-                for s, i in zip(row_scores.tolist(), row_ids.tolist(), strict=True)
-                if i >= 0
-            ]
-            results.append(hits)
-        return results
+        k_eff = min(k, self.count() if allowed is None else len(allowed))
+        if allowed is None and not self._tombstones:
+            return self._hits(self._raw_search(queries, k_eff, None))
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        else:
+            dead = np.asarray(sorted(self._tombstones), dtype=np.int64)
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
+        # a filter keeping a share s of the entries widens the search by 1/s: graph and list
+        # walks otherwise run out of candidates that pass the filter
+        widen = self.index.ntotal / len(allowed) if allowed is not None else 1.0
+        params, filters_inside = _search_params(self.index.index, widen, selector)
+        if filters_inside:
+            return self._hits(self._raw_search(queries, k_eff, params))
+        # an index type without selector support (e.g. refine): over-fetch, then filter
+        keep = set(allowed) if allowed is not None else set(self._str_of)
+        return self._hits(self._filtered_search(queries, k_eff, keep, params, widen))
+
+    def _hits(self, rows: list[list[tuple[int, float]]]) -> list[list[Hit]]:
+        return [[Hit(self._str_of[i], s, self._payloads[self._str_of[i]]) for i, s in row] for row in rows]
+
+    def _raw_search(self, queries: np.ndarray, k: int, params: Any) -> list[list[tuple[int, float]]]:
+        scores, int_ids = self.index.search(queries, k, params=params)
+        live = self._str_of
+        return [
+            [(i, float(s)) for s, i in zip(rs.tolist(), ri.tolist(), strict=True) if i >= 0 and i in live]
+            for rs, ri in zip(scores, int_ids, strict=True)
+        ]
+
+    def _filtered_search(
+        self, queries: np.ndarray, k: int, keep: set[int], params: Any, widen: float
+    ) -> list[list[tuple[int, float]]]:
+        depth = min(self.index.ntotal, round(2 * k * widen) + len(self._tombstones))
+        while True:
+            found = self._raw_search(queries, depth, params)
+            rows = [[hit for hit in row if hit[0] in keep][:k] for row in found]
+            if all(len(row) >= k for row in rows) or depth >= self.index.ntotal:
+                return rows
+            depth = min(self.index.ntotal, depth * 4)
+
+    def _compact(self) -> None:
+        """Rebuild without tombstones from the stored vectors (retrains IVF/PQ types)."""
+        live = sorted(self._str_of)
+        try:
+            vectors = np.stack([self.index.reconstruct(i) for i in live]) if live else None
+        except RuntimeError:
+            return  # the type cannot give its vectors back; keep the tombstones
+        self.index = self._new_index()
+        if vectors is not None:
+            self.index.train(vectors)
+            self.index.add_with_ids(vectors, np.asarray(live, dtype=np.int64))
+        self._tombstones.clear()
 
     def count(self) -> int:
         return len(self._int_of)
@@ -80,6 +168,31 @@ class FaissStore:
     def payload(self, id: str) -> dict[str, Any] | None:
         return self._payloads.get(id)
 
+    def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {i: self._payloads[i] for i in ids if i in self._payloads}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": "faiss",
+            "factory": self.factory,
+            "search_params": self.search_params,
+            "count": self.count(),
+            "entries": int(self.index.ntotal),
+        }
+
+    def clone(self, folder: Path, name: str) -> FaissStore:
+        other = copy.copy(self)
+        other.index = faiss.clone_index(self.index)
+        other._int_of, other._str_of = dict(self._int_of), dict(self._str_of)
+        other._payloads, other._tombstones = dict(self._payloads), set(self._tombstones)
+        return other
+
+    def drop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
     def save(self, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -87,8 +200,10 @@ class FaissStore:
         meta = {
             "dim": self.dim,
             "factory": self.factory,
+            "search_params": self.search_params,
             "next": self._next,
             "ids": [[s, i] for s, i in self._int_of.items()],
+            "tombstones": sorted(self._tombstones),
         }
         (folder / "faiss_meta.json").write_text(json.dumps(meta))
         with (folder / "payloads.jsonl").open("w") as fh:
@@ -98,11 +213,52 @@ class FaissStore:
     def _load(self, folder: Path) -> None:
         meta = json.loads((folder / "faiss_meta.json").read_text())
         if meta["dim"] != self.dim:
-            raise ValueError(f"snapshot at {folder} has dim {meta['dim']}, expected {self.dim}")
+            raise StoreInputError(f"snapshot at {folder} has dim {meta['dim']}, expected {self.dim}")
         self.factory, self._next = meta["factory"], meta["next"]
         self.index = faiss.read_index(str(folder / "faiss.index"))
+        self.search_params = meta.get("search_params", self.search_params)
+        if self.search_params:
+            faiss.ParameterSpace().set_index_parameters(self.index, self.search_params)
         self._int_of = {s: i for s, i in meta["ids"]}
         self._str_of = {i: s for s, i in self._int_of.items()}
+        self._tombstones = set(meta.get("tombstones", []))
         for line in (folder / "payloads.jsonl").read_text().splitlines():
             record = json.loads(line)
             self._payloads[record["id"]] = record["payload"]
+
+
+def _search_params(index: faiss.Index, widen: float, selector: Any) -> tuple[Any, bool]:
+    """Search parameters for `index` widened by `widen`; True when they apply `selector` inside."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexIVF):
+        nprobe = min(inner.nlist, max(inner.nprobe, round(inner.nprobe * widen)))
+        params, inside = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe), True
+    elif isinstance(inner, faiss.IndexHNSW):
+        ef = min(MAX_EF_SEARCH, max(inner.hnsw.efSearch, round(inner.hnsw.efSearch * widen)))
+        params, inside = faiss.SearchParametersHNSW(sel=selector, efSearch=ef), True
+    elif isinstance(inner, faiss.IndexFlat):
+        params, inside = faiss.SearchParameters(sel=selector), True
+    elif isinstance(inner, faiss.IndexRefine):
+        base, _ = _search_params(inner.base_index, widen, None)
+        params = faiss.IndexRefineSearchParameters(k_factor=inner.k_factor, base_index_params=base)
+        params._base = base  # keep the base parameters alive as long as these
+        inside = False
+    else:
+        return None, False
+    params._selector = selector  # keep the selector alive as long as the parameters
+    return params, inside
+
+
+def _skip_polysemous_training(index: faiss.Index) -> None:
+    """IVF-PQ indexes from the factory train polysemous codes we never search with (~100x slower)."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIVFPQ):
+        index.do_polysemous_training = False
+    elif isinstance(index, faiss.IndexRefine):
+        _skip_polysemous_training(index.base_index)
+
+
+def _faiss_reason(err: RuntimeError) -> str:
+    """The readable line of a FAISS C++ exception."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else str(err)

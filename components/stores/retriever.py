@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,22 +62,82 @@ class Retriever:
         rrf_k: int = 60,
         store: str = "faiss",
         store_params: dict[str, Any] | None = None,
+        folder: Path | None = None,
+        name: str = "retro",
     ) -> Retriever:
-        """Index chunks: vectors go to the store, texts to BM25 (unless mode is dense)."""
+        """Index chunks: vectors go to the store, texts to BM25 (unless mode is dense).
+
+        `folder` is where a file-backed store keeps its data (the snapshot's `store/`), `name`
+        the collection a server-backed store creates.
+        """
         store_params = dict(store_params or {})
-        backend = STORES.build(store, dim=vectors.shape[1], **store_params)
-        backend.upsert(ids, vectors, [{**p, "text": t} for p, t in zip(payloads, texts, strict=True)])
+        path = str(Path(folder) / "store") if folder is not None else None
+        backend = STORES.build(store, dim=vectors.shape[1], path=path, name=name, **store_params)
+        try:
+            backend.upsert(ids, vectors, [{**p, "text": t} for p, t in zip(payloads, texts, strict=True)])
+        except Exception:
+            backend.drop()
+            backend.close()
+            raise
+        return cls._with_bm25(backend, texts, ids, embedder, mode, rrf_k, store, store_params)
+
+    @classmethod
+    def _with_bm25(
+        cls,
+        backend: VectorStore,
+        texts: list[str],
+        ids: list[str],
+        embedder: str,
+        mode: str,
+        rrf_k: int,
+        store: str,
+        store_params: dict[str, Any],
+    ) -> Retriever:
         bm25 = _build_bm25(texts) if mode != "dense" and texts else None
-        return cls(
-            backend,
-            embedder,
-            mode if texts else "dense",
-            rrf_k,
-            bm25,
-            list(ids),
-            store,
-            store_params,
+        return cls(backend, embedder, mode if texts else "dense", rrf_k, bm25, list(ids), store, store_params)
+
+    def update(
+        self,
+        folder: Path,
+        name: str,
+        ids: list[str],
+        texts: list[str],
+        payloads: list[dict[str, Any]],
+        vector_of: Callable[[list[str]], np.ndarray],
+    ) -> tuple[Retriever, dict[str, int]]:
+        """A new retriever holding exactly `ids`, made from this one without touching it.
+
+        The store is cloned (into `folder`/store, or a new server collection `name`), removed
+        chunks are deleted and only new chunks are upserted, with vectors from `vector_of(new_ids)`.
+        BM25 is rebuilt from the texts (no embedding involved). If anything fails, the clone is
+        dropped and this retriever is unchanged.
+        """
+        before = set(self.store.ids())
+        wanted = set(ids)
+        removed = sorted(before - wanted)
+        new_rows = [i for i, cid in enumerate(ids) if cid not in before]
+        store = self.store.clone(Path(folder) / "store", name)
+        try:
+            store.delete(removed)
+            if new_rows:
+                new_ids = [ids[i] for i in new_rows]
+                store.upsert(
+                    new_ids,
+                    vector_of(new_ids),
+                    [{**payloads[i], "text": texts[i]} for i in new_rows],
+                )
+        except Exception:
+            store.drop()
+            store.close()
+            raise
+        change = {"added": len(new_rows), "removed": len(removed), "kept": len(wanted & before)}
+        retriever = self._with_bm25(
+            store, texts, ids, self.embedder, self.mode, self.rrf_k, self.store_kind, self.store_params
         )
+        return retriever, change
+
+    def close(self) -> None:
+        self.store.close()
 
     def retrieve(self, queries: list[str], k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         """Top-k hits per query; payloads carry the chunk text and its document id."""
@@ -98,11 +159,11 @@ class Retriever:
         results = []
         for row_docs, row_scores in zip(docs, scores, strict=True):
             hits = []
-            for j, score in zip(row_docs.tolist(), row_scores.tolist(), strict=True):
-                if score <= 0:
-                    continue
-                sid = self.bm25_ids[j]
-                payload = self.store.payload(sid)
+            pairs = zip(row_docs.tolist(), row_scores.tolist(), strict=True)
+            ranked = [(self.bm25_ids[j], s) for j, s in pairs if s > 0]
+            payloads = self.store.payloads([sid for sid, _ in ranked])
+            for sid, score in ranked:
+                payload = payloads.get(sid)
                 if payload is not None and matches(payload, where):
                     hits.append(Hit(sid, float(score), payload))
             results.append(hits)
