@@ -54,7 +54,8 @@ def corpus() -> dict:
     vectors = encode([r["text"] for r in rows])
     # questions about a sample of the passages, phrased unlike the passages themselves
     asked = rows[::40]
-    queries = encode([f"{r['id'].split('#')[1].replace('_', ' ')} of {r['doc_id'].split('/')[1]}?" for r in asked])
+    questions = [f"{r['id'].split('#')[1].replace('_', ' ')} of {r['doc_id'].split('/')[1]}?" for r in asked]
+    queries = encode(questions)
     ids = [r["id"] for r in rows]
     payloads = [{"doc_id": r["doc_id"], "domain": r["domain"], "version": "v1"} for r in rows]
     return {"ids": ids, "vectors": vectors, "payloads": payloads, "queries": queries}
@@ -118,7 +119,8 @@ def test_backend_agrees_with_exact_search(backend, params, is_exact, corpus, mak
     law = {i for i, p in zip(ids, payloads, strict=True) if p["domain"] == "law"}
     assert check({"domain": "law"}, law) >= 0.95
     docs = sorted({p["doc_id"] for p in payloads})[:40]
-    assert check({"doc_id": docs}, {i for i, p in zip(ids, payloads, strict=True) if p["doc_id"] in docs}) >= 0.95
+    in_docs = {i for i, p in zip(ids, payloads, strict=True) if p["doc_id"] in docs}
+    assert check({"doc_id": docs}, in_docs) >= 0.95
 
     removed = ids[::10]
     store.delete(removed)
