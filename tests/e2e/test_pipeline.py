@@ -118,6 +118,17 @@ def test_new_corpus_version_updates_the_adapter_without_retraining(project) -> N
     )
     assert len(adapters) == 2 and adapters[-1].tags["corpus_version"] == "v3"
     assert adapters[-1].tags["index_version"] != adapters[0].tags["index_version"]
+    # the index was updated from its parent (one changed chunk), and the registry records the chain
+    embedded = json.loads((root / "data/metrics/embed.json").read_text())
+    indexes = client.search_model_versions(f"name = '{reg.INDEX_MODEL}'")
+    indexes = sorted(indexes, key=lambda v: int(v.version))
+    assert len(indexes) == 2
+    child, parent = indexes[-1].tags, indexes[0].tags
+    assert child["parent_version"] == str(indexes[0].version)
+    assert child["parent_content_hash"] == parent["content_hash"] != child["content_hash"]
+    assert child["update_mode"] == "incremental"
+    assert int(child["chunks_added"]) == int(child["chunks_removed"]) == embedded["embedded"] >= 1
+    assert embedded["reused"] == embedded["chunks"] - embedded["embedded"]
 
 
 def test_bad_params_value_names_the_key(project) -> None:  # noqa: ANN001

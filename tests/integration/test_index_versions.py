@@ -1,0 +1,156 @@
+"""Index versions through the stages: v1 -> v2 with 10% of documents changed is an incremental
+update that embeds only the changed chunks, records its parent, finds the new facts and not the
+replaced ones; a failed update (bad vectors, unreachable server) leaves the previous version."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.config import load_params_file, set_dotted
+from components.data.synthetic import DOMAIN_BY_NAME, DOMAINS, VALUE_MAKERS, KnowledgeBase
+from components.stages import chunk, embed, index, ingest
+from components.stages.common import Layout
+from components.stores import StoreInputError, StoreUnavailable
+from components.stores.retriever import Retriever
+from tests.conftest import ROOT
+
+CHANGED_DOCS = 4  # of 40: 10%
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """Versions v1 and v2 of a 40-document corpus; v2 revises one fact in each of 4 documents."""
+    out = tmp_path_factory.mktemp("kb")
+    kb = KnowledgeBase(seed=11)
+    for domain in DOMAINS:
+        kb.add_entities(domain.name, 8)
+    kb.write(out / "v1")
+    rng = random.Random(3)
+    changes = []
+    for doc_id in rng.sample(sorted(kb.entities), CHANGED_DOCS):
+        entity = kb.entities[doc_id]
+        attr = DOMAIN_BY_NAME[entity.domain].attributes[0]
+        old = entity.facts[attr.name]
+        while entity.facts[attr.name] == old:
+            entity.facts[attr.name] = VALUE_MAKERS[attr.value](rng)
+        new = entity.facts[attr.name]
+        changes.append({"doc_id": doc_id, "qid": f"{doc_id}#{attr.name}", "old": old, "new": new})
+    kb.write(out / "v2")
+    return out, changes
+
+
+def _params(source: Path, store: str, store_params: dict) -> dict:
+    params = load_params_file(ROOT / "params.yaml")
+    set_dotted(params, "ingest.source", str(source))
+    set_dotted(params, "index.store", store)
+    set_dotted(params, "index.store_params", store_params)
+    return params
+
+
+def _stages(params: dict, layout: Layout, last=index):  # noqa: ANN001, ANN202
+    results = [stage.run(params, layout) for stage in (ingest, chunk, embed)]
+    return results[-1], (last.run(params, layout) if last else None)
+
+
+@pytest.mark.parametrize(
+    ("store", "store_params"),
+    [("faiss", {"factory": "Flat"}), ("faiss", {"factory": "HNSW32"}), ("qdrant", {})],
+    ids=["faiss-flat", "faiss-hnsw", "qdrant-local"],
+)
+def test_update_embeds_only_changed_chunks_and_records_its_parent(
+    tmp_path: Path, corpus, store: str, store_params: dict
+) -> None:  # noqa: ANN001
+    full, changes = corpus
+    source = tmp_path / "corpus"
+    shutil.copytree(full / "v1", source / "v1")
+    layout = Layout(tmp_path)
+    params = _params(source, store, store_params)
+
+    embedded_v1, first = _stages(params, layout)
+    assert embedded_v1["embedded"] == embedded_v1["chunks"] > 0 and embedded_v1["reused"] == 0
+    assert first["index_version"] == 1 and first["parent"] is None and first["update"]["mode"] == "full"
+
+    shutil.copytree(full / "v2", source / "v2")
+    embedded_v2, second = _stages(params, layout)
+    chunks = pd.read_parquet(layout.chunks)
+    v1_ids = set(chunks.loc[chunks["version"] == "v1", "chunk_id"])
+    v2_ids = set(chunks.loc[chunks["version"] == "v2", "chunk_id"])
+    changed_docs = {c["doc_id"] for c in changes}
+    assert {d for d in chunks.loc[chunks["chunk_id"].isin(v2_ids - v1_ids), "doc_id"]} == changed_docs
+    # only the changed chunks were embedded again; everything else came from the previous run
+    assert embedded_v2["embedded"] == len(v2_ids - v1_ids) >= CHANGED_DOCS
+    assert embedded_v2["reused"] == len(v1_ids)
+    assert second["index_version"] == 2 and second["corpus_version"] == "v2"
+    assert second["parent"] == {"index_version": 1, "content_hash": first["content_hash"]}
+    assert second["update"] == {
+        "mode": "incremental",
+        "added": len(v2_ids - v1_ids),
+        "removed": len(v1_ids - v2_ids),
+        "kept": len(v1_ids & v2_ids),
+    }
+    assert second["count"] == len(v2_ids)
+
+    items = [json.loads(line) for line in (full / "v2/qa.jsonl").read_text().splitlines()]
+    questions = {item["id"]: item for item in items}
+    retriever = Retriever.load(layout.index)
+    try:
+        assert sorted(retriever.store.ids()) == sorted(v2_ids)
+        for change in changes:
+            hits = retriever.retrieve([questions[change["qid"]]["question"]], 5)[0]
+            assert hits[0].payload["doc_id"] == change["doc_id"] and change["new"] in hits[0].payload["text"]
+            for hit in hits:
+                same_doc = hit.payload["doc_id"] == change["doc_id"]
+                assert not (same_doc and change["old"] in hit.payload["text"])
+    finally:
+        retriever.close()
+
+    # a second run over the same chunks is no new version
+    assert index.run(params, layout)["index_version"] == 2
+
+
+def test_failed_updates_leave_the_previous_version_usable(tmp_path: Path, corpus) -> None:  # noqa: ANN001
+    full, changes = corpus
+    source = tmp_path / "corpus"
+    shutil.copytree(full / "v1", source / "v1")
+    layout = Layout(tmp_path)
+    params = _params(source, "faiss", {"factory": "Flat"})
+    _, first = _stages(params, layout)
+
+    # v2's new chunks get NaN vectors: the store refuses them and v1 stays in place
+    shutil.copytree(full / "v2", source / "v2")
+    _stages(params, layout, last=None)
+    ids = json.loads((layout.embeddings / "ids.json").read_text())
+    vectors = np.load(layout.embeddings / "vectors.npy")
+    chunks = pd.read_parquet(layout.chunks)
+    of = {v: set(chunks.loc[chunks["version"] == v, "chunk_id"]) for v in ("v1", "v2")}
+    fresh = of["v2"] - of["v1"]
+    vectors[[i for i, c in enumerate(ids) if c in fresh]] = np.nan
+    np.save(layout.embeddings / "vectors.npy", vectors)
+    with pytest.raises(StoreInputError, match="NaN"):
+        index.run(params, layout)
+    _assert_still(layout, first, changes)
+
+    # an unreachable Qdrant server: a clear error naming it, and v1 stays in place
+    set_dotted(params, "index.store", "qdrant")
+    set_dotted(params, "index.store_params", {"url": "http://127.0.0.1:9", "timeout": 2})
+    with pytest.raises(StoreUnavailable, match="127.0.0.1:9"):
+        index.run(params, layout)
+    _assert_still(layout, first, changes)
+
+
+def _assert_still(layout: Layout, manifest: dict, changes: list[dict]) -> None:
+    assert json.loads((layout.index / "manifest.json").read_text()) == manifest
+    assert not layout.index.with_name("index.tmp").exists()
+    retriever = Retriever.load(layout.index)
+    try:
+        hits = retriever.retrieve([changes[0]["doc_id"].split("/")[1]], 3)[0]
+        assert hits and retriever.store.count() == manifest["count"]
+    finally:
+        retriever.close()
