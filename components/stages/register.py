@@ -92,7 +92,11 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     manifest = json.loads((layout.index / "manifest.json").read_text())
     adapter_config = read_artifact_config(layout.current_adapter)
     client = reg.configure(p.tracking_uri)
-    reg.ensure_registered_model(client, reg.INDEX_MODEL, "Vector index snapshots (FAISS + BM25).")
+    reg.ensure_registered_model(
+        client,
+        reg.INDEX_MODEL,
+        "Vector index versions (store snapshot or server collection + BM25 + manifest).",
+    )
     reg.ensure_registered_model(client, reg.ADAPTER_MODEL, "Retrieval-augmented PEFT adapters.")
     lineage = {
         "git_commit": git_commit(),

@@ -83,3 +83,18 @@ def test_hybrid_retrieval_finds_identifiers_dense_misses(tmp_path) -> None:
     assert [h.id for h in loaded.retrieve(["form BEL-903"], 3)[0]][0] == "c3"
     dense_only = Retriever.load(tmp_path / "idx", mode="dense")
     assert dense_only.mode == "dense" and len(dense_only.retrieve(["x"], 3)[0]) == 3
+
+
+def test_server_backends_translate_names_and_filters() -> None:
+    from components.stores.qdrant_store import point_id, qdrant_filter
+    from components.stores.weaviate_store import collection_name, weaviate_filter
+
+    assert collection_name("retro_3f2a-b") == "Retro_3f2a_b"
+    assert collection_name("9lives") == "Retro_9lives"
+    assert point_id("law/x#1") == point_id("law/x#1") != point_id("law/x#2")
+    flt = qdrant_filter({"doc_id": ["a", "b"], "version": "v2"})
+    assert [c.key for c in flt.must] == ["doc_id", "version"]
+    assert flt.must[0].match.any == ["a", "b"] and flt.must[1].match.value == "v2"
+    assert qdrant_filter(None) is None and weaviate_filter({}) is None
+    both = weaviate_filter({"doc_id": ["a"], "version": "v2"})
+    assert type(both).__name__ == "_FilterAnd" and len(both.filters) == 2
