@@ -23,10 +23,10 @@ N, K = 1200, 10
 QDRANT_URL, WEAVIATE_URL = os.environ.get("QDRANT_URL"), os.environ.get("WEAVIATE_URL")
 BACKENDS = [
     pytest.param("faiss", {"factory": "Flat"}, True, id="faiss-flat"),
-    pytest.param("faiss", {"factory": "HNSW32", "search_params": "efSearch=64"}, False, id="faiss-hnsw"),
+    pytest.param("faiss", {"factory": "HNSW32", "index_params": "efSearch=64"}, False, id="faiss-hnsw"),
     pytest.param(
         "faiss",
-        {"factory": "IVF16,PQ48,RFlat", "search_params": "nprobe=12,k_factor_rf=4"},
+        {"factory": "IVF16,PQ48,RFlat", "index_params": "nprobe=12,k_factor_rf=4"},
         False,
         id="faiss-ivfpq",
     ),
