@@ -45,6 +45,36 @@ def content_hash(chunk_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(chunk_ids)).encode()).hexdigest()[:16]
 
 
+def chunk_payloads(part: pd.DataFrame, chunks: pd.DataFrame, documents: pd.DataFrame | None) -> list[dict]:
+    """Payloads of one version's chunks: ids, position, the corpus version the chunk first appeared
+    in (stable across versions, so an unchanged chunk keeps its payload), its domain (metadata
+    `domain`, else the document's top folder) and the document's other scalar metadata fields."""
+    order = {v: i for i, v in enumerate(versions_in(chunks))}
+    first_seen = chunks.assign(rank=chunks["version"].map(order)).sort_values("rank")
+    first_version = first_seen.drop_duplicates("chunk_id").set_index("chunk_id")["version"].to_dict()
+    metadata: dict[str, dict] = {}
+    if documents is not None and "metadata" in documents:
+        version = part["version"].iloc[0] if len(part) else None
+        for row in documents[documents["version"] == version].itertuples():
+            raw = json.loads(row.metadata) if isinstance(row.metadata, str) else (row.metadata or {})
+            metadata[row.doc_id] = {k: v for k, v in raw.items() if isinstance(v, (str, int, float, bool))}
+    payloads = []
+    for r in part.itertuples():
+        extra = metadata.get(r.doc_id, {})
+        domain = extra.get("domain", r.doc_id.split("/", 1)[0] if "/" in r.doc_id else "")
+        payloads.append(
+            {
+                **extra,
+                "domain": domain,
+                "doc_id": r.doc_id,
+                "chunk_id": r.chunk_id,
+                "version": first_version[r.chunk_id],
+                "position": int(r.position),
+            }
+        )
+    return payloads
+
+
 def version_retriever(
     layout: Layout,
     version: str,
@@ -53,25 +83,26 @@ def version_retriever(
     index: IndexParams,
     chunks: pd.DataFrame | None = None,
 ) -> Retriever:
-    """A retriever over one corpus version's chunks, built in memory from the embed stage output."""
+    """A transient in-memory retriever over one corpus version's chunks (training, evaluation).
+
+    It uses FAISS with the configured factory, or exact FAISS when the index lives on a server,
+    so that building one never creates server collections.
+    """
     chunks = read_table(layout.chunks, "chunk") if chunks is None else chunks
     ids, vectors = load_embeddings(layout)
     row_of = {cid: i for i, cid in enumerate(ids)}
     part = chunks[chunks["version"] == version]
-    payloads = [
-        {"doc_id": r.doc_id, "chunk_id": r.chunk_id, "version": r.version, "position": r.position}
-        for r in part.itertuples()
-    ]
+    store, store_params = (index.store, index.store_params) if index.store == "faiss" else ("faiss", {})
     return Retriever.build(
         part["chunk_id"].tolist(),
         part["text"].tolist(),
         vectors[[row_of[c] for c in part["chunk_id"]]],
-        payloads,
+        chunk_payloads(part, chunks, None),
         model.embedder,
         retrieval.mode,
         retrieval.rrf_k,
-        index.store,
-        index.store_params,
+        store,
+        store_params,
     )
 
 
@@ -85,13 +116,6 @@ def previous_manifest(layout: Layout) -> dict[str, Any] | None:
         return json.loads((layout.index / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-
-
-def _payloads(part: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {"doc_id": r.doc_id, "chunk_id": r.chunk_id, "version": r.version, "position": r.position}
-        for r in part.itertuples()
-    ]
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -137,7 +161,8 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     staging = layout.index.with_name(layout.index.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     name = f"retro_{digest}"
-    texts, payloads = part["text"].tolist(), _payloads(part)
+    documents = pd.read_parquet(layout.documents) if layout.documents.exists() else None
+    texts, payloads = part["text"].tolist(), chunk_payloads(part, chunks, documents)
     try:
         if compatible:
             previous = Retriever.load(layout.index)

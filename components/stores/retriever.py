@@ -108,29 +108,37 @@ class Retriever:
         """A new retriever holding exactly `ids`, made from this one without touching it.
 
         The store is cloned (into `folder`/store, or a new server collection `name`), removed
-        chunks are deleted and only new chunks are upserted, with vectors from `vector_of(new_ids)`.
+        chunks are deleted and only new chunks are upserted, with vectors from `vector_of(new_ids)`;
+        kept chunks whose payload changed (document metadata) get their payload rewritten.
         BM25 is rebuilt from the texts (no embedding involved). If anything fails, the clone is
         dropped and this retriever is unchanged.
         """
         before = set(self.store.ids())
         wanted = set(ids)
         removed = sorted(before - wanted)
+        full = [{**p, "text": t} for p, t in zip(payloads, texts, strict=True)]
         new_rows = [i for i, cid in enumerate(ids) if cid not in before]
+        kept_rows = [i for i, cid in enumerate(ids) if cid in before]
+        stored = self.store.payloads([ids[i] for i in kept_rows])
+        relabelled = [i for i in kept_rows if stored.get(ids[i]) != full[i]]  # same text, new metadata
         store = self.store.clone(Path(folder) / "store", name)
         try:
             store.delete(removed)
-            if new_rows:
-                new_ids = [ids[i] for i in new_rows]
-                store.upsert(
-                    new_ids,
-                    vector_of(new_ids),
-                    [{**payloads[i], "text": texts[i]} for i in new_rows],
-                )
+            rows = new_rows + relabelled
+            if rows:
+                # vectors of relabelled chunks come from the embed stage as well: nothing is re-encoded
+                chosen = [ids[i] for i in rows]
+                store.upsert(chosen, vector_of(chosen), [full[i] for i in rows])
         except Exception:
             store.drop()
             store.close()
             raise
-        change = {"added": len(new_rows), "removed": len(removed), "kept": len(wanted & before)}
+        change = {
+            "added": len(new_rows),
+            "removed": len(removed),
+            "kept": len(kept_rows),
+            "payload_updated": len(relabelled),
+        }
         retriever = self._with_bm25(
             store, texts, ids, self.embedder, self.mode, self.rrf_k, self.store_kind, self.store_params
         )

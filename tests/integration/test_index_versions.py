@@ -94,6 +94,7 @@ def test_update_embeds_only_changed_chunks_and_records_its_parent(
         "added": len(v2_ids - v1_ids),
         "removed": len(v1_ids - v2_ids),
         "kept": len(v1_ids & v2_ids),
+        "payload_updated": 0,
     }
     assert second["count"] == len(v2_ids)
 
@@ -105,6 +106,11 @@ def test_update_embeds_only_changed_chunks_and_records_its_parent(
         for change in changes:
             hits = retriever.retrieve([questions[change["qid"]]["question"]], 5)[0]
             assert hits[0].payload["doc_id"] == change["doc_id"] and change["new"] in hits[0].payload["text"]
+            # the changed chunk is labelled with the version it appeared in and its domain
+            assert hits[0].payload["version"] == "v2"
+            assert hits[0].payload["domain"] == change["doc_id"].split("/")[0]
+            domain_only = retriever.retrieve([questions[change["qid"]]["question"]], 3, {"domain": "law"})[0]
+            assert all(h.payload["domain"] == "law" for h in domain_only)
             for hit in hits:
                 same_doc = hit.payload["doc_id"] == change["doc_id"]
                 assert not (same_doc and change["old"] in hit.payload["text"])
