@@ -19,6 +19,7 @@ from pydantic import Field
 from components.adapters.builder import load_retro_model
 from components.adapters.peft_adapter import read_artifact_config
 from components.config import StrictModel, parse_section
+from components.continual.regularizers import Distillation, OnlineEWC, combined
 from components.continual.replay import ReplayBuffer
 from components.stages.adapter_train import TrainParams, train_items, version_examples
 from components.stages.common import (
@@ -31,7 +32,7 @@ from components.stages.common import (
     write_json,
 )
 from components.training.examples import Example
-from components.training.trainer import train
+from components.training.trainer import batches_of, train
 
 STATE = "state.json"
 REPLAY = "replay.json"
@@ -42,6 +43,11 @@ class ContinualParams(StrictModel):
     lr: float = Field(5e-4, gt=0)
     replay_size: int = Field(64, ge=0, description="fixed reservoir size (examples)")
     replay_ratio: float = Field(0.5, ge=0, lt=1, description="share of each batch drawn from replay")
+    ewc_weight: float = Field(0.0, ge=0, description="online EWC penalty weight (0: off)")
+    ewc_gamma: float = Field(0.9, gt=0, le=1, description="decay of the running Fisher estimate")
+    ewc_batches: int = Field(8, ge=1, description="batches used to estimate the Fisher after an update")
+    distill_weight: float = Field(0.0, ge=0, description="distillation from the previous version (0: off)")
+    distill_top_k: int = Field(16, ge=1, description="tokens kept per answer position of the teacher")
 
 
 def folder_hash(folder: Path) -> str:
@@ -49,6 +55,11 @@ def folder_hash(folder: Path) -> str:
     for path in sorted(Path(folder).glob("*.safetensors")):  # adapter and fusion weights
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def adapter_bytes(folder: Path) -> int:
+    """Size of the adapter and fusion weights (the EWC state beside them is counted apart)."""
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors") if f.name != OnlineEWC.FILE)
 
 
 def new_knowledge(qa: pd.DataFrame, previous: str, version: str) -> list[dict]:
@@ -89,6 +100,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         current = {
             it["id"]: it for it in qa[qa["version"] == version].to_dict("records") if it["split"] == "train"
         }
+        unchanged = {(it["id"], it["answer"]) for it in buffer.items}
         revised = buffer.refresh(current)
         fresh = new_knowledge(qa, previous, version)
         record = {
@@ -115,7 +127,8 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
             n_old = len(fresh) + len(buffer.items)
             new, replay = examples[: len(fresh)] + examples[n_old:], examples[len(fresh) : n_old]
             record["new_examples"] = len(new)
-            record.update(_update_adapter(out, model_params, train_params, p, new, replay))
+            stable = [e for e in replay if (e.qid, e.answer) in unchanged]  # never distil a revised fact
+            record.update(_update_adapter(out, model_params, train_params, p, new, replay, stable))
         for item in fresh:
             buffer.add(item)
         state["consumed"].append(version)
@@ -128,7 +141,8 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "versions_learned": state["consumed"],
         "updates_this_run": len(pending),
         "replay_size": len(buffer.items),
-        "adapter_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
+        "adapter_bytes": adapter_bytes(out),
+        "regularizer_bytes": (out / OnlineEWC.FILE).stat().st_size if (out / OnlineEWC.FILE).exists() else 0,
         "last_update": state["updates"][-1] if state["updates"] else None,
     }
     write_json(layout.metrics / "continual.json", metrics)
@@ -142,9 +156,21 @@ def _update_adapter(
     p: ContinualParams,
     new: list[Example],
     replay: list[Example],
+    stable: list[Example],
 ) -> dict[str, Any]:
-    """Fine-tune the adapter in `out` (not from scratch) and replace it atomically."""
+    """Fine-tune the adapter in `out` (not from scratch) and replace it atomically.
+
+    Optional fixed-size defences: online EWC toward the previous weights (its Fisher estimate
+    persists beside the adapter) and distillation from the previous version on `stable`, the
+    replayed examples whose answers did not change.
+    """
     model = load_retro_model(out, trainable=True)
+    size = (train_params.batch_size, train_params.max_length)
+    ewc = OnlineEWC.load(out, p.ewc_weight, p.ewc_gamma) if p.ewc_weight else None
+    distillation = None
+    if p.distill_weight and stable:
+        distillation = Distillation(p.distill_weight, p.distill_top_k)
+        distillation.record(model, batches_of(model, stable, *size))
     stats = train(
         model,
         new,
@@ -158,10 +184,15 @@ def _update_adapter(
         replay_ratio=p.replay_ratio if replay else 0.0,
         desc="continual-update",
         supervision_weight=train_params.supervision.weight,
+        regularizer=combined(model, ewc, distillation),
     )
     staging = out.with_name(out.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     model.save(staging, read_artifact_config(out))
+    if ewc is not None:
+        batches = [b for _, b in batches_of(model, new + replay, *size)][: p.ewc_batches]
+        ewc.consolidate(model, batches, lambda batch: model(**batch).loss)
+        ewc.save(staging)
     for path in staging.iterdir():
         path.replace(out / path.name)
     staging.rmdir()

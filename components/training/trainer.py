@@ -11,6 +11,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -58,6 +59,23 @@ def collate(model: RetroModel, rows: list[Row], examples: list[Example]) -> dict
     return batch
 
 
+def example_key(example: Example) -> str:
+    """Identifies an example with its current answer (a revised fact is a different example)."""
+    return example.qid + "\x00" + example.answer
+
+
+def batches_of(
+    model: RetroModel, examples: list[Example], batch_size: int, max_length: int
+) -> list[tuple[list[str], dict]]:
+    """Examples in order as collated batches, each with its examples' keys."""
+    out = []
+    for start in range(0, len(examples), batch_size):
+        part = examples[start : start + batch_size]
+        rows = [encode(model, e, max_length) for e in part]
+        out.append(([example_key(e) for e in part], collate(model, rows, part)))
+    return out
+
+
 def train(
     model: RetroModel,
     examples: list[Example],
@@ -73,6 +91,7 @@ def train(
     on_step: Callable[[int], None] | None = None,
     desc: str = "train",
     supervision_weight: float = 0.0,
+    regularizer: Callable[[list[Example], dict, Any], torch.Tensor | None] | None = None,
 ) -> dict[str, float]:
     """Train the model's trainable parameters for `steps` batches; returns loss and timing.
 
@@ -80,6 +99,7 @@ def train(
     `on_step(step)` runs after each optimiser step (AdaLoRA's budget update goes there).
     With a reranker on the model and `supervision_weight` > 0, the loss adds that weight times
     the cross-entropy of the reranker's scores toward each example's gold passage.
+    `regularizer(examples, batch, outputs)` adds a term to each batch's loss (EWC, distillation).
     """
     if not examples:
         raise ValueError("no training examples")
@@ -97,7 +117,7 @@ def train(
         return rng.sample(pool, k=min(n, len(pool))) if n else []
 
     def row(ex: Example) -> Row:
-        key = ex.qid + "\x00" + ex.answer
+        key = example_key(ex)
         if key not in cache:
             cache[key] = encode(model, ex, max_length)
         return cache[key]
@@ -111,7 +131,12 @@ def train(
         picked = draw(examples, batch_size - n_replay) + draw(replay or [], n_replay)
         batch = collate(model, [row(e) for e in picked], picked)
         with amp:
-            loss = model(**batch).loss
+            outputs = model(**batch)
+            loss = outputs.loss
+            if regularizer is not None:
+                extra = regularizer(picked, batch, outputs)
+                if extra is not None:
+                    loss = loss + extra
             if supervision_weight and model.reranker is not None:
                 relevance = supervision_loss(model, picked)
                 if relevance is not None:

@@ -99,3 +99,41 @@ def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_mod
     metrics = evaluate.run(params, layout)
     assert set(metrics["retrieval"]) == {"first_stage", "reranked"}
     assert metrics["questions"] == 4 and {"base", "rag", "adapter"} <= set(metrics)
+
+
+def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
+    tmp_path: Path, tiny_corpus: Path, tiny_model: Path
+) -> None:
+    corpus = tmp_path / "kb"
+    shutil.copytree(tiny_corpus, corpus)
+    layout = Layout(tmp_path)
+    params = prepare(
+        layout,
+        {
+            "ingest.source": str(corpus),
+            "model.base": str(tiny_model),
+            "adapter-train.steps": 2,
+            "adapter-train.max_trainable_share": 0.5,
+            "continual-update.steps": 2,
+            "continual-update.ewc_weight": 10.0,
+            "continual-update.ewc_batches": 2,
+            "continual-update.distill_weight": 0.5,
+        },
+    )
+    adapter_train.run(params, layout)
+    first = continual_update.run(params, layout)
+    assert first["last_update"]["new_examples"] > 0 and first["regularizer_bytes"] > 0
+    # the next version revises one fact: one more update, and nothing grows
+    shutil.copytree(corpus / "v2", corpus / "v3")
+    items = [json.loads(line) for line in (corpus / "v3" / "qa.jsonl").read_text().splitlines()]
+    target = next(i for i in items if i["split"] == "train")
+    doc = corpus / "v3" / "docs" / f"{target['doc_id']}.md"
+    doc.write_text(doc.read_text().replace(target["answer"], "Qorvath Prime"))
+    target["answer"] = "Qorvath Prime"
+    (corpus / "v3" / "qa.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    for stage in (ingest, chunk, embed, index):
+        stage.run(params, layout)
+    second = continual_update.run(params, layout)
+    assert second["versions_learned"][-1] == "v3" and second["last_update"]["replay_revised"] >= 0
+    assert second["adapter_bytes"] == first["adapter_bytes"]
+    assert second["regularizer_bytes"] == first["regularizer_bytes"]
