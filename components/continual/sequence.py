@@ -1,0 +1,332 @@
+"""A sequence of knowledge tasks learned one after another by several methods, side by side.
+
+Each task is a corpus snapshot (`t001/`, `t002/`, ... from `make_corpus(tasks=N)`): new entities
+and revisions of earlier facts. After every task each method is evaluated on the facts of every
+task so far, with their current answers (a revised fact must be answered with its new value),
+which fills the accuracy matrix R[i][j]. Used by `benchmarks/continual.py` and its test.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from components.adapters.base_model import load_base_model
+from components.adapters.builder import build_retro_model
+from components.adapters.generation import generate
+from components.continual.regularizers import Distillation, OnlineEWC, combined
+from components.continual.replay import ReplayBuffer
+from components.data.chunking import chunk_id
+from components.embed.encoder import encode
+from components.evaluation.metrics import exact_match
+from components.stores.retriever import Retriever
+from components.training.examples import Example, with_retrieval
+from components.training.trainer import batches_of, train
+
+EMBEDDER = "all-MiniLM-L6-v2"
+METHODS = ("naive", "replay", "rag", "osf", "scratch", "ours")
+RETRIEVAL = {"rag", "scratch", "ours"}
+REPLAY = {"replay", "ours"}
+
+
+@dataclass
+class Task:
+    name: str
+    docs: dict[str, str]  # doc_id -> text of this snapshot
+    answers: dict[str, dict]  # qa id -> item, current answers
+    new: list[dict]  # items new or revised in this task
+
+
+@dataclass
+class Settings:
+    base_model: str
+    steps: int = 20
+    lr: float = 1e-3
+    batch_size: int = 4
+    max_length: int = 256
+    k: int = 2
+    lora: dict[str, Any] = field(default_factory=lambda: {"r": 8, "lora_alpha": 16})
+    osf: dict[str, Any] = field(default_factory=lambda: {"target_modules": ["q_proj", "v_proj"]})
+    replay_size: int = 32
+    replay_ratio: float = 0.5
+    ewc_weight: float = 0.0
+    distill_weight: float = 0.0
+    max_new_tokens: int = 12
+    eval_batch: int = 16
+    seed: int = 0
+    bf16: bool = False
+
+
+def load_tasks(folder: Path) -> list[Task]:
+    """The task snapshots under `folder`, each with the items it adds or revises."""
+    tasks: list[Task] = []
+    previous: dict[str, dict] = {}
+    for snapshot in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        docs = {
+            p.relative_to(snapshot / "docs").with_suffix("").as_posix(): p.read_text()
+            for p in sorted((snapshot / "docs").rglob("*.md"))
+        }
+        items = [json.loads(line) for line in (snapshot / "qa.jsonl").read_text().splitlines()]
+        answers = {it["id"]: it for it in items}
+        new = [it for it in items if previous.get(it["id"], {}).get("answer") != it["answer"]]
+        tasks.append(Task(snapshot.name, docs, answers, new))
+        previous = answers
+    return tasks
+
+
+class PeakRSS:
+    """The highest resident set size of this process while the block runs (sampled every 10 ms)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = psutil.Process().memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        process = psutil.Process()
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, psutil.Process().memory_info().rss)
+
+
+def _examples(items: list[dict], retriever: Retriever | None, task: Task, k: int) -> list[Example]:
+    if retriever is None:
+        return [Example(it["id"], it["question"], it["answer"], it["doc_id"], []) for it in items]
+    gold = {doc_id: [text] for doc_id, text in task.docs.items()}
+    return with_retrieval(items, retriever, k, gold)
+
+
+class Learner:
+    """One method's state across the sequence: model, index, replay reservoir, EWC estimate."""
+
+    def __init__(self, method: str, settings: Settings, workdir: Path) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        self.method, self.s, self.workdir = method, settings, workdir
+        self.model = None if method in ("scratch",) else self._fresh()
+        self.retriever: Retriever | None = None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.buffer = ReplayBuffer(settings.replay_size if method in REPLAY else 0, settings.seed)
+        self.ewc = OnlineEWC(settings.ewc_weight) if method == "ours" and settings.ewc_weight else None
+        self.learned: dict[str, dict] = {}
+
+    def _fresh(self):  # noqa: ANN202
+        base, tokenizer = load_base_model(self.s.base_model)
+        method, config = ("osf", self.s.osf) if self.method == "osf" else ("lora", self.s.lora)
+        return build_retro_model(base, tokenizer, method, config, max_trainable_share=None)
+
+    def index(self, task: Task) -> None:
+        """Bring the index to this snapshot incrementally: changed documents get new chunk ids,
+        so their superseded text is deleted and only the changed text is embedded."""
+        if self.method not in RETRIEVAL:
+            return
+        doc_ids = sorted(task.docs)
+        texts = [task.docs[d] for d in doc_ids]
+        ids = [chunk_id(d, t) for d, t in zip(doc_ids, texts, strict=True)]
+        payloads = [{"doc_id": d} for d in doc_ids]
+        text_of = dict(zip(ids, texts, strict=True))
+        if self.retriever is None:
+            self.retriever = Retriever.build(ids, texts, encode(texts), payloads, EMBEDDER)
+            return
+        previous = self.retriever
+        self.retriever, _ = previous.update(
+            Path(tempfile.mkdtemp(dir=self.workdir)),
+            task.name,
+            ids,
+            texts,
+            payloads,
+            lambda wanted: encode([text_of[w] for w in wanted]),
+        )
+        previous.close()
+
+    def learn(self, task: Task, step: int) -> dict[str, float]:
+        """Update on the task; returns wall time and peak RSS of the update."""
+        s = self.s
+        self.learned.update({it["id"]: it for it in task.new})
+        self.learned = current = {i: task.answers[i] for i in self.learned if i in task.answers}
+        with PeakRSS() as rss:
+            started = time.perf_counter()
+            self.index(task)
+            if self.method == "scratch":
+                self.model = self._fresh()
+                items = list(current.values())
+                examples = _examples(items, self.retriever, task, s.k)
+                steps = max(s.steps, round(s.steps * len(items) / max(len(task.new), 1)))
+                train(
+                    self.model,
+                    examples,
+                    steps,
+                    s.batch_size,
+                    s.lr,
+                    s.max_length,
+                    s.seed + step,
+                    autocast_bf16=s.bf16,
+                    desc="scratch",
+                )
+            elif self.method != "rag" and task.new:
+                unchanged = {(it["id"], it["answer"]) for it in self.buffer.items}
+                self.buffer.refresh(current)
+                retriever = self.retriever if self.method in RETRIEVAL else None
+                new = _examples(task.new, retriever, task, s.k)
+                replay = _examples(self.buffer.items, retriever, task, s.k) if self.method in REPLAY else []
+                distillation = None
+                stable = [e for e in replay if (e.qid, e.answer) in unchanged]
+                if self.method == "ours" and s.distill_weight and stable:
+                    distillation = Distillation(s.distill_weight)
+                    distillation.record(
+                        self.model, batches_of(self.model, stable, s.batch_size, s.max_length)
+                    )
+                train(
+                    self.model,
+                    new,
+                    s.steps,
+                    s.batch_size,
+                    s.lr,
+                    s.max_length,
+                    s.seed + step,
+                    autocast_bf16=s.bf16,
+                    replay=replay or None,
+                    replay_ratio=s.replay_ratio if replay else 0.0,
+                    regularizer=combined(self.model, self.ewc, distillation),
+                    desc=self.method,
+                )
+                if self.ewc is not None:
+                    batches = [b for _, b in batches_of(self.model, new + replay, s.batch_size, s.max_length)]
+                    self.ewc.consolidate(self.model, batches[:8], lambda b: self.model(**b).loss)
+                for item in task.new:
+                    self.buffer.add(item)
+            seconds = time.perf_counter() - started
+        return {"seconds": seconds, "peak_rss_mb": rss.peak / 2**20}
+
+    def footprint(self) -> dict[str, int]:
+        """Trainable parameters and bytes of the saved adapter (0 for RAG, which has none)."""
+        if self.method == "rag":
+            return {"parameters": 0, "adapter_bytes": 0}
+        folder = Path(tempfile.mkdtemp(dir=self.workdir))
+        self.model.save(folder, {"base_model": self.s.base_model, "method": self.method})
+        size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+        return {
+            "parameters": sum(p.numel() for p in self.model.trainable_parameters()),
+            "adapter_bytes": size,
+        }
+
+    def answer(self, items: list[dict]) -> list[tuple[str, list[tuple[str, str]]]]:
+        """Predictions for `items`, each with the (doc_id, text) passages it was given."""
+        if not items:
+            return []
+        hits = self.retriever.retrieve([it["question"] for it in items], self.s.k) if self.retriever else None
+        given = [[(h.payload["doc_id"], h.payload["text"]) for h in row] for row in hits] if hits else None
+        given = given or [[] for _ in items]
+        passages = [[text for _, text in row] for row in given]
+        prompts = [self.model.prompt(it["question"], p) for it, p in zip(items, passages, strict=True)]
+        out = generate(self.model, prompts, self.s.max_new_tokens, self.s.eval_batch, passages)
+        return list(zip(out, given, strict=True))
+
+
+def accuracy_summary(r: np.ndarray) -> dict[str, float]:
+    """Average accuracy, backward transfer, forgetting and retention from R[i][j] (NaN above the diagonal)."""
+    last = r[-1]
+    t = len(r)
+    earlier = range(t - 1)
+    diag = np.diag(r)
+    summary = {"average_accuracy": float(np.nanmean(last))}
+    if t > 1:
+        summary["backward_transfer"] = float(np.mean([last[j] - diag[j] for j in earlier]))
+        summary["forgetting"] = float(np.mean([np.nanmax(r[j : t - 1, j]) - last[j] for j in earlier]))
+        kept = [last[j] / diag[j] for j in earlier if diag[j] > 0]
+        summary["retention"] = float(np.mean(kept)) if kept else float("nan")
+    return summary
+
+
+def quick_setup(folder: Path, tasks: int = 5, seed: int = 1) -> tuple[list[Task], Settings]:
+    """A small task sequence and a tiny random Llama trained on its vocabulary (quick mode)."""
+    from components.adapters.prompting import WITH_CONTEXT, WITHOUT_CONTEXT
+    from components.adapters.tiny import build_tiny_model
+    from components.data.synthetic import make_corpus
+
+    make_corpus(
+        folder / "tasks", seed=seed, tasks=tasks, entities_per_task=2, revisions_per_task=1, test_share=0.0
+    )
+    texts = [p.read_text() for p in (folder / "tasks").rglob("*.md")]
+    texts += [line for p in (folder / "tasks").rglob("qa.jsonl") for line in p.read_text().splitlines()]
+    texts += [WITH_CONTEXT, WITHOUT_CONTEXT, "Context: Question: Answer: [1] [2]"]
+    model = build_tiny_model(folder / "tiny-llama", texts)
+    settings = Settings(
+        base_model=str(model),
+        steps=80,
+        lr=1e-2,
+        lora={"r": 16, "lora_alpha": 32, "target_modules": "all-linear"},
+        osf={"target_modules": ["q_proj", "v_proj"], "effective_rank": 56},
+        max_new_tokens=6,
+    )
+    return load_tasks(folder / "tasks"), settings
+
+
+def run_sequence(method: str, tasks: list[Task], settings: Settings, workdir: Path) -> dict[str, Any]:
+    """Learn `tasks` in order with `method`; the accuracy matrix and per-task costs."""
+    learner = Learner(method, settings, workdir)
+    introduced = {}
+    for j, task in enumerate(tasks):
+        for item in task.new:
+            introduced.setdefault(item["id"], j)
+    r = np.full((len(tasks), len(tasks)), np.nan)
+    per_task = []
+    for i, task in enumerate(tasks):
+        cost = learner.learn(task, i)
+        current = [task.answers[q] for q, j in introduced.items() if j <= i and q in task.answers]
+        predictions = learner.answer(current)
+        for j in range(i + 1):
+            scores = [
+                exact_match(pred, it["answer"])
+                for it, (pred, _) in zip(current, predictions, strict=True)
+                if introduced[it["id"]] == j
+            ]
+            r[i, j] = float(np.mean(scores)) if scores else np.nan
+        per_task.append({"task": task.name, **cost, **learner.footprint()})
+    revised = _revised_checks(learner, tasks)
+    return {
+        "method": method,
+        "R": r.tolist(),
+        **accuracy_summary(r),
+        "per_task": per_task,
+        "revised": revised,
+    }
+
+
+def _revised_checks(learner: Learner, tasks: list[Task]) -> dict[str, float]:
+    """For facts revised during the sequence: answered with the new value? old text retrieved?"""
+    first: dict[str, str] = {}
+    for task in tasks:
+        for item in task.new:
+            first.setdefault(item["id"], item["answer"])
+    final = tasks[-1].answers
+    revised = [(final[q], old) for q, old in first.items() if q in final and final[q]["answer"] != old]
+    if not revised:
+        return {"count": 0}
+    answered = learner.answer([item for item, _ in revised])
+    pairs = list(zip(revised, answered, strict=True))
+    new_value = [exact_match(pred, item["answer"]) for (item, _), (pred, _) in pairs]
+    old_value = [exact_match(pred, old) for (_, old), (pred, _) in pairs]
+    old_retrieved = [
+        any(d == item["doc_id"] and old in text for d, text in given) for (item, old), (_, given) in pairs
+    ]
+    return {
+        "count": len(revised),
+        "answered_new_value": float(np.mean(new_value)),
+        "answered_old_value": float(np.mean(old_value)),
+        "old_value_retrieved": float(np.mean(old_retrieved)) if learner.retriever else float("nan"),
+    }
