@@ -95,6 +95,11 @@ def pipeline(
     except StageFailed as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+    _report(results)
+
+
+def _report(results: dict) -> None:
+    """The evaluation table and the registration line of a finished flow."""
     table = Path("data/metrics/evaluate.md")
     if table.exists() and "evaluate" in results:
         typer.echo("\n" + table.read_text())
@@ -110,6 +115,30 @@ def _prefect_local_defaults() -> None:
     """Run flows against a temporary local Prefect server unless PREFECT_API_URL is set."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+@app.command()
+def update(
+    corpus: Annotated[Path, typer.Option(help="folder of the new version (docs/, optionally qa.jsonl)")],
+    name: str = typer.Option("", help="version name (default: the next v<N> or t<NNN>)"),
+) -> None:
+    """Add a corpus version and run the knowledge-update flow (the incremental path)."""
+    _prefect_local_defaults()
+    from flows.knowledge_update import add_version, knowledge_update
+    from flows.pipeline import StageFailed
+
+    try:
+        added = add_version(".", corpus, name or None)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"corpus version {added} added from {corpus}")
+    try:
+        results = knowledge_update(root=".")
+    except StageFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    _report(results)
 
 
 @app.command()

@@ -99,15 +99,17 @@ def test_second_run_skips_every_stage_and_registers_nothing(project) -> None:  #
 def test_new_corpus_version_updates_the_adapter_without_retraining(project) -> None:  # noqa: ANN001
     root, env, _ = project
     kb = root / "data" / "raw" / "kb"
-    shutil.copytree(kb / "v2", kb / "v3")
-    items = [json.loads(line) for line in (kb / "v3" / "qa.jsonl").read_text().splitlines()]
+    incoming = root.parent / "incoming"  # the next version arrives from outside the corpus
+    shutil.copytree(kb / "v2", incoming)
+    items = [json.loads(line) for line in (incoming / "qa.jsonl").read_text().splitlines()]
     target = next(i for i in items if i["split"] == "train")
-    doc = kb / "v3" / "docs" / f"{target['doc_id']}.md"
+    doc = incoming / "docs" / f"{target['doc_id']}.md"
     doc.write_text(doc.read_text().replace(target["answer"], "Qorvath Prime"))
     target["answer"] = "Qorvath Prime"
-    (kb / "v3" / "qa.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    (incoming / "qa.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
 
-    _run([str(BIN / "retro"), "pipeline"], root, env)
+    done = _run([str(BIN / "retro"), "update", "--corpus", str(incoming)], root, env)
+    assert "corpus version v3 added" in done.stdout and (kb / "v3" / "docs").is_dir()
     assert json.loads((root / "data/metrics/train.json").read_text())["skipped"] is True
     continual = json.loads((root / "data/metrics/continual.json").read_text())
     assert continual["versions_learned"] == ["v1", "v2", "v3"] and continual["updates_this_run"] == 1
