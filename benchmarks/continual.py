@@ -139,7 +139,9 @@ def main() -> None:
     results = []
     for method in args.methods:
         results.append(run_sequence(method, tasks, settings, work / method))
-        print(f"done: {method}", flush=True)
+        # written after every method, so a long run that is stopped keeps what it finished
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        print(f"done: {method}: " + " | ".join(row(results[-1])), flush=True)
 
     print(f"{len(tasks)} tasks, {sum(len(t.new) for t in tasks)} facts taught, mode {args.mode}")
     print("| " + " | ".join(COLUMNS) + " |")

@@ -7,6 +7,7 @@ import random
 import time
 from typing import Any
 
+import pandas as pd
 from pydantic import Field
 
 from components.adapters.builder import load_retro_model
@@ -15,7 +16,7 @@ from components.adapters.prompting import build_prompt
 from components.adapters.retro_model import rerank_hits
 from components.config import StrictModel, parse_section
 from components.evaluation.harness import markdown_table, run_system
-from components.evaluation.metrics import mean, recall_at_k, reciprocal_rank
+from components.evaluation.metrics import exact_match, mean, recall_at_k, reciprocal_rank
 from components.stages.common import (
     Layout,
     load_shared,
@@ -31,6 +32,16 @@ class EvaluateParams(StrictModel):
     max_questions: int = Field(40, ge=0, description="0 evaluates every test question")
     max_new_tokens: int = Field(16, ge=1)
     batch_size: int = Field(8, ge=1)
+
+
+def introduced_in(qa: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """The corpus version where each (question id, answer) first appeared: a revised fact
+    belongs to the version that revised it."""
+    first: dict[tuple[str, str], str] = {}
+    for version in versions_in(qa):
+        for row in qa[qa["version"] == version].itertuples():
+            first.setdefault((row.id, row.answer), version)
+    return first
 
 
 def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
@@ -100,6 +111,11 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         run_system("adapter + retrieval", answer(True, True), questions, golds, p.batch_size, extra),
     ]
     keys = ["base", "rag", "adapter"]
+    introduced = introduced_in(qa)
+    by_version: dict[str, list[float]] = {}
+    for t, prediction in zip(test, results[2].predictions, strict=True):
+        version = introduced[(t["id"], t["answer"])]
+        by_version.setdefault(version, []).append(exact_match(prediction, t["answer"]))
     metrics = {
         "corpus_version": latest,
         "questions": len(test),
@@ -108,6 +124,11 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "mrr": mrr,
         "retrieval": retrieval_metrics,
         "retrieve_ms_per_question": retrieve_ms,
+        # every version (task) seen so far: adapter EM on the facts it introduced or revised
+        "adapter_by_version": {
+            v: {"em": mean(scores), "questions": len(scores)}
+            for v, scores in sorted(by_version.items(), key=lambda item: (len(item[0]), item[0]))
+        },
         **{
             key: {
                 "em": r.em,

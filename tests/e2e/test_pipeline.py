@@ -110,6 +110,8 @@ def test_new_corpus_version_updates_the_adapter_without_retraining(project) -> N
 
     done = _run([str(BIN / "retro"), "update", "--corpus", str(incoming)], root, env)
     assert "corpus version v3 added" in done.stdout and (kb / "v3" / "docs").is_dir()
+    by_version = json.loads((root / "data/metrics/evaluate.json").read_text())["adapter_by_version"]
+    assert list(by_version)[0] == "v1" and sum(v["questions"] for v in by_version.values()) > 0
     assert json.loads((root / "data/metrics/train.json").read_text())["skipped"] is True
     continual = json.loads((root / "data/metrics/continual.json").read_text())
     assert continual["versions_learned"] == ["v1", "v2", "v3"] and continual["updates_this_run"] == 1
