@@ -125,6 +125,12 @@ def main() -> None:
     parser.add_argument("--ewc-weight", type=float, default=0.0)
     parser.add_argument("--distill-weight", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--eval-every", type=int, default=None, help="full R rows every N tasks (quick 1, full 5)"
+    )
+    parser.add_argument(
+        "--scratch-every", type=int, default=None, help="retrain-from-scratch every N tasks (quick 1, full 5)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/continual"))
     parser.add_argument("--tracking-uri", default=None, help="log the figures and plots to this MLflow store")
     args = parser.parse_args()
@@ -136,6 +142,9 @@ def main() -> None:
     else:
         tasks, settings = full_setup(work, args.tasks or 50, args.seed)
     settings.ewc_weight, settings.distill_weight = args.ewc_weight, args.distill_weight
+    full = args.mode == "full"
+    settings.eval_every = args.eval_every or (5 if full else 1)
+    settings.scratch_every = args.scratch_every or (5 if full else 1)
     results = []
     for method in args.methods:
         results.append(run_sequence(method, tasks, settings, work / method))

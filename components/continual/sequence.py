@@ -63,6 +63,8 @@ class Settings:
     eval_batch: int = 16
     seed: int = 0
     bf16: bool = False
+    eval_every: int = 1  # full R rows every N tasks (and at the end); the diagonal always
+    scratch_every: int = 1  # "scratch" retrains every N tasks (and at the end); rows only then
 
 
 def load_tasks(folder: Path) -> list[Task]:
@@ -214,7 +216,7 @@ class Learner:
 
     def footprint(self) -> dict[str, int]:
         """Trainable parameters and bytes of the saved adapter (0 for RAG, which has none)."""
-        if self.method == "rag":
+        if self.method == "rag" or self.model is None:
             return {"parameters": 0, "adapter_bytes": 0}
         folder = Path(tempfile.mkdtemp(dir=self.workdir))
         self.model.save(folder, {"base_model": self.s.base_model, "method": self.method})
@@ -238,13 +240,14 @@ class Learner:
 
 
 def accuracy_summary(r: np.ndarray) -> dict[str, float]:
-    """Average accuracy, backward transfer, forgetting and retention from R[i][j] (NaN above the diagonal)."""
-    last = r[-1]
-    t = len(r)
-    earlier = range(t - 1)
+    """Average accuracy, backward transfer, forgetting and retention from R[i][j].
+
+    NaN marks what was not measured (above the diagonal, rows skipped by `eval_every`)."""
+    last, t = r[-1], len(r)
     diag = np.diag(r)
     summary = {"average_accuracy": float(np.nanmean(last))}
-    if t > 1:
+    earlier = [j for j in range(t - 1) if not np.isnan(diag[j]) and not np.isnan(last[j])]
+    if earlier:
         summary["backward_transfer"] = float(np.mean([last[j] - diag[j] for j in earlier]))
         summary["forgetting"] = float(np.mean([np.nanmax(r[j : t - 1, j]) - last[j] for j in earlier]))
         kept = [last[j] / diag[j] for j in earlier if diag[j] > 0]
@@ -285,11 +288,23 @@ def run_sequence(method: str, tasks: list[Task], settings: Settings, workdir: Pa
             introduced.setdefault(item["id"], j)
     r = np.full((len(tasks), len(tasks)), np.nan)
     per_task = []
+    last = len(tasks) - 1
     for i, task in enumerate(tasks):
+        if method == "scratch" and i != last and (i + 1) % settings.scratch_every:
+            learner.learned.update({it["id"]: it for it in task.new})  # seen, retrained later
+            per_task.append(
+                {"task": task.name, "seconds": 0.0, "peak_rss_mb": float("nan"), **learner.footprint()}
+            )
+            continue
         cost = learner.learn(task, i)
-        current = [task.answers[q] for q, j in introduced.items() if j <= i and q in task.answers]
+        full_row = i == last or (i + 1) % settings.eval_every == 0
+        current = [
+            task.answers[q]
+            for q, j in introduced.items()
+            if (j <= i if full_row else j == i) and q in task.answers
+        ]
         predictions = learner.answer(current)
-        for j in range(i + 1):
+        for j in range(i + 1) if full_row else [i]:
             scores = [
                 exact_match(pred, it["answer"])
                 for it, (pred, _) in zip(current, predictions, strict=True)
