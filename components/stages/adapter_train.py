@@ -96,10 +96,13 @@ def version_examples(
     part = chunks[chunks["version"] == version].sort_values(["doc_id", "position"])
     gold = part.groupby("doc_id")["text"].apply(list).to_dict()
     retriever = version_retriever(layout, version, model, retrieval, index, chunks)
-    examples = with_retrieval(items, retriever, retrieval.k, gold, ensure_gold=ensure_gold, seed=seed)
-    if lm_chunk_ids:
-        rows = part[part["chunk_id"].isin(lm_chunk_ids)].to_dict("records")
-        examples += language_modelling(rows, retriever, retrieval.k, max_lm_examples, seed)
+    try:
+        examples = with_retrieval(items, retriever, retrieval.k, gold, ensure_gold=ensure_gold, seed=seed)
+        if lm_chunk_ids:
+            rows = part[part["chunk_id"].isin(lm_chunk_ids)].to_dict("records")
+            examples += language_modelling(rows, retriever, retrieval.k, max_lm_examples, seed)
+    finally:
+        retriever.close()
     return examples
 
 

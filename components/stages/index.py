@@ -85,13 +85,22 @@ def version_retriever(
 ) -> Retriever:
     """A transient in-memory retriever over one corpus version's chunks (training, evaluation).
 
-    It uses FAISS with the configured factory, or exact FAISS when the index lives on a server,
-    so that building one never creates server collections.
+    When the index stage's current version holds exactly these chunks it is opened instead (the
+    newest version costs no build). Otherwise it uses FAISS with the configured factory, or exact
+    FAISS when the index lives on a server, so that building one never creates server collections.
     """
     chunks = read_table(layout.chunks, "chunk") if chunks is None else chunks
+    part = chunks[chunks["version"] == version]
+    built = previous_manifest(layout)
+    if (
+        built is not None
+        and built.get("content_hash") == content_hash(part["chunk_id"].tolist())
+        and built.get("embedder") == model.embedder
+        and built.get("retrieval_mode") == retrieval.mode
+    ):  # the index stage already holds exactly this version: open it instead of building
+        return Retriever.load(layout.index)
     ids, vectors = load_embeddings(layout)
     row_of = {cid: i for i, cid in enumerate(ids)}
-    part = chunks[chunks["version"] == version]
     store, store_params = (index.store, index.store_params) if index.store == "faiss" else ("faiss", {})
     return Retriever.build(
         part["chunk_id"].tolist(),
