@@ -8,6 +8,9 @@ which fills the accuracy matrix R[i][j]. Used by `benchmarks/continual.py` and i
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
 import tempfile
 import threading
@@ -84,10 +87,19 @@ def load_tasks(folder: Path) -> list[Task]:
     return tasks
 
 
+def release_free_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise), so
+    that a peak measured afterwards is the block's own and not what earlier work left behind."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class PeakRSS:
     """The highest resident set size of this process while the block runs (sampled every 10 ms)."""
 
     def __enter__(self) -> PeakRSS:
+        release_free_memory()
         self.peak = psutil.Process().memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
