@@ -143,6 +143,7 @@ def main() -> None:
         tasks, settings = full_setup(work, args.tasks or 50, args.seed)
     settings.ewc_weight, settings.distill_weight = args.ewc_weight, args.distill_weight
     full = args.mode == "full"
+    settings.closed_book_steps = args.closed_book_steps
     settings.eval_every = args.eval_every or (5 if full else 1)
     settings.scratch_every = args.scratch_every or (5 if full else 1)
     results = []

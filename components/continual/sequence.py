@@ -66,6 +66,7 @@ class Settings:
     eval_batch: int = 16
     seed: int = 0
     bf16: bool = False
+    closed_book_steps: int | None = None  # steps per task for naive/replay/osf (default: `steps`)
     eval_every: int = 1  # full R rows every N tasks (and at the end); the diagonal always
     scratch_every: int = 1  # "scratch" retrains every N tasks (and at the end); rows only then
 
@@ -204,10 +205,11 @@ class Learner:
                     distillation.record(
                         self.model, batches_of(self.model, stable, s.batch_size, s.max_length)
                     )
+                closed_book = self.method not in RETRIEVAL
                 train(
                     self.model,
                     new,
-                    s.steps,
+                    s.closed_book_steps or s.steps if closed_book else s.steps,
                     s.batch_size,
                     s.lr,
                     s.max_length,
