@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -48,6 +49,24 @@ def check_batch(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, An
     if any(not isinstance(i, str) or not i for i in ids):
         raise StoreInputError("ids must be non-empty strings")
     return vectors
+
+
+def upsert_in_batches(
+    target: VectorStore, entries: Iterable[tuple[str, Any, dict[str, Any]]], batch: int
+) -> None:
+    """Upsert (id, vector, payload) entries into `target`, `batch` at a time (copying a store)."""
+    ids: list[str] = []
+    vectors: list[Any] = []
+    payloads: list[dict[str, Any]] = []
+    for rid, vector, payload in entries:
+        ids.append(rid)
+        vectors.append(vector)
+        payloads.append(payload)
+        if len(ids) == batch:
+            target.upsert(ids, np.asarray(vectors, dtype=np.float32), payloads)
+            ids, vectors, payloads = [], [], []
+    if ids:
+        target.upsert(ids, np.asarray(vectors, dtype=np.float32), payloads)
 
 
 def matches(payload: dict[str, Any], where: dict[str, Any] | None) -> bool:

@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from components.stores.base import STORES, Hit, StoreInputError, StoreUnavailable, check_batch
+from components.stores.base import (
+    STORES,
+    Hit,
+    StoreInputError,
+    StoreUnavailable,
+    check_batch,
+    upsert_in_batches,
+)
 
 ID_KEY = "_rid"
 """Payload key holding our string id; Qdrant point ids must be integers or UUIDs."""
@@ -179,16 +186,8 @@ class QdrantStore:
         return {"backend": "qdrant", **mode, "collection": self.collection, "count": self.count()}
 
     def _copy_into(self, other: QdrantStore) -> None:
-        ids, vectors, payloads = [], [], []
-        for record in self._records(with_vectors=True):
-            ids.append(record.payload[ID_KEY])
-            vectors.append(record.vector)
-            payloads.append(_hit(record.payload, 0.0).payload)
-            if len(ids) == BATCH:
-                other.upsert(ids, np.asarray(vectors, dtype=np.float32), payloads)
-                ids, vectors, payloads = [], [], []
-        if ids:
-            other.upsert(ids, np.asarray(vectors, dtype=np.float32), payloads)
+        hits = ((_hit(r.payload, 0.0), r.vector) for r in self._records(with_vectors=True))
+        upsert_in_batches(other, ((hit.id, vector, hit.payload) for hit, vector in hits), BATCH)
 
     def clone(self, folder: Path, name: str) -> QdrantStore:
         """Local: a copy of the storage folder. Server: a new collection `name` holding the same points."""

@@ -13,7 +13,14 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from components.stores.base import STORES, Hit, StoreInputError, StoreUnavailable, check_batch
+from components.stores.base import (
+    STORES,
+    Hit,
+    StoreInputError,
+    StoreUnavailable,
+    check_batch,
+    upsert_in_batches,
+)
 from components.stores.qdrant_store import point_id
 
 log = logging.getLogger(__name__)
@@ -219,17 +226,8 @@ class WeaviateStore:
         other = WeaviateStore(self.dim, self.url, None, self.api_key_env, self.grpc_port, name, self.timeout)
         if other.count():
             raise StoreInputError(f"Weaviate collection {other.name!r} at {self.url} exists and is not empty")
-        ids, vectors, payloads = [], [], []
-        for obj in self._objects(with_vectors=True):
-            hit = _hit(obj.properties, 0.0)
-            ids.append(hit.id)
-            vectors.append(obj.vector["default"])
-            payloads.append(hit.payload)
-            if len(ids) == BATCH:
-                other.upsert(ids, np.asarray(vectors, dtype=np.float32), payloads)
-                ids, vectors, payloads = [], [], []
-        if ids:
-            other.upsert(ids, np.asarray(vectors, dtype=np.float32), payloads)
+        hits = ((_hit(o.properties, 0.0), o.vector["default"]) for o in self._objects(with_vectors=True))
+        upsert_in_batches(other, ((hit.id, vector, hit.payload) for hit, vector in hits), BATCH)
         return other
 
     def drop(self) -> None:
