@@ -126,6 +126,12 @@ def main() -> None:
     parser.add_argument("--distill-weight", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--closed-book-steps",
+        type=int,
+        default=None,
+        help="training steps per task for naive/replay/osf (default: the retrieval methods' steps)",
+    )
+    parser.add_argument(
         "--eval-every", type=int, default=None, help="full R rows every N tasks (quick 1, full 5)"
     )
     parser.add_argument(
