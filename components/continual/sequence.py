@@ -25,14 +25,14 @@ import psutil
 from components.adapters.base_model import load_base_model
 from components.adapters.builder import build_retro_model
 from components.adapters.generation import generate
-from components.continual.regularizers import Distillation, OnlineEWC, combined
+from components.continual.regularizers import OnlineEWC
 from components.continual.replay import ReplayBuffer
+from components.continual.update import UpdateOptions, unchanged_pairs, update_adapter
 from components.data.chunking import chunk_id
 from components.embed.encoder import encode
 from components.evaluation.metrics import exact_match
 from components.stores.retriever import Retriever
 from components.training.examples import Example, with_retrieval
-from components.training.trainer import batches_of, train
 
 EMBEDDER = "all-MiniLM-L6-v2"
 METHODS = ("naive", "replay", "rag", "osf", "scratch", "ours")
@@ -168,6 +168,19 @@ class Learner:
         )
         previous.close()
 
+    def _options(self, steps: int, step: int) -> UpdateOptions:
+        s = self.s
+        return UpdateOptions(
+            steps=steps,
+            lr=s.lr,
+            batch_size=s.batch_size,
+            max_length=s.max_length,
+            seed=s.seed + step,
+            bf16=s.bf16,
+            replay_ratio=s.replay_ratio,
+            distill_weight=s.distill_weight if self.method == "ours" else 0.0,
+        )
+
     def learn(self, task: Task, step: int) -> dict[str, float]:
         """Update on the task; returns wall time and peak RSS of the update."""
         s = self.s
@@ -181,48 +194,17 @@ class Learner:
                 items = list(current.values())
                 examples = _examples(items, self.retriever, task, s.k)
                 steps = max(s.steps, round(s.steps * len(items) / max(len(task.new), 1)))
-                train(
-                    self.model,
-                    examples,
-                    steps,
-                    s.batch_size,
-                    s.lr,
-                    s.max_length,
-                    s.seed + step,
-                    autocast_bf16=s.bf16,
-                    desc="scratch",
-                )
+                options = self._options(steps, step)
+                update_adapter(self.model, examples, [], options, desc="scratch")
             elif self.method != "rag" and task.new:
-                unchanged = {(it["id"], it["answer"]) for it in self.buffer.items}
+                unchanged = unchanged_pairs(self.buffer.items)
                 self.buffer.refresh(current)
                 retriever = self.retriever if self.method in RETRIEVAL else None
                 new = _examples(task.new, retriever, task, s.k)
                 replay = _examples(self.buffer.items, retriever, task, s.k) if self.method in REPLAY else []
-                distillation = None
-                stable = [e for e in replay if (e.qid, e.answer) in unchanged]
-                if self.method == "ours" and s.distill_weight and stable:
-                    distillation = Distillation(s.distill_weight)
-                    distillation.record(
-                        self.model, batches_of(self.model, stable, s.batch_size, s.max_length)
-                    )
                 closed_book = self.method not in RETRIEVAL
-                train(
-                    self.model,
-                    new,
-                    s.closed_book_steps or s.steps if closed_book else s.steps,
-                    s.batch_size,
-                    s.lr,
-                    s.max_length,
-                    s.seed + step,
-                    autocast_bf16=s.bf16,
-                    replay=replay or None,
-                    replay_ratio=s.replay_ratio if replay else 0.0,
-                    regularizer=combined(self.model, self.ewc, distillation),
-                    desc=self.method,
-                )
-                if self.ewc is not None:
-                    batches = [b for _, b in batches_of(self.model, new + replay, s.batch_size, s.max_length)]
-                    self.ewc.consolidate(self.model, batches[:8], lambda b: self.model(**b).loss)
+                options = self._options(s.closed_book_steps or s.steps if closed_book else s.steps, step)
+                update_adapter(self.model, new, replay, options, self.ewc, unchanged, desc=self.method)
                 for item in task.new:
                     self.buffer.add(item)
             seconds = time.perf_counter() - started

@@ -19,8 +19,9 @@ from pydantic import Field
 from components.adapters.builder import load_retro_model
 from components.adapters.peft_adapter import read_artifact_config
 from components.config import StrictModel, parse_section
-from components.continual.regularizers import Distillation, OnlineEWC, combined
+from components.continual.regularizers import OnlineEWC
 from components.continual.replay import ReplayBuffer
+from components.continual.update import UpdateOptions, unchanged_pairs, update_adapter
 from components.stages.adapter_train import TrainParams, train_items, version_examples
 from components.stages.common import (
     Layout,
@@ -32,7 +33,6 @@ from components.stages.common import (
     write_json,
 )
 from components.training.examples import Example
-from components.training.trainer import batches_of, train
 
 STATE = "state.json"
 REPLAY = "replay.json"
@@ -100,7 +100,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         current = {
             it["id"]: it for it in qa[qa["version"] == version].to_dict("records") if it["split"] == "train"
         }
-        unchanged = {(it["id"], it["answer"]) for it in buffer.items}
+        unchanged = unchanged_pairs(buffer.items)
         revised = buffer.refresh(current)
         fresh = new_knowledge(qa, previous, version)
         record = {
@@ -127,8 +127,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
             n_old = len(fresh) + len(buffer.items)
             new, replay = examples[: len(fresh)] + examples[n_old:], examples[len(fresh) : n_old]
             record["new_examples"] = len(new)
-            stable = [e for e in replay if (e.qid, e.answer) in unchanged]  # never distil a revised fact
-            record.update(_update_adapter(out, model_params, train_params, p, new, replay, stable))
+            record.update(_update_adapter(out, model_params, train_params, p, new, replay, unchanged))
         for item in fresh:
             buffer.add(item)
         state["consumed"].append(version)
@@ -156,42 +155,30 @@ def _update_adapter(
     p: ContinualParams,
     new: list[Example],
     replay: list[Example],
-    stable: list[Example],
+    unchanged: set[tuple[str, str]],
 ) -> dict[str, Any]:
-    """Fine-tune the adapter in `out` (not from scratch) and replace it atomically.
-
-    Optional fixed-size defences: online EWC toward the previous weights (its Fisher estimate
-    persists beside the adapter) and distillation from the previous version on `stable`, the
-    replayed examples whose answers did not change.
-    """
+    """Fine-tune the adapter in `out` (not from scratch) and replace it atomically; the online
+    EWC estimate, when on, persists beside the adapter."""
     model = load_retro_model(out, trainable=True)
-    size = (train_params.batch_size, train_params.max_length)
     ewc = OnlineEWC.load(out, p.ewc_weight, p.ewc_gamma) if p.ewc_weight else None
-    distillation = None
-    if p.distill_weight and stable:
-        distillation = Distillation(p.distill_weight, p.distill_top_k)
-        distillation.record(model, batches_of(model, stable, *size))
-    stats = train(
-        model,
-        new,
-        p.steps,
-        train_params.batch_size,
-        p.lr,
-        train_params.max_length,
-        model_params.seed,
-        autocast_bf16=train_params.bf16,
-        replay=replay or None,
-        replay_ratio=p.replay_ratio if replay else 0.0,
-        desc="continual-update",
+    options = UpdateOptions(
+        steps=p.steps,
+        lr=p.lr,
+        batch_size=train_params.batch_size,
+        max_length=train_params.max_length,
+        seed=model_params.seed,
+        bf16=train_params.bf16,
+        replay_ratio=p.replay_ratio,
+        distill_weight=p.distill_weight,
+        distill_top_k=p.distill_top_k,
+        ewc_batches=p.ewc_batches,
         supervision_weight=train_params.supervision.weight,
-        regularizer=combined(model, ewc, distillation),
     )
+    stats = update_adapter(model, new, replay, options, ewc, unchanged)
     staging = out.with_name(out.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     model.save(staging, read_artifact_config(out))
     if ewc is not None:
-        batches = [b for _, b in batches_of(model, new + replay, *size)][: p.ewc_batches]
-        ewc.consolidate(model, batches, lambda batch: model(**batch).loss)
         ewc.save(staging)
     for path in staging.iterdir():
         path.replace(out / path.name)

@@ -1,0 +1,57 @@
+"""`benchmarks/continual.py` from the command line: quick mode, three methods side by side, the
+table, the JSON, the PNG plots, and the figures and plots logged to a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_benchmark_writes_table_json_plots_and_mlflow(tmp_path: Path) -> None:
+    out, store = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [
+        sys.executable,
+        "benchmarks/continual.py",
+        "--mode",
+        "quick",
+        "--tasks",
+        "2",
+        "--methods",
+        "rag",
+        "naive",
+        "ours",
+        "--closed-book-steps",
+        "5",
+        "--out",
+        str(out),
+        "--tracking-uri",
+        store,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table] == ["| method", "| rag", "| naive", "| ours"]
+    results = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in results] == ["rag", "naive", "ours"]
+    for result in results:
+        assert len(result["R"]) == 2 and len(result["per_task"]) == 2
+    assert results[0]["per_task"][0]["parameters"] == 0  # RAG has no adapter
+    assert results[1]["per_task"][0]["parameters"] == results[2]["per_task"][0]["parameters"] > 0
+    plots = {"accuracy_matrix.png", "retention.png", "update_time.png"}
+    for name in plots:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    mlflow.set_tracking_uri(store)
+    [run] = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.data.metrics["ours.average_accuracy"] == results[2]["average_accuracy"]
+    logged = {a.path for a in mlflow.artifacts.list_artifacts(run_id=run.info.run_id, artifact_path="plots")}
+    assert logged == {f"plots/{name}" for name in plots}
