@@ -173,6 +173,53 @@ def ask(
     )
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 in a container)"),
+    port: int = 8000,
+    workers: int = typer.Option(1, min=1, help="server processes (each loads the model once)"),
+    alias: str = typer.Option("", help="registry alias to serve (default: serve.alias)"),
+    tracking_uri: str = typer.Option(
+        "", help="MLflow store (default: serve.tracking_uri, register.tracking_uri)"
+    ),
+    redis_url: str = typer.Option("", help="shared L2 cache (default: serve.cache.redis_url)"),
+    params_file: Annotated[Path, typer.Option("--params", help="read the serve section here")] = Path(
+        "params.yaml"
+    ),
+    log_level: str = "info",
+) -> None:
+    """Serve the promoted adapter/index pair over HTTP and follow promotions without a restart."""
+    import json
+
+    import uvicorn
+
+    from components.config import ParamsError, load_params_file, parse_section
+    from components.registry.mlflow_registry import DEFAULT_TRACKING_URI
+    from components.serving.app import SETTINGS_ENV
+    from components.serving.settings import ServeSettings
+
+    try:
+        params = load_params_file(params_file) if params_file.exists() else {}
+        settings = parse_section(ServeSettings, params, "serve")
+    except ParamsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    settings.alias = alias or settings.alias
+    settings.cache.redis_url = redis_url or settings.cache.redis_url
+    uri = tracking_uri or settings.tracking_uri
+    uri = uri or params.get("register", {}).get("tracking_uri", DEFAULT_TRACKING_URI)
+    os.environ[SETTINGS_ENV] = json.dumps({"serve": settings.model_dump(), "tracking_uri": uri})
+    uvicorn.run(
+        "components.serving.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+    )
+
+
 @app.command("export-merged")
 def export_merged_cmd(
     artifact: Annotated[Path, typer.Argument(help="adapter artifact folder (e.g. data/models/current)")],

@@ -79,17 +79,31 @@ def download_pair(client: MlflowClient, alias: str, dst: Path | None = None) -> 
             f"no {ADAPTER_MODEL} version has alias {alias!r}; promote one in the MLflow UI "
             "or use --alias challenger"
         )
+    return download_adapter_version(client, adapter, dst)
+
+
+def download_adapter_version(client: MlflowClient, adapter: Any, dst: Path | None = None) -> LoadedPair:
+    """Fetch one `retro-adapter` version and its linked index; LookupError when the link is broken."""
     index_version = adapter.tags.get("index_version")
     if not index_version:
         raise LookupError(f"{ADAPTER_MODEL} v{adapter.version} has no index_version tag")
-    index = client.get_model_version(INDEX_MODEL, index_version)
+    try:
+        index = client.get_model_version(INDEX_MODEL, index_version)
+    except MlflowException:
+        raise LookupError(
+            f"{ADAPTER_MODEL} v{adapter.version} is linked to {INDEX_MODEL} v{index_version}, "
+            "which is not in the registry"
+        ) from None
 
     def fetch(uri: str, sub: str) -> Path:
         target = {}
         if dst is not None:
             (dst / sub).mkdir(parents=True, exist_ok=True)
             target = {"dst_path": str(dst / sub)}
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, **target))
+        try:
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, **target))
+        except (MlflowException, OSError) as exc:
+            raise LookupError(f"cannot download {sub} artifacts from {uri}: {exc}") from None
 
     return LoadedPair(
         str(adapter.version),

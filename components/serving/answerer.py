@@ -1,14 +1,24 @@
-"""Load a registered adapter/index pair and answer questions with sources."""
+"""Load a registered adapter/index pair and answer questions with sources.
+
+The steps are separate methods (embed, retrieve, generate, stream) so the service can cache and
+batch each one; `answer` chains them for `retro ask`.
+"""
 
 from __future__ import annotations
 
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
 from components.adapters.retro_model import rerank_hits
+from components.embed.encoder import encode
+from components.stores.base import Hit
 from components.stores.retriever import Retriever
 
 
@@ -26,6 +36,7 @@ class Answerer:
         self.retriever = Retriever.load(index_dir)
         self.k = int(self.model.artifact_config.get("retrieval", {}).get("k", 3))
         self.adapter_version, self.index_version = adapter_version, index_version
+        self.lock = threading.Lock()  # one generation at a time (fusion modes hold state on the model)
 
     @classmethod
     def from_registry(cls, tracking_uri: str, alias: str, cache: Path | None = None) -> Answerer:
@@ -35,18 +46,101 @@ class Answerer:
         pair = reg.download_pair(client, alias, cache or Path(tempfile.mkdtemp(prefix="retro-")))
         return cls(pair.adapter_dir, pair.index_dir, pair.adapter_version, pair.index_version)
 
-    def answer(self, question: str, k: int | None = None, max_new_tokens: int = 24) -> dict[str, Any]:
-        k = k or self.k
-        first_stage = self.retriever.retrieve([question], self.model.first_stage_depth(k))
-        hits = rerank_hits(self.model, [question], first_stage, k)[0]
+    @property
+    def versions(self) -> tuple[str, str]:
+        return self.adapter_version, self.index_version
+
+    def embed(self, questions: list[str]) -> np.ndarray:
+        """Query embeddings with the index's own embedder."""
+        return encode(questions, self.retriever.embedder)
+
+    def retrieve(self, questions: list[str], k: int, vectors: np.ndarray | None = None) -> list[list[Hit]]:
+        """The k passages per question: first stage (hybrid or dense), then the adapter's reranker."""
+        first_stage = self.retriever.retrieve(questions, self.model.first_stage_depth(k), vectors=vectors)
+        return rerank_hits(self.model, questions, first_stage, k)
+
+    def prompt(self, question: str, hits: list[Hit]) -> tuple[str, list[str]]:
         texts = [h.payload["text"] for h in hits]
-        prompt = self.model.prompt(question, texts)
-        text = generate(self.model, [prompt], max_new_tokens, passages=[texts])[0]
+        return self.model.prompt(question, texts), texts
+
+    def generate(self, prompts: list[tuple[str, list[str]]], max_new_tokens: int = 24) -> list[str]:
+        """Greedy answers for (prompt, passages) pairs, in one batch."""
+        with self.lock:
+            return generate(
+                self.model,
+                [p for p, _ in prompts],
+                max_new_tokens,
+                batch_size=max(len(prompts), 1),
+                passages=[t for _, t in prompts],
+            )
+
+    def stream(self, prompt: str, passages: list[str], max_new_tokens: int = 24) -> Iterator[str]:
+        """The answer's text piece by piece as it is generated, cut at the first line break like
+        `generate` (generation stops there too)."""
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class WhenDone(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return done.is_set()
+
+        tokenizer = self.model.tokenizer
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        done, failure = threading.Event(), []
+        kwargs = {
+            **tokenizer([prompt], return_tensors="pt", add_special_tokens=False),
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([WhenDone()]),
+        }
+        memory = [passages] if self.model.uses_memory else None
+        worker = threading.Thread(target=self._generate_into, args=(memory, kwargs, failure), daemon=True)
+        worker.start()
+        received, sent, ended = "", "", False
+        try:
+            for piece in streamer:
+                received += piece
+                visible = received.lstrip()
+                finished = "\n" in visible
+                visible = visible.split("\n")[0].rstrip() if finished else visible
+                if len(visible) > len(sent):
+                    yield visible[len(sent) :]
+                    sent = visible
+                if finished:
+                    break
+            else:
+                ended = True
+        finally:
+            done.set()
+            if not ended:  # drain what was generated before the stop took effect
+                for _ in streamer:
+                    pass
+            worker.join()
+        if failure:
+            raise failure[0]
+
+    def _generate_into(self, memory: list[list[str]] | None, kwargs: dict[str, Any], failure: list) -> None:
+        """Generation for `stream`, in its own thread; an error ends the stream and is re-raised there."""
+        import torch
+
+        try:
+            with self.lock, torch.inference_mode():
+                self.model.generate(passages=memory, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            failure.append(exc)
+            kwargs["streamer"].end()
+
+    def sources(self, hits: list[Hit]) -> list[dict[str, Any]]:
+        return [{"chunk_id": h.id, "doc_id": h.payload.get("doc_id"), "score": h.score} for h in hits]
+
+    def answer(self, question: str, k: int | None = None, max_new_tokens: int = 24) -> dict[str, Any]:
+        hits = self.retrieve([question], k or self.k)[0]
+        text = self.generate([self.prompt(question, hits)], max_new_tokens)[0]
         return {
             "answer": text,
-            "sources": [
-                {"chunk_id": h.id, "doc_id": h.payload.get("doc_id"), "score": h.score} for h in hits
-            ],
+            "sources": self.sources(hits),
             "adapter_version": self.adapter_version,
             "index_version": self.index_version,
         }

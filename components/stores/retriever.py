@@ -147,12 +147,22 @@ class Retriever:
     def close(self) -> None:
         self.store.close()
 
-    def retrieve(self, queries: list[str], k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]:
-        """Top-k hits per query; payloads carry the chunk text and its document id."""
+    def retrieve(
+        self,
+        queries: list[str],
+        k: int,
+        where: dict[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[list[Hit]]:
+        """Top-k hits per query; payloads carry the chunk text and its document id.
+
+        `vectors` are the queries' embeddings when the caller already has them (a cache)."""
         depth = k if self.mode == "dense" else max(4 * k, 20)
         dense = [[] for _ in queries]
         if self.mode != "bm25":
-            dense = self.store.search(encode(queries, self.embedder), depth, where)
+            dense = self.store.search(
+                encode(queries, self.embedder) if vectors is None else vectors, depth, where
+            )
         if self.mode == "dense":
             return [hits[:k] for hits in dense]
         sparse = self._bm25_search(queries, depth, where)

@@ -1,69 +1,23 @@
 """Registration against a real MLflow SQLite store: linked versions, lineage tags, the gate, loading."""
 
-import json
 from pathlib import Path
 
 import pytest
+from registry_project import make_project, register_pair
 
-from components.adapters.base_model import load_base_model
-from components.adapters.builder import build_retro_model
-from components.embed.encoder import encode
 from components.registry import mlflow_registry as reg
-from components.stages import register
 from components.stages.common import Layout
 from components.stores.retriever import Retriever
 
 
-def _metrics(adapter_f1: float, base_f1: float = 0.1) -> dict:
-    system = lambda f1: {"em": f1, "f1": f1, "latency_ms_mean": 10.0, "latency_ms_p95": 12.0}  # noqa: E731
-    return {
-        "k": 3,
-        "recall@3": 0.9,
-        "corpus_version": "v1",
-        "questions": 4,
-        "base": system(base_f1),
-        "rag": system(0.2),
-        "adapter": system(adapter_f1),
-    }
-
-
 @pytest.fixture()
 def project(tmp_path: Path, tiny_model: Path) -> tuple[Layout, dict]:
-    layout = Layout(tmp_path)
-    texts = ["Zorvex is made by Talmir Labs.", "The Varnholt Act dates from 1999."]
-    retriever = Retriever.build(
-        ["c1", "c2"], texts, encode(texts), [{"doc_id": "a"}, {"doc_id": "b"}], "all-MiniLM-L6-v2"
-    )
-    retriever.save(layout.index)
-    (layout.index / "manifest.json").write_text(
-        json.dumps(
-            {
-                "content_hash": "abc123",
-                "embedder": "all-MiniLM-L6-v2",
-                "dim": 384,
-                "count": 2,
-                "corpus_version": "v1",
-                "store": "faiss",
-                "retrieval_mode": "hybrid",
-                "documents": 2,
-            }
-        )
-    )
-    base, tokenizer = load_base_model(str(tiny_model))
-    build_retro_model(base, tokenizer, "lora", {"r": 2}, max_trainable_share=None).save(
-        layout.current_adapter, {"base_model": str(tiny_model), "method": "lora", "retrieval": {"k": 2}}
-    )
-    layout.dvc_lock.write_text(
-        "schema: '2.0'\nstages:\n  index:\n    outs:\n    - path: data/index\n      md5: 0123.dir\n"
-    )
     params = {"register": {"tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}}
-    return layout, params
+    return make_project(tmp_path, tiny_model), params
 
 
 def _register(layout: Layout, params: dict, adapter_f1: float) -> dict:
-    layout.metrics.mkdir(parents=True, exist_ok=True)
-    (layout.metrics / "evaluate.json").write_text(json.dumps(_metrics(adapter_f1)))
-    return register.run(params, layout)
+    return register_pair(layout, params, adapter_f1)
 
 
 def test_linked_versions_lineage_and_gate(project: tuple[Layout, dict]) -> None:

@@ -1,0 +1,275 @@
+"""The inference API: `POST /v1/answer`, `POST /v1/retrieve`, `/healthz`, `/readyz`, `/metrics`.
+
+Each request is served by the pair the promoter holds when it arrives (hot promotion), its steps
+go through the two cache tiers and the dynamic batchers, and every error reaches the client as a
+JSON body with a reason, never a stack trace. Started by `retro serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict
+
+from components.serving.answerer import Answerer
+from components.serving.batching import MicroBatcher
+from components.serving.cache import TieredCache, cache_key
+from components.serving.limits import BodySizeLimit, RequestError, require_api_key
+from components.serving.metrics import ServingMetrics
+from components.serving.promotion import Promoter
+from components.serving.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+SETTINGS_ENV = "RETRO_SERVE_SETTINGS"
+
+
+class RetrieveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str
+    k: int | None = None
+
+
+class AnswerRequest(RetrieveRequest):
+    stream: bool = False
+
+
+class Service:
+    """The state one app holds: promoter, caches, batchers, executors, metrics."""
+
+    def __init__(self, settings: ServeSettings, tracking_uri: str) -> None:
+        self.settings, self.metrics = settings, ServingMetrics()
+        self.cache = TieredCache(settings.cache, self.metrics)
+        self.promoter = Promoter(
+            tracking_uri, settings.alias, Path(settings.download_dir), self.metrics, settings.poll_seconds
+        )
+        self.search_pool = ThreadPoolExecutor(1, thread_name_prefix="retro-search")
+        self.generate_pool = ThreadPoolExecutor(1, thread_name_prefix="retro-generate")
+        self.in_flight = 0
+        b = settings.batching
+        self.searcher = MicroBatcher(
+            self._search, self.search_pool, b.max_batch, b.max_wait_ms, self._batch("search"), self._busy
+        )
+        self.generator = MicroBatcher(
+            self._generate,
+            self.generate_pool,
+            b.max_batch,
+            b.max_wait_ms,
+            self._batch("generate"),
+            self._busy,
+        )
+
+    def _busy(self) -> int:
+        return self.in_flight
+
+    def _batch(self, step: str):  # noqa: ANN202
+        return self.metrics.batch_size.labels(step).observe
+
+    # -- steps run in the worker threads, one batch at a time ----------------------------------
+    def _search(self, answerer: Answerer, items: list[tuple[str, int, list | None]]) -> list[tuple]:
+        """(vector, hits) per (question, k, cached vector or None): one encode call, then search."""
+        missing = [i for i, (_, _, v) in enumerate(items) if v is None]
+        vectors = [None if v is None else np.asarray(v, dtype=np.float32) for _, _, v in items]
+        if missing:
+            started = time.perf_counter()
+            encoded = answerer.embed([items[i][0] for i in missing])
+            self.metrics.step_seconds.labels("embed").observe(time.perf_counter() - started)
+            for i, vector in zip(missing, encoded, strict=True):
+                vectors[i] = vector
+        started = time.perf_counter()
+        results: list[tuple] = [None] * len(items)
+        for k in {k for _, k, _ in items}:
+            rows = [i for i, (_, ki, _) in enumerate(items) if ki == k]
+            hits = answerer.retrieve([items[i][0] for i in rows], k, np.stack([vectors[i] for i in rows]))
+            for i, row in zip(rows, hits, strict=True):
+                results[i] = (vectors[i], row)
+        self.metrics.step_seconds.labels("retrieve").observe(time.perf_counter() - started)
+        return results
+
+    def _generate(self, answerer: Answerer, items: list[tuple[str, list[str]]]) -> list[str]:
+        started = time.perf_counter()
+        answers = answerer.generate(items, self.settings.max_new_tokens)
+        self.metrics.step_seconds.labels("generate").observe(time.perf_counter() - started)
+        return answers
+
+    # -- request flow --------------------------------------------------------------------------
+    def serving(self) -> Answerer:
+        answerer = self.promoter.current
+        if answerer is None:
+            raise RequestError(503, f"no model loaded: {self.promoter.problem}")
+        return answerer
+
+    def checked(self, body: RetrieveRequest, answerer: Answerer) -> tuple[str, int]:
+        limits = self.settings.limits
+        question = body.question.strip()
+        if not question:
+            raise RequestError(422, "question is empty")
+        if len(question) > limits.max_question_chars:
+            raise RequestError(
+                422, f"question is {len(question)} characters; the limit is {limits.max_question_chars}"
+            )
+        k = answerer.k if body.k is None else body.k
+        if not 1 <= k <= limits.max_k:
+            raise RequestError(422, f"k must be between 1 and {limits.max_k} (got {k})")
+        return question, k
+
+    async def sources(self, answerer: Answerer, question: str, k: int) -> tuple[list[dict], str | None]:
+        """The k passages (with text) for a question, from a cache tier or the index."""
+        key = cache_key("retrieval", answerer.versions, question, k)
+        cached, tier = await self.cache.get("retrieval", key)
+        if cached is not None:
+            return cached, tier
+        vector_key = cache_key("embedding", answerer.versions, question)
+        vector, _ = await self.cache.get("embedding", vector_key)
+        encoded, hits = await self.searcher.submit(answerer, (question, k, vector))
+        if vector is None:
+            await self.cache.put("embedding", vector_key, encoded.tolist())
+        found = answerer.sources(hits)
+        for source, hit in zip(found, hits, strict=True):
+            source["text"] = hit.payload["text"]
+        await self.cache.put("retrieval", key, found)
+        return found, None
+
+    async def answer(self, answerer: Answerer, question: str, k: int) -> dict[str, Any]:
+        key = cache_key("answer", answerer.versions, question, k, self.settings.max_new_tokens)
+        cached, tier = await self.cache.get("answer", key)
+        if cached is not None:
+            return {**cached, "cache": tier}
+        found, _ = await self.sources(answerer, question, k)
+        texts = [s["text"] for s in found]
+        text = await self.generator.submit(answerer, (answerer.model.prompt(question, texts), texts))
+        result = {"answer": text, "sources": public(found), **versions_of(answerer)}
+        await self.cache.put("answer", key, result)
+        return {**result, "cache": None}
+
+    async def stream(self, answerer: Answerer, question: str, k: int) -> AsyncIterator[bytes]:
+        """Server-sent events: `sources`, then `token` pieces, then `done` with the whole answer."""
+        started = time.perf_counter()
+        found, _ = await self.sources(answerer, question, k)
+        yield event("sources", {"sources": public(found), **versions_of(answerer)})
+        texts = [s["text"] for s in found]
+        pieces = answerer.stream(answerer.model.prompt(question, texts), texts, self.settings.max_new_tokens)
+        loop, answer, first = asyncio.get_running_loop(), "", True
+        while (piece := await loop.run_in_executor(None, next, pieces, None)) is not None:
+            if first:
+                self.metrics.step_seconds.labels("first_token").observe(time.perf_counter() - started)
+                first = False
+            answer += piece
+            yield event("token", {"text": piece})
+        yield event("done", {"answer": answer.strip(), **versions_of(answerer)})
+
+
+def public(found: list[dict]) -> list[dict]:
+    return [{key: s[key] for key in ("chunk_id", "doc_id", "score")} for s in found]
+
+
+def versions_of(answerer: Answerer) -> dict[str, str]:
+    return {"adapter_version": answerer.adapter_version, "index_version": answerer.index_version}
+
+
+def event(name: str, data: dict) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def create_app(settings: ServeSettings, tracking_uri: str) -> FastAPI:
+    """The FastAPI app; the promoter starts loading the aliased pair when the app starts."""
+    service = Service(settings, tracking_uri)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.promoter.start()
+        yield
+        service.promoter.stop()
+        await service.cache.close()
+        service.search_pool.shutdown(wait=False)
+        service.generate_pool.shutdown(wait=False)
+
+    app = FastAPI(title="Retro-PEFT", version="1", lifespan=lifespan)
+    app.state.service = service
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    auth = require_api_key(settings.auth.keys())
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):  # noqa: ANN001, ANN202
+        started, counted = time.perf_counter(), request.url.path.startswith("/v1/")
+        service.in_flight += counted
+        try:
+            response = await call_next(request)
+        finally:
+            service.in_flight -= counted
+        if counted:
+            service.metrics.request_seconds.labels(request.url.path, str(response.status_code)).observe(
+                time.perf_counter() - started
+            )
+        return response
+
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"error": exc.title, "reason": exc.reason}, exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        reasons = [
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()
+        ]
+        return JSONResponse({"error": "invalid request", "reason": "; ".join(reasons)}, 422)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request to %s failed", request.url.path, exc_info=exc)
+        return JSONResponse({"error": "internal error", "reason": type(exc).__name__}, 500)
+
+    @app.post("/v1/answer", dependencies=[Depends(auth)])
+    async def answer(body: AnswerRequest) -> Response:
+        answerer = service.serving()
+        question, k = service.checked(body, answerer)
+        if body.stream:
+            return StreamingResponse(service.stream(answerer, question, k), media_type="text/event-stream")
+        return Response(
+            orjson.dumps(await service.answer(answerer, question, k)), media_type="application/json"
+        )
+
+    @app.post("/v1/retrieve", dependencies=[Depends(auth)])
+    async def retrieve(body: RetrieveRequest) -> Response:
+        answerer = service.serving()
+        question, k = service.checked(body, answerer)
+        found, tier = await service.sources(answerer, question, k)
+        result = {"sources": public(found), **versions_of(answerer), "cache": tier}
+        return Response(orjson.dumps(result), media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        current = service.promoter.current
+        if current is None:
+            return JSONResponse({"status": "not ready", "reason": service.promoter.problem}, 503)
+        return JSONResponse({"status": "ready", "alias": settings.alias, **versions_of(current)})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app for `uvicorn --factory` workers; `retro serve` passes its settings in the env."""
+    raw = json.loads(os.environ[SETTINGS_ENV])
+    return create_app(ServeSettings.model_validate(raw["serve"]), raw["tracking_uri"])

@@ -1,0 +1,71 @@
+"""Prometheus metrics of one service process (its own registry, so several apps can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServingMetrics:
+    """Latency per step and endpoint, cache lookups per tier, batch sizes, the loaded versions."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.step_seconds = Histogram(
+            "retro_step_seconds",
+            "wall time of one step of a request (embed, retrieve, generate, first_token)",
+            ["step"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "retro_request_seconds",
+            "wall time of a request by endpoint and status",
+            ["endpoint", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.cache_lookups = Counter(
+            "retro_cache_lookups",
+            "cache lookups by tier (l1, l2), kind (embedding, retrieval, answer) and result",
+            ["tier", "kind", "result"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "retro_batch_size",
+            "requests served by one batched embedding or generation call",
+            ["step"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        self.loaded = Gauge(
+            "retro_loaded_version",
+            "1 for the adapter/index versions being served",
+            ["alias", "adapter_version", "index_version"],
+            registry=self.registry,
+        )
+        self.promotions = Counter(
+            "retro_promotions",
+            "alias changes seen: loaded (now served) or refused (kept the previous pair)",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def show_loaded(self, alias: str, adapter_version: str, index_version: str) -> None:
+        self.loaded.clear()
+        self.loaded.labels(alias, adapter_version, index_version).set(1)
+
+    def hit_rates(self) -> dict[str, float]:
+        """Share of lookups answered by each tier (for logs and benchmarks)."""
+        totals: dict[str, list[float]] = {}
+        for metric in self.cache_lookups.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    tier, result = sample.labels["tier"], sample.labels["result"]
+                    hits, all_ = totals.setdefault(tier, [0.0, 0.0])
+                    totals[tier] = [hits + (result == "hit") * sample.value, all_ + sample.value]
+        return {tier: hits / all_ for tier, (hits, all_) in totals.items() if all_}
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,108 @@
+"""Follow the registry alias: load the promoted adapter/index pair and swap to it without a restart.
+
+A background thread checks the alias every `poll_seconds`. A new version is downloaded and fully
+loaded beside the one being served, then swapped in with one reference assignment: requests in
+flight finish on the pair they started with. A version whose linked index is missing (or that
+fails to load) is refused, the reason is logged once, and the previous pair stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from components.registry import mlflow_registry as reg
+from components.serving.answerer import Answerer
+from components.serving.metrics import ServingMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Promoter:
+    """Holds the pair being served (`current`) and keeps it in step with the alias."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        alias: str,
+        download_dir: Path,
+        metrics: ServingMetrics,
+        poll_seconds: float = 5.0,
+        load: Callable[..., Answerer] = Answerer,
+    ) -> None:
+        self.tracking_uri, self.alias, self.poll_seconds = tracking_uri, alias, poll_seconds
+        self.download_dir, self.metrics, self.load = Path(download_dir), metrics, load
+        self.current: Answerer | None = None
+        self.problem: str | None = "not loaded yet"
+        self.refused: dict[str, str] = {}  # 'version:index_version' -> why it is not served
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client = None
+
+    def poll(self) -> str:
+        """Check the alias once: "unchanged", "loaded", "refused" or "missing"."""
+        if self._client is None:
+            self._client = reg.configure(self.tracking_uri)
+        try:
+            version = reg.version_by_alias(self._client, reg.ADAPTER_MODEL, self.alias)
+        except Exception as exc:  # noqa: BLE001 - a registry outage keeps the current pair
+            self.problem = f"registry unreachable: {exc}"
+            log.warning("cannot check alias %r: %s", self.alias, exc)
+            return "missing"
+        if version is None:
+            self.problem = f"no {reg.ADAPTER_MODEL} version has alias {self.alias!r}"
+            return "missing"
+        number = str(version.version)
+        if self.current is not None and number == self.current.adapter_version:
+            return "unchanged"
+        attempt = f"{number}:{version.tags.get('index_version')}"  # retried when the link is fixed
+        if attempt in self.refused:
+            return "refused"
+        target = self.download_dir / f"adapter-v{number}"
+        try:
+            shutil.rmtree(target, ignore_errors=True)
+            pair = reg.download_adapter_version(self._client, version, target)
+            answerer = self.load(pair.adapter_dir, pair.index_dir, pair.adapter_version, pair.index_version)
+        except Exception as exc:  # noqa: BLE001 - whatever breaks a version, the old one stays
+            self.refused[attempt] = f"{type(exc).__name__}: {exc}"
+            self.metrics.promotions.labels("refused").inc()
+            kept = f"v{self.current.adapter_version}" if self.current else "nothing"
+            log.error("not serving %s v%s (%s); still serving %s", reg.ADAPTER_MODEL, number, exc, kept)
+            if self.current is None:
+                self.problem = self.refused[attempt]
+            return "refused"
+        previous, self.current, self.problem = self.current, answerer, None
+        self.metrics.promotions.labels("loaded").inc()
+        self.metrics.show_loaded(self.alias, *answerer.versions)
+        log.info(
+            "serving %s v%s with %s v%s (alias %r)%s",
+            reg.ADAPTER_MODEL,
+            answerer.adapter_version,
+            reg.INDEX_MODEL,
+            answerer.index_version,
+            self.alias,
+            f", was v{previous.adapter_version}" if previous else "",
+        )
+        return "loaded"
+
+    def start(self) -> None:
+        """Load now (in the background) and then follow the alias until `stop`."""
+        self._thread = threading.Thread(target=self._follow, name="retro-promoter", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        while True:
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - the thread must survive anything
+                log.exception("alias check failed")
+            if self._stop.wait(self.poll_seconds):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,71 @@
+"""A project registered in a real MLflow SQLite store: a tiny adapter and a MiniLM index, for the
+registry and serving tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from components.adapters.base_model import load_base_model
+from components.adapters.builder import build_retro_model
+from components.embed.encoder import encode
+from components.stages import register
+from components.stages.common import Layout
+from components.stores.retriever import Retriever
+
+TEXTS = ["Zorvex is made by Talmir Labs.", "The Varnholt Act dates from 1999."]
+
+
+def _metrics(adapter_f1: float, base_f1: float = 0.1) -> dict:
+    system = lambda f1: {"em": f1, "f1": f1, "latency_ms_mean": 10.0, "latency_ms_p95": 12.0}  # noqa: E731
+    return {
+        "k": 3,
+        "recall@3": 0.9,
+        "corpus_version": "v1",
+        "questions": 4,
+        "base": system(base_f1),
+        "rag": system(0.2),
+        "adapter": system(adapter_f1),
+    }
+
+
+def make_project(
+    root: Path, tiny_model: Path, texts: list[str] = TEXTS, content_hash: str = "abc123"
+) -> Layout:
+    """A project folder with a built index and a fresh tiny adapter, ready for `register`."""
+    layout = Layout(root)
+    ids = [f"c{i + 1}" for i in range(len(texts))]
+    payloads = [{"doc_id": "ab"[i] if i < 2 else f"d{i}"} for i in range(len(texts))]
+    retriever = Retriever.build(ids, texts, encode(texts), payloads, "all-MiniLM-L6-v2")
+    shutil.rmtree(layout.index, ignore_errors=True)
+    retriever.save(layout.index)
+    (layout.index / "manifest.json").write_text(
+        json.dumps(
+            {
+                "content_hash": content_hash,
+                "embedder": "all-MiniLM-L6-v2",
+                "dim": 384,
+                "count": len(texts),
+                "corpus_version": "v1",
+                "store": "faiss",
+                "retrieval_mode": "hybrid",
+                "documents": len(texts),
+            }
+        )
+    )
+    base, tokenizer = load_base_model(str(tiny_model))
+    build_retro_model(base, tokenizer, "lora", {"r": 2}, max_trainable_share=None).save(
+        layout.current_adapter, {"base_model": str(tiny_model), "method": "lora", "retrieval": {"k": 2}}
+    )
+    layout.dvc_lock.write_text(
+        "schema: '2.0'\nstages:\n  index:\n    outs:\n    - path: data/index\n      md5: 0123.dir\n"
+    )
+    return layout
+
+
+def register_pair(layout: Layout, params: dict, adapter_f1: float) -> dict:
+    """Register the project's adapter and index as a linked pair, with these evaluation figures."""
+    layout.metrics.mkdir(parents=True, exist_ok=True)
+    (layout.metrics / "evaluate.json").write_text(json.dumps(_metrics(adapter_f1)))
+    return register.run(params, layout)

@@ -1,0 +1,66 @@
+"""Serving parts without a model: dynamic batching, cache keys, API-key checks."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from components.serving.batching import MicroBatcher
+from components.serving.cache import cache_key
+from components.serving.settings import AuthSettings, key_accepted
+
+
+def test_concurrent_requests_share_a_call_but_never_across_pairs() -> None:
+    calls: list[tuple[str, list[int]]] = []
+
+    def run(owner: str, items: list[int]) -> list[int]:
+        calls.append((owner, items))
+        return [owner.count("x") * 100 + i for i in items]
+
+    async def main() -> list[int]:
+        pool = ThreadPoolExecutor(1)
+        batcher = MicroBatcher(run, pool, max_batch=8, max_wait_ms=50, in_flight=lambda: 6)
+        jobs = [batcher.submit("x" if i < 4 else "xx", i) for i in range(6)]
+        return await asyncio.gather(*jobs)
+
+    results = asyncio.run(main())
+    assert results == [100, 101, 102, 103, 204, 205]
+    assert sorted(calls) == [("x", [0, 1, 2, 3]), ("xx", [4, 5])]
+
+
+def test_a_lone_request_does_not_wait() -> None:
+    async def main() -> float:
+        batcher = MicroBatcher(lambda _, items: items, ThreadPoolExecutor(1), 8, max_wait_ms=2000)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await batcher.submit("x", 7) == 7
+        return loop.time() - started
+
+    assert asyncio.run(main()) < 0.5
+
+
+def test_a_failing_batch_fails_each_of_its_requests() -> None:
+    def run(_: str, items: list[int]) -> list[int]:
+        raise RuntimeError("model crashed")
+
+    async def main() -> list[object]:
+        batcher = MicroBatcher(run, ThreadPoolExecutor(1), 8, 0)
+        return await asyncio.gather(batcher.submit("x", 1), batcher.submit("x", 2), return_exceptions=True)
+
+    assert [str(e) for e in asyncio.run(main())] == ["model crashed", "model crashed"]
+
+
+def test_cache_keys_hold_both_versions() -> None:
+    key = cache_key("answer", ("3", "7"), "Who?", 2)
+    assert key.startswith("retro:answer:a3:i7:")
+    assert key != cache_key("answer", ("4", "7"), "Who?", 2) != cache_key("answer", ("3", "8"), "Who?", 2)
+    assert key != cache_key("answer", ("3", "7"), "Who?", 3)
+
+
+def test_api_keys_from_env_and_file(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("KEYS", "alpha, beta,")
+    (tmp_path / "keys").write_text("# rotated monthly\ngamma\n\n")
+    keys = AuthSettings(api_keys_env="KEYS", api_keys_file=str(tmp_path / "keys")).keys()
+    assert keys == [b"alpha", b"beta", b"gamma"]
+    assert key_accepted("gamma", keys) and key_accepted("alpha", keys)
+    assert not key_accepted("alph", keys) and not key_accepted(None, keys) and not key_accepted("", keys)
