@@ -64,3 +64,34 @@ def test_api_keys_from_env_and_file(tmp_path, monkeypatch) -> None:  # noqa: ANN
     assert keys == [b"alpha", b"beta", b"gamma"]
     assert key_accepted("gamma", keys) and key_accepted("alpha", keys)
     assert not key_accepted("alph", keys) and not key_accepted(None, keys) and not key_accepted("", keys)
+
+
+def test_kubernetes_manifests_agree_with_the_app() -> None:
+    """Probe paths exist, the ConfigMap is valid serve params, and the objects point at each other."""
+    from pathlib import Path
+
+    import yaml
+
+    from components.serving.app import create_app
+    from components.serving.settings import ServeSettings
+
+    folder = Path(__file__).resolve().parents[2] / "infra" / "k8s"
+    listed = yaml.safe_load((folder / "kustomization.yaml").read_text())["resources"]
+    docs = [d for name in listed for d in yaml.safe_load_all((folder / name).read_text()) if d]
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    config = yaml.safe_load(by_kind["ConfigMap", "retro-serve-config"]["data"]["params.yaml"])
+    settings = ServeSettings.model_validate(config["serve"])
+    assert settings.cache.redis_url.startswith("redis://retro-redis:6379")
+    routes = {route.path for route in create_app(settings, "sqlite:///unused.db").routes}
+
+    deployment = by_kind["Deployment", "retro-serve"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] in routes
+    assert {"/v1/answer", "/v1/retrieve", "/metrics"} <= routes
+    assert container["args"][-1] == "/config/params.yaml"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert by_kind["Service", "retro-serve"]["spec"]["selector"] == labels
+    hpa = by_kind["HorizontalPodAutoscaler", "retro-serve"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert ("Service", "retro-redis") in by_kind

@@ -1,0 +1,266 @@
+"""Bounded load test of `retro serve` on loopback: QPS and latency percentiles per request kind.
+
+    .venv/bin/python benchmarks/serving.py                       # 10k-passage index, SmolLM2, 1 worker
+    .venv/bin/python benchmarks/serving.py --passages 100000 --workers 2
+
+Registers one adapter/index pair in a temporary MLflow store (the default base model with a fresh
+LoRA adapter; latency does not depend on what the adapter learned, and an index of generated
+passages with real MiniLM vectors, cached under benchmarks/.cache), starts the real service with
+`retro serve` in its own process, and drives it from this process with a fixed number of
+requests at a fixed concurrency over keep-alive HTTP/1.1 connections:
+
+- cached answers (one question asked again and again: the L1 answer cache),
+- /v1/retrieve with distinct questions (query embedding + hybrid search, nothing cached),
+- full answers with distinct questions (retrieval + generation with the default model),
+- streaming answers: time to first token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def register_pair(folder: Path, passages: int) -> tuple[str, list[str]]:
+    """A fresh LoRA on the default model and an index of `passages` generated passages, registered
+    and aliased `champion`; returns the tracking URI and questions about indexed passages."""
+    from retrieval import corpus
+
+    from components.adapters.base_model import DEFAULT_BASE_MODEL, load_base_model
+    from components.adapters.builder import build_retro_model
+    from components.registry import mlflow_registry as reg
+    from components.stages import register
+    from components.stages.common import Layout
+    from components.stores.retriever import Retriever
+
+    rows, vectors, questions = corpus(passages, 2_000)
+    layout = Layout(folder)
+    payloads = [{"doc_id": r["doc_id"], "domain": r["domain"]} for r in rows]
+    store = {"factory": "HNSW32", "index_params": "efConstruction=200,efSearch=128"}
+    retriever = Retriever.build(
+        [r["id"] for r in rows],
+        [r["text"] for r in rows],
+        vectors,
+        payloads,
+        "all-MiniLM-L6-v2",
+        store="faiss",
+        store_params=store,
+    )
+    retriever.save(layout.index)
+    manifest = {
+        "content_hash": f"serving-bench-{passages}",
+        "embedder": "all-MiniLM-L6-v2",
+        "dim": int(vectors.shape[1]),
+        "count": len(rows),
+        "corpus_version": "bench",
+        "store": "faiss",
+        "retrieval_mode": "hybrid",
+        "documents": len({r["doc_id"] for r in rows}),
+    }
+    (layout.index / "manifest.json").write_text(json.dumps(manifest))
+    base, tokenizer = load_base_model(DEFAULT_BASE_MODEL)
+    model = build_retro_model(base, tokenizer, "lora", {"r": 8, "lora_alpha": 16}, max_trainable_share=None)
+    model.save(
+        layout.current_adapter, {"base_model": DEFAULT_BASE_MODEL, "method": "lora", "retrieval": {"k": 3}}
+    )
+    layout.metrics.mkdir(parents=True, exist_ok=True)
+    system = {"em": 0.5, "f1": 0.5, "latency_ms_mean": 0.0, "latency_ms_p95": 0.0}
+    (layout.metrics / "evaluate.json").write_text(
+        json.dumps(
+            {
+                "k": 3,
+                "corpus_version": "bench",
+                "questions": 1,
+                "base": {**system, "f1": 0.0},
+                "rag": system,
+                "adapter": system,
+            }
+        )
+    )
+    uri = f"sqlite:///{folder}/mlflow.db"
+    result = register.run({"register": {"tracking_uri": uri}}, layout)
+    reg.configure(uri).set_registered_model_alias(reg.ADAPTER_MODEL, "champion", result["adapter_version"])
+    return uri, questions
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that posts JSON and reads whole responses."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def open(self) -> Connection:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def post(
+        self, path: str, body: dict, first_byte_of: bytes | None = None
+    ) -> tuple[int, bytes, float]:
+        """(status, body, seconds until `first_byte_of` appeared, or until the end without it)."""
+        payload = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        started = time.perf_counter()
+        self.writer.write(head + payload)
+        status_line = await self.reader.readline()
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        marked = None
+        if "content-length" in headers:
+            data = await self.reader.readexactly(int(headers["content-length"]))
+        else:  # chunked (streaming)
+            data = b""
+            while (size := int((await self.reader.readline()).strip(), 16)) > 0:
+                data += await self.reader.readexactly(size)
+                await self.reader.readline()
+                if marked is None and first_byte_of and first_byte_of in data:
+                    marked = time.perf_counter() - started
+            await self.reader.readline()
+        return (
+            int(status_line.split()[1]),
+            data,
+            marked if marked is not None else time.perf_counter() - started,
+        )
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def drive(
+    port: int, path: str, bodies: list[dict], concurrency: int, mark: bytes | None = None
+) -> dict:
+    """Send every body once with `concurrency` connections; QPS and latency percentiles."""
+    queue = list(reversed(bodies))
+    latencies: list[float] = []
+    failures = 0
+
+    async def worker() -> None:
+        nonlocal failures
+        connection = await Connection(port).open()
+        while queue:
+            status, _, seconds = await connection.post(path, queue.pop(), mark)
+            latencies.append(seconds)
+            failures += status != 200
+        connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {
+        "requests": len(bodies),
+        "concurrency": concurrency,
+        "failed": failures,
+        "qps": len(bodies) / wall,
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "p99": float(np.percentile(ms, 99)),
+    }
+
+
+def start_service(folder: Path, uri: str, port: int, workers: int) -> subprocess.Popen:
+    (folder / "params.yaml").write_text(f"serve:\n  download_dir: {folder / 'serving'}\n")
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable,
+        "-m",
+        "components.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--tracking-uri",
+        uri,
+        "--params",
+        str(folder / "params.yaml"),
+        "--log-level",
+        "warning",
+    ]
+    service = subprocess.Popen(command, cwd=ROOT, env=env)
+    import httpx
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return service
+        except httpx.TransportError:
+            pass
+        if service.poll() is not None:
+            raise RuntimeError("retro serve exited before it was ready")
+        time.sleep(0.5)
+    raise TimeoutError("service not ready in 600 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--passages", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--cached-requests", type=int, default=20_000)
+    parser.add_argument("--retrieve-requests", type=int, default=500)
+    parser.add_argument("--answer-requests", type=int, default=48)
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="retro-serving-bench-"))
+    uri, questions = register_pair(folder, args.passages)
+    service = start_service(folder, uri, args.port, args.workers)
+    try:
+        rows = []
+
+        def run(
+            label: str, path: str, bodies: list[dict], concurrency: int, mark: bytes | None = None
+        ) -> None:
+            result = asyncio.run(drive(args.port, path, bodies, concurrency, mark))
+            rows.append({"case": label, **result})
+            print(f"{label}: {json.dumps(rows[-1])}", flush=True)
+
+        warm = [{"question": q} for q in questions[:8]]
+        run("warm-up (not reported)", "/v1/answer", warm, 1)
+        rows.clear()
+        n, r, a = args.cached_requests, args.retrieve_requests, args.answer_requests
+        run("cached answer, c=64", "/v1/answer", [{"question": questions[0]}] * n, 64)
+        run("cached answer, c=1", "/v1/answer", [{"question": questions[0]}] * (n // 10), 1)
+        distinct = iter(questions[8:])
+        run("/v1/retrieve uncached, c=1", "/v1/retrieve", [{"question": next(distinct)} for _ in range(r)], 1)
+        run("/v1/retrieve uncached, c=8", "/v1/retrieve", [{"question": next(distinct)} for _ in range(r)], 8)
+        run("/v1/answer uncached, c=1", "/v1/answer", [{"question": next(distinct)} for _ in range(a)], 1)
+        run("/v1/answer uncached, c=8", "/v1/answer", [{"question": next(distinct)} for _ in range(a)], 8)
+        streams = [{"question": next(distinct), "stream": True} for _ in range(a)]
+        run("stream: time to first token, c=1", "/v1/answer", streams, 1, mark=b"event: token")
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+
+    print(
+        f"\n{args.passages:,} passages (FAISS HNSW32, hybrid), SmolLM2-135M + LoRA r=8, k=3, "
+        f"{args.workers} worker(s), client in this process"
+    )
+    print("| case | requests | concurrency | failed | QPS | p50 ms | p95 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['case']} | {row['requests']:,} | {row['concurrency']} | {row['failed']} | "
+            f"{row['qps']:,.1f} | {row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
