@@ -63,8 +63,12 @@ def plots(results: list[dict], out: Path) -> list[Path]:
     ):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for result in results:
-            if key == "seconds":
-                ax.plot([p["seconds"] for p in result["per_task"]], label=result["method"])
+            if key == "seconds":  # tasks a method skipped (scratch between retrainings) are gaps
+                seconds = [
+                    p["seconds"] if p["peak_rss_mb"] == p["peak_rss_mb"] else np.nan
+                    for p in result["per_task"]
+                ]
+                ax.plot(seconds, marker=".", label=result["method"])
             else:
                 r = np.array(result["R"], dtype=float)
                 diag = np.diag(r)
@@ -139,7 +143,18 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/continual"))
     parser.add_argument("--tracking-uri", default=None, help="log the figures and plots to this MLflow store")
+    parser.add_argument(
+        "--from-results",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="no run: merge these results.json files (runs split over processes) into --out",
+    )
     args = parser.parse_args()
+    if args.from_results:
+        results = [r for path in args.from_results for r in json.loads(path.read_text())]
+        report(results, args.out, args.tracking_uri, f"merged-{len(results[0]['per_task'])}")
+        return
 
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "work"
@@ -160,23 +175,29 @@ def main() -> None:
         print(f"done: {method}: " + " | ".join(row(results[-1])), flush=True)
 
     print(f"{len(tasks)} tasks, {sum(len(t.new) for t in tasks)} facts taught, mode {args.mode}")
+    report(results, args.out, args.tracking_uri, f"{args.mode}-{len(tasks)}")
+
+
+def report(results: list[dict], out: Path, tracking_uri: str | None, name: str) -> None:
+    """Print the table, write results.json and the PNG plots into `out`, log them to MLflow."""
+    out.mkdir(parents=True, exist_ok=True)
     print("| " + " | ".join(COLUMNS) + " |")
     print("|---|" + "---:|" * (len(COLUMNS) - 1))
     for result in results:
         print("| " + " | ".join(row(result)) + " |")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    figures = plots(results, args.out)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    figures = plots(results, out)
     print("plots:", ", ".join(str(p) for p in figures))
-    if args.tracking_uri:
+    if tracking_uri:
         import mlflow
 
         from components.registry.mlflow_registry import configure
 
-        configure(args.tracking_uri)
-        with mlflow.start_run(run_name=f"continual-{args.mode}-{len(tasks)}"):
+        configure(tracking_uri)
+        with mlflow.start_run(run_name=f"continual-{name}"):
             for r in results:
                 mlflow.log_metrics({f"{r['method']}.{k}": v for k, v in r.items() if isinstance(v, float)})
-            mlflow.log_artifact(str(args.out / "results.json"))
+            mlflow.log_artifact(str(out / "results.json"))
             for path in figures:
                 mlflow.log_artifact(str(path), "plots")
 

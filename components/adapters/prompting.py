@@ -19,6 +19,15 @@ def build_prompt(tokenizer, question: str, passages: list[str] | None) -> str:  
     return f"{system}\n\n{user}\nAnswer:"
 
 
+def context_prefix(prompt: str) -> str | None:
+    """The part of an in-context prompt before the question (instructions and passages), or None
+    when the prompt has no passages; its key/values depend only on the passages, not the question."""
+    if "Context:\n" not in prompt:
+        return None
+    cut = prompt.rfind("\n\nQuestion: ")
+    return prompt[:cut] if cut > 0 else None
+
+
 def answer_suffix(tokenizer) -> str:  # noqa: ANN001
     """What follows a training answer: the end-of-turn token, so generation knows when to stop."""
     return tokenizer.eos_token or ""

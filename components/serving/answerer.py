@@ -6,16 +6,20 @@ batch each one; `answer` chains them for `retro ask`.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from cachetools import LRUCache
 
 from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
+from components.adapters.prompting import context_prefix
 from components.adapters.retro_model import rerank_hits
 from components.embed.encoder import encode
 from components.stores.base import Hit
@@ -31,8 +35,15 @@ class Answerer:
         index_dir: Path,
         adapter_version: str = "local",
         index_version: str = "local",
+        prefix_entries: int = 0,
+        on_prefix: Callable[[bool], None] | None = None,
     ) -> None:
+        """`prefix_entries` > 0 keeps the key/values of that many prompt prefixes (instructions +
+        passages) for streaming: a question whose passages were seen recently starts generating
+        after encoding only its own tokens. `on_prefix(hit)` is told of every lookup."""
         self.model = load_retro_model(adapter_dir)
+        self.prefixes = LRUCache(prefix_entries) if prefix_entries and not self.model.uses_memory else None
+        self.on_prefix = on_prefix
         self.retriever = Retriever.load(index_dir)
         self.k = int(self.model.artifact_config.get("retrieval", {}).get("k", 3))
         self.adapter_version, self.index_version = adapter_version, index_version
@@ -87,7 +98,7 @@ class Answerer:
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         done, failure = threading.Event(), []
         kwargs = {
-            **tokenizer([prompt], return_tensors="pt", add_special_tokens=False),
+            "prompt": prompt,
             "max_new_tokens": max_new_tokens,
             "do_sample": False,
             "pad_token_id": tokenizer.pad_token_id,
@@ -123,14 +134,31 @@ class Answerer:
 
     def _generate_into(self, memory: list[list[str]] | None, kwargs: dict[str, Any], failure: list) -> None:
         """Generation for `stream`, in its own thread; an error ends the stream and is re-raised there."""
-        import torch
-
         try:
             with self.lock, torch.inference_mode():
+                kwargs.update(self._prefilled(kwargs.pop("prompt")))
                 self.model.generate(passages=memory, **kwargs)
         except Exception as exc:  # noqa: BLE001
             failure.append(exc)
             kwargs["streamer"].end()
+
+    def _prefilled(self, prompt: str) -> dict[str, Any]:
+        """Token ids of the prompt, with a copy of its prefix's cached key/values when there is one."""
+        tokenizer = self.model.tokenizer
+        inputs = dict(tokenizer([prompt], return_tensors="pt", add_special_tokens=False))
+        prefix = context_prefix(prompt) if self.prefixes is not None else None
+        if prefix is None:
+            return inputs
+        past = self.prefixes.get(prefix)
+        if self.on_prefix is not None:
+            self.on_prefix(past is not None)
+        if past is None:
+            ids = tokenizer([prefix], return_tensors="pt", add_special_tokens=False)["input_ids"]
+            if not torch.equal(inputs["input_ids"][0, : ids.shape[1]], ids[0]):
+                return inputs  # the tokenizer merged across the boundary: no exact reuse possible
+            past = self.model.model(input_ids=ids, use_cache=True).past_key_values
+            self.prefixes[prefix] = past
+        return {**inputs, "past_key_values": copy.deepcopy(past)}
 
     def sources(self, hits: list[Hit]) -> list[dict[str, Any]]:
         return [{"chunk_id": h.id, "doc_id": h.payload.get("doc_id"), "score": h.score} for h in hits]

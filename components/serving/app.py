@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,10 @@ class Service:
     def __init__(self, settings: ServeSettings, tracking_uri: str) -> None:
         self.settings, self.metrics = settings, ServingMetrics()
         self.cache = TieredCache(settings.cache, self.metrics)
-        self.promoter = Promoter(
-            tracking_uri, settings.alias, Path(settings.download_dir), self.metrics, settings.poll_seconds
-        )
+        load = partial(Answerer, prefix_entries=settings.cache.prefix_entries, on_prefix=self._count_prefix)
+        folder = Path(settings.download_dir)
+        every = settings.poll_seconds
+        self.promoter = Promoter(tracking_uri, settings.alias, folder, self.metrics, every, load)
         self.search_pool = ThreadPoolExecutor(1, thread_name_prefix="retro-search")
         self.generate_pool = ThreadPoolExecutor(1, thread_name_prefix="retro-generate")
         self.in_flight = 0
@@ -72,6 +74,9 @@ class Service:
             self._batch("generate"),
             self._busy,
         )
+
+    def _count_prefix(self, hit: bool) -> None:
+        self.metrics.cache_lookups.labels("prefix", "prefix_kv", "hit" if hit else "miss").inc()
 
     def _busy(self) -> int:
         return self.in_flight
@@ -185,6 +190,34 @@ def event(name: str, data: dict) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+class Measure:
+    """ASGI middleware: counts `/v1/` requests in flight (for batching) and times them by status."""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.service.in_flight += 1
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.service.in_flight -= 1
+            elapsed = time.perf_counter() - started
+            self.service.metrics.request_seconds.labels(path, str(status)).observe(elapsed)
+
+
 def create_app(settings: ServeSettings, tracking_uri: str) -> FastAPI:
     """The FastAPI app; the promoter starts loading the aliased pair when the app starts."""
     service = Service(settings, tracking_uri)
@@ -201,21 +234,8 @@ def create_app(settings: ServeSettings, tracking_uri: str) -> FastAPI:
     app = FastAPI(title="Retro-PEFT", version="1", lifespan=lifespan)
     app.state.service = service
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(Measure, service=service)
     auth = require_api_key(settings.auth.keys())
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next):  # noqa: ANN001, ANN202
-        started, counted = time.perf_counter(), request.url.path.startswith("/v1/")
-        service.in_flight += counted
-        try:
-            response = await call_next(request)
-        finally:
-            service.in_flight -= counted
-        if counted:
-            service.metrics.request_seconds.labels(request.url.path, str(response.status_code)).observe(
-                time.perf_counter() - started
-            )
-        return response
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:

@@ -19,6 +19,9 @@ class CacheSettings(StrictModel):
     )
     l2_ttl_seconds: int = Field(3600, ge=1, description="lifetime of an L2 entry")
     l2_timeout_seconds: float = Field(0.05, gt=0, description="an L2 call slower than this counts as a miss")
+    prefix_entries: int = Field(
+        16, ge=0, description="key/values of prompt prefixes (passages) kept for streaming, per pair (0: off)"
+    )
 
 
 class BatchSettings(StrictModel):

@@ -76,6 +76,8 @@ def test_answers_come_with_sources_versions_and_metrics(registry: dict, service:
     assert data[-1]["answer"] == "".join(d["text"] for d in data[1:-1]).strip()
     plain = httpx.post(f"{service.url}/v1/answer", json=varnholt).json()
     assert plain["answer"] == data[-1]["answer"]  # streaming and batched generation agree
+    again = httpx.post(f"{service.url}/v1/answer", json={**varnholt, "stream": True}).text
+    assert again == streamed.text  # the second stream reuses the passages' key/values, same tokens
 
     metrics = httpx.get(f"{service.url}/metrics").text
     for needle in (
@@ -83,6 +85,7 @@ def test_answers_come_with_sources_versions_and_metrics(registry: dict, service:
         'retro_step_seconds_count{step="generate"}',
         'retro_step_seconds_count{step="first_token"}',
         'retro_cache_lookups_total{kind="answer",result="hit",tier="l1"} 1.0',
+        'retro_cache_lookups_total{kind="prefix_kv",result="hit",tier="prefix"} 1.0',
         f'retro_loaded_version{{adapter_version="{pair(registry["v1"])[0]}",alias="champion",',
     ):
         assert needle in metrics
