@@ -12,7 +12,8 @@ requests at a fixed concurrency over keep-alive HTTP/1.1 connections:
 - cached answers (one question asked again and again: the L1 answer cache),
 - /v1/retrieve with distinct questions (query embedding + hybrid search, nothing cached),
 - full answers with distinct questions (retrieval + generation with the default model),
-- streaming answers: time to first token.
+- streaming answers: time to first token, for new questions and again for the same questions,
+  whose passages' key/values the service then holds (serve.cache.prefix_entries).
 """
 
 from __future__ import annotations
@@ -245,6 +246,7 @@ def main() -> None:
         run("/v1/answer uncached, c=8", "/v1/answer", [{"question": next(distinct)} for _ in range(a)], 8)
         streams = [{"question": next(distinct), "stream": True} for _ in range(a)]
         run("stream: time to first token, c=1", "/v1/answer", streams, 1, mark=b"event: token")
+        run("stream, passages seen (prefix KV hit): TTFT, c=1", "/v1/answer", streams, 1, mark=b"event: token")
     finally:
         service.terminate()
         service.wait(timeout=30)
