@@ -246,7 +246,7 @@ def main() -> None:
         run("/v1/answer uncached, c=8", "/v1/answer", [{"question": next(distinct)} for _ in range(a)], 8)
         streams = [{"question": next(distinct), "stream": True} for _ in range(a)]
         run("stream: time to first token, c=1", "/v1/answer", streams, 1, mark=b"event: token")
-        run("stream, passages seen (prefix KV hit): TTFT, c=1", "/v1/answer", streams, 1, mark=b"event: token")
+        run("stream, passages seen (prefix KV hit), c=1", "/v1/answer", streams, 1, mark=b"event: token")
     finally:
         service.terminate()
         service.wait(timeout=30)
