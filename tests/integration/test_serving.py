@@ -215,3 +215,39 @@ def test_not_ready_until_an_alias_exists(registry: dict) -> None:
         assert answer.status_code == 503 and "no model loaded" in answer.json()["reason"]
     finally:
         live.stop()
+
+
+def test_retro_serve_runs_several_workers(registry: dict, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from serving_helpers import free_port
+
+    params = tmp_path / "params.yaml"
+    params.write_text(f"serve:\n  download_dir: {tmp_path / 'dl'}\n  poll_seconds: 0.5\n")
+    port = free_port()
+    command = [sys.executable, "-m", "components.cli", "serve", "--workers", "2", "--port", str(port)]
+    command += ["--tracking-uri", registry["uri"], "--params", str(params), "--log-level", "warning"]
+    root = Path(__file__).resolve().parents[2]
+    server = subprocess.Popen(command, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        deadline, ready = time.monotonic() + 240, 0
+        while ready < 10 and time.monotonic() < deadline:  # both workers ready: many 200s in a row
+            try:
+                ok = httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+            except httpx.TransportError:
+                ok = False
+            ready = ready + 1 if ok else 0
+            time.sleep(0.2)
+        assert ready == 10, "retro serve --workers 2 did not become ready"
+        assert len(psutil.Process(server.pid).children()) >= 2
+        with httpx.Client(timeout=60) as client:
+            answers = [client.post(f"http://127.0.0.1:{port}/v1/answer", json=QUESTION) for _ in range(8)]
+        assert {a.status_code for a in answers} == {200}
+        assert {versions(a.json()) for a in answers} == {pair(registry["v1"])}
+    finally:
+        server.terminate()
+        assert server.wait(timeout=60) is not None
