@@ -78,6 +78,8 @@ def plots(results: list[dict], out: Path) -> list[Path]:
                 )
         ax.set_xlabel("task")
         ax.set_ylabel(label)
+        if key == "seconds":
+            ax.set_yscale("log")
         ax.legend(fontsize=7)
         fig.tight_layout()
         paths.append(out / name)
