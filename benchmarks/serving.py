@@ -175,6 +175,18 @@ async def drive(
     }
 
 
+def step_means(port: int) -> dict[str, float]:
+    """Mean wall time of each step over the whole run, read from the service's /metrics."""
+    import httpx
+
+    sums, counts = {}, {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        for suffix, into in (("_sum", sums), ("_count", counts)):
+            if line.startswith(f"retro_step_seconds{suffix}"):
+                into[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
+    return {step: round(1000 * sums[step] / counts[step], 2) for step in sums if counts.get(step)}
+
+
 def start_service(folder: Path, uri: str, port: int, workers: int) -> subprocess.Popen:
     (folder / "params.yaml").write_text(f"serve:\n  download_dir: {folder / 'serving'}\n")
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -246,7 +258,9 @@ def main() -> None:
         run("/v1/answer uncached, c=8", "/v1/answer", [{"question": next(distinct)} for _ in range(a)], 8)
         streams = [{"question": next(distinct), "stream": True} for _ in range(a)]
         run("stream: time to first token, c=1", "/v1/answer", streams, 1, mark=b"event: token")
-        run("stream, passages seen (prefix KV hit), c=1", "/v1/answer", streams, 1, mark=b"event: token")
+        hot = streams[-12:] * 4  # passages of the last 12 questions are among the 16 kept prefixes
+        run("stream, passages seen (prefix KV hit), c=1", "/v1/answer", hot, 1, mark=b"event: token")
+        print("mean ms per step (from /metrics):", step_means(args.port), flush=True)
     finally:
         service.terminate()
         service.wait(timeout=30)

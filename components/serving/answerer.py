@@ -88,14 +88,16 @@ class Answerer:
     def stream(self, prompt: str, passages: list[str], max_new_tokens: int = 24) -> Iterator[str]:
         """The answer's text piece by piece as it is generated, cut at the first line break like
         `generate` (generation stops there too)."""
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        from components.serving.streaming import TokenStreamer
 
         class WhenDone(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
                 return done.is_set()
 
         tokenizer = self.model.tokenizer
-        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = TokenStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         done, failure = threading.Event(), []
         kwargs = {
             "prompt": prompt,
