@@ -10,6 +10,7 @@ import copy
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,12 @@ class Answerer:
                 passages=[t for _, t in prompts],
             )
 
-    def stream(self, prompt: str, passages: list[str], max_new_tokens: int = 24) -> Iterator[str]:
+    def stream(
+        self, prompt: str, passages: list[str], max_new_tokens: int = 24, executor: Executor | None = None
+    ) -> Iterator[str]:
         """The answer's text piece by piece as it is generated, cut at the first line break like
-        `generate` (generation stops there too)."""
+        `generate` (generation stops there too). Generation runs on `executor` (the service's
+        model thread) or on a thread of its own."""
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         from components.serving.streaming import TokenStreamer
@@ -109,8 +113,11 @@ class Answerer:
             "stopping_criteria": StoppingCriteriaList([WhenDone()]),
         }
         memory = [passages] if self.model.uses_memory else None
-        worker = threading.Thread(target=self._generate_into, args=(memory, kwargs, failure), daemon=True)
-        worker.start()
+        if executor is not None:
+            worker = executor.submit(self._generate_into, memory, kwargs, failure)
+        else:
+            worker = threading.Thread(target=self._generate_into, args=(memory, kwargs, failure), daemon=True)
+            worker.start()
         received, sent, ended = "", "", False
         try:
             for piece in streamer:
@@ -130,7 +137,7 @@ class Answerer:
             if not ended:  # drain what was generated before the stop took effect
                 for _ in streamer:
                     pass
-            worker.join()
+            worker.result() if executor is not None else worker.join()
         if failure:
             raise failure[0]
 

@@ -59,16 +59,17 @@ class Service:
         folder = Path(settings.download_dir)
         every = settings.poll_seconds
         self.promoter = Promoter(tracking_uri, settings.alias, folder, self.metrics, every, load)
-        self.search_pool = ThreadPoolExecutor(1, thread_name_prefix="retro-search")
-        self.generate_pool = ThreadPoolExecutor(1, thread_name_prefix="retro-generate")
+        # every torch call runs on this one thread: a second long-lived thread doing torch work
+        # doubled the query-embedding time here (two OpenMP thread teams on two cores)
+        self.model_pool = ThreadPoolExecutor(1, thread_name_prefix="retro-model")
         self.in_flight = 0
         b = settings.batching
         self.searcher = MicroBatcher(
-            self._search, self.search_pool, b.max_batch, b.max_wait_ms, self._batch("search"), self._busy
+            self._search, self.model_pool, b.max_batch, b.max_wait_ms, self._batch("search"), self._busy
         )
         self.generator = MicroBatcher(
             self._generate,
-            self.generate_pool,
+            self.model_pool,
             b.max_batch,
             b.max_wait_ms,
             self._batch("generate"),
@@ -167,7 +168,8 @@ class Service:
         found, _ = await self.sources(answerer, question, k)
         yield event("sources", {"sources": public(found), **versions_of(answerer)})
         texts = [s["text"] for s in found]
-        pieces = answerer.stream(answerer.model.prompt(question, texts), texts, self.settings.max_new_tokens)
+        prompt = answerer.model.prompt(question, texts)
+        pieces = answerer.stream(prompt, texts, self.settings.max_new_tokens, self.model_pool)
         loop, answer, first = asyncio.get_running_loop(), "", True
         while (piece := await loop.run_in_executor(None, next, pieces, None)) is not None:
             if first:
@@ -228,8 +230,7 @@ def create_app(settings: ServeSettings, tracking_uri: str) -> FastAPI:
         yield
         service.promoter.stop()
         await service.cache.close()
-        service.search_pool.shutdown(wait=False)
-        service.generate_pool.shutdown(wait=False)
+        service.model_pool.shutdown(wait=False)
 
     app = FastAPI(title="Retro-PEFT", version="1", lifespan=lifespan)
     app.state.service = service

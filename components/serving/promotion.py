@@ -65,7 +65,7 @@ class Promoter:
         try:
             shutil.rmtree(target, ignore_errors=True)
             pair = reg.download_adapter_version(self._client, version, target)
-            answerer = self.load(pair.adapter_dir, pair.index_dir, pair.adapter_version, pair.index_version)
+            answerer = self._load_in_passing_thread(pair)
         except Exception as exc:  # noqa: BLE001 - whatever breaks a version, the old one stays
             self.refused[attempt] = f"{type(exc).__name__}: {exc}"
             self.metrics.promotions.labels("refused").inc()
@@ -87,6 +87,25 @@ class Promoter:
             f", was v{previous.adapter_version}" if previous else "",
         )
         return "loaded"
+
+    def _load_in_passing_thread(self, pair: reg.LoadedPair) -> Answerer:
+        """Load on a thread that ends afterwards: torch work left on a long-lived thread (this one
+        keeps polling) slows every later model call on the serving thread."""
+        loaded: list = []
+
+        def load() -> None:
+            try:
+                versions = (pair.adapter_version, pair.index_version)
+                loaded.append(self.load(pair.adapter_dir, pair.index_dir, *versions))
+            except Exception as exc:  # noqa: BLE001 - re-raised below, on the promoter's thread
+                loaded.append(exc)
+
+        worker = threading.Thread(target=load, name="retro-load")
+        worker.start()
+        worker.join()
+        if isinstance(loaded[0], Exception):
+            raise loaded[0]
+        return loaded[0]
 
     def start(self) -> None:
         """Load now (in the background) and then follow the alias until `stop`."""
