@@ -62,6 +62,10 @@ class Answerer:
     def versions(self) -> tuple[str, str]:
         return self.adapter_version, self.index_version
 
+    def version_fields(self) -> dict[str, str]:
+        """The versions as a response carries them."""
+        return {"adapter_version": self.adapter_version, "index_version": self.index_version}
+
     def embed(self, questions: list[str]) -> np.ndarray:
         """Query embeddings with the index's own embedder."""
         return encode(questions, self.retriever.embedder)
@@ -87,11 +91,11 @@ class Answerer:
             )
 
     def stream(
-        self, prompt: str, passages: list[str], max_new_tokens: int = 24, executor: Executor | None = None
+        self, prompt: str, passages: list[str], max_new_tokens: int, executor: Executor
     ) -> Iterator[str]:
         """The answer's text piece by piece as it is generated, cut at the first line break like
-        `generate` (generation stops there too). Generation runs on `executor` (the service's
-        model thread) or on a thread of its own."""
+        `generate` (generation stops there too). Generation runs on `executor`, the service's
+        model thread; an error there ends the stream and is raised here."""
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         from components.serving.streaming import TokenStreamer
@@ -102,7 +106,7 @@ class Answerer:
 
         tokenizer = self.model.tokenizer
         streamer = TokenStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        done, failure = threading.Event(), []
+        done = threading.Event()
         kwargs = {
             "prompt": prompt,
             "max_new_tokens": max_new_tokens,
@@ -113,11 +117,7 @@ class Answerer:
             "stopping_criteria": StoppingCriteriaList([WhenDone()]),
         }
         memory = [passages] if self.model.uses_memory else None
-        if executor is not None:
-            worker = executor.submit(self._generate_into, memory, kwargs, failure)
-        else:
-            worker = threading.Thread(target=self._generate_into, args=(memory, kwargs, failure), daemon=True)
-            worker.start()
+        worker = executor.submit(self._generate_into, memory, kwargs)
         received, sent, ended = "", "", False
         try:
             for piece in streamer:
@@ -137,19 +137,17 @@ class Answerer:
             if not ended:  # drain what was generated before the stop took effect
                 for _ in streamer:
                     pass
-            worker.result() if executor is not None else worker.join()
-        if failure:
-            raise failure[0]
+            worker.result()
 
-    def _generate_into(self, memory: list[list[str]] | None, kwargs: dict[str, Any], failure: list) -> None:
-        """Generation for `stream`, in its own thread; an error ends the stream and is re-raised there."""
+    def _generate_into(self, memory: list[list[str]] | None, kwargs: dict[str, Any]) -> None:
+        """Generation for `stream`; an error ends the stream (so its reader stops) and propagates."""
         try:
             with self.lock, torch.inference_mode():
                 kwargs.update(self._prefilled(kwargs.pop("prompt")))
                 self.model.generate(passages=memory, **kwargs)
-        except Exception as exc:  # noqa: BLE001
-            failure.append(exc)
+        except Exception:
             kwargs["streamer"].end()
+            raise
 
     def _prefilled(self, prompt: str) -> dict[str, Any]:
         """Token ids of the prompt, with a copy of its prefix's cached key/values when there is one."""
@@ -175,9 +173,4 @@ class Answerer:
     def answer(self, question: str, k: int | None = None, max_new_tokens: int = 24) -> dict[str, Any]:
         hits = self.retrieve([question], k or self.k)[0]
         text = self.generate([self.prompt(question, hits)], max_new_tokens)[0]
-        return {
-            "answer": text,
-            "sources": self.sources(hits),
-            "adapter_version": self.adapter_version,
-            "index_version": self.index_version,
-        }
+        return {"answer": text, "sources": self.sources(hits), **self.version_fields()}

@@ -158,7 +158,7 @@ class Service:
         found, _ = await self.sources(answerer, question, k)
         texts = [s["text"] for s in found]
         text = await self.generator.submit(answerer, (answerer.model.prompt(question, texts), texts))
-        result = {"answer": text, "sources": public(found), **versions_of(answerer)}
+        result = {"answer": text, "sources": public(found), **answerer.version_fields()}
         await self.cache.put("answer", key, result)
         return {**result, "cache": None}
 
@@ -166,7 +166,7 @@ class Service:
         """Server-sent events: `sources`, then `token` pieces, then `done` with the whole answer."""
         started = time.perf_counter()
         found, _ = await self.sources(answerer, question, k)
-        yield event("sources", {"sources": public(found), **versions_of(answerer)})
+        yield event("sources", {"sources": public(found), **answerer.version_fields()})
         texts = [s["text"] for s in found]
         prompt = answerer.model.prompt(question, texts)
         pieces = answerer.stream(prompt, texts, self.settings.max_new_tokens, self.model_pool)
@@ -177,15 +177,11 @@ class Service:
                 first = False
             answer += piece
             yield event("token", {"text": piece})
-        yield event("done", {"answer": answer.strip(), **versions_of(answerer)})
+        yield event("done", {"answer": answer.strip(), **answerer.version_fields()})
 
 
 def public(found: list[dict]) -> list[dict]:
     return [{key: s[key] for key in ("chunk_id", "doc_id", "score")} for s in found]
-
-
-def versions_of(answerer: Answerer) -> dict[str, str]:
-    return {"adapter_version": answerer.adapter_version, "index_version": answerer.index_version}
 
 
 def event(name: str, data: dict) -> bytes:
@@ -269,7 +265,7 @@ def create_app(settings: ServeSettings, tracking_uri: str) -> FastAPI:
         answerer = service.serving()
         question, k = service.checked(body, answerer)
         found, tier = await service.sources(answerer, question, k)
-        result = {"sources": public(found), **versions_of(answerer), "cache": tier}
+        result = {"sources": public(found), **answerer.version_fields(), "cache": tier}
         return Response(orjson.dumps(result), media_type="application/json")
 
     @app.get("/healthz")
@@ -281,7 +277,7 @@ def create_app(settings: ServeSettings, tracking_uri: str) -> FastAPI:
         current = service.promoter.current
         if current is None:
             return JSONResponse({"status": "not ready", "reason": service.promoter.problem}, 503)
-        return JSONResponse({"status": "ready", "alias": settings.alias, **versions_of(current)})
+        return JSONResponse({"status": "ready", "alias": settings.alias, **current.version_fields()})
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -56,16 +56,5 @@ class ServingMetrics:
         self.loaded.clear()
         self.loaded.labels(alias, adapter_version, index_version).set(1)
 
-    def hit_rates(self) -> dict[str, float]:
-        """Share of lookups answered by each tier (for logs and benchmarks)."""
-        totals: dict[str, list[float]] = {}
-        for metric in self.cache_lookups.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    tier, result = sample.labels["tier"], sample.labels["result"]
-                    hits, all_ = totals.setdefault(tier, [0.0, 0.0])
-                    totals[tier] = [hits + (result == "hit") * sample.value, all_ + sample.value]
-        return {tier: hits / all_ for tier, (hits, all_) in totals.items() if all_}
-
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
