@@ -23,6 +23,13 @@ class RegisterParams(StrictModel):
     gate_metric: str = Field("f1", pattern="^(em|f1)$")
     min_gain: float = Field(0.0, ge=0, description="how much the adapter must beat the champion by")
     alias: str = "challenger"
+    on_gate_failure: str = Field(
+        "skip",
+        pattern="^(skip|register)$",
+        description="skip: a version that fails the gate is not registered (its MLflow run keeps the "
+        "figures and the reason); register: it is registered with gate=failed and no alias. A corpus "
+        "without held-out questions is always registered, never aliased",
+    )
 
 
 def git_commit() -> str:
@@ -102,6 +109,8 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "git_commit": git_commit(),
         **dvc_lock_hashes(layout),
         "prefect_flow_run_id": os.environ.get("RETRO_FLOW_RUN_ID", ""),
+        "prefect_root_flow_run_id": os.environ.get("RETRO_ROOT_FLOW_RUN_ID", ""),
+        "prefect_deployment_id": os.environ.get("RETRO_DEPLOYMENT_ID", ""),
     }
     flat_metrics = {f"{s}.{m}": v for s in ("base", "rag", "adapter") for m, v in metrics.get(s, {}).items()}
     if f"recall@{metrics['k']}" in metrics:
@@ -123,6 +132,14 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         for name in ("evaluate.md", "evaluate.json", "predictions.jsonl"):
             if (layout.metrics / name).exists():
                 mlflow.log_artifact(str(layout.metrics / name), "evaluation")
+        champion = reg.version_by_alias(client, reg.ADAPTER_MODEL, "champion")
+        promote, reason = gate(metrics, champion, p)
+        mlflow.set_tag("gate_reason", reason)
+        # without held-out questions there is no evidence to refuse on: register, let a person judge
+        if not promote and p.on_gate_failure == "skip" and metrics.get("questions"):
+            result = {"run_id": run_id, "registered": False, "promoted": False, "reason": reason}
+            write_json(layout.metrics / "register.json", result | {"tracking_uri": p.tracking_uri})
+            return result
         index_version = reg.find_version(client, reg.INDEX_MODEL, "content_hash", manifest["content_hash"])
         if index_version is None or index_version.tags.get("embedder") != manifest["embedder"]:
             mlflow.log_artifacts(str(layout.index), "index")
@@ -148,8 +165,6 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
                 | lineage,
             )
         mlflow.log_artifacts(str(layout.current_adapter), "adapter")
-        champion = reg.version_by_alias(client, reg.ADAPTER_MODEL, "champion")
-        promote, reason = gate(metrics, champion, p)
         adapter_version = reg.register_version(
             client,
             reg.ADAPTER_MODEL,
@@ -170,9 +185,9 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         )
         if promote:
             client.set_registered_model_alias(reg.ADAPTER_MODEL, p.alias, adapter_version.version)
-        mlflow.set_tag("gate_reason", reason)
     result = {
         "run_id": run_id,
+        "registered": True,
         "index_version": index_version.version,
         "adapter_version": adapter_version.version,
         "promoted": promote,

@@ -31,11 +31,18 @@ def test_linked_versions_lineage_and_gate(project: tuple[Layout, dict]) -> None:
     assert adapter.tags["dvc.index"] and adapter.tags["dvc_lock"] and "git_commit" in adapter.tags
     assert client.get_model_version_by_alias(reg.ADAPTER_MODEL, "challenger").version == adapter.version
 
-    # a person promotes v1; a worse adapter is registered but not promoted; the same index is reused
+    # a person promotes v1; a worse adapter fails the gate and is not registered by default
     client.set_registered_model_alias(reg.ADAPTER_MODEL, "champion", adapter.version)
     worse = _register(layout, params, 0.4)
-    assert not worse["promoted"] and "does not beat champion" in worse["reason"]
-    assert worse["index_version"] == first["index_version"]
+    assert not worse["registered"] and not worse["promoted"] and "does not beat champion" in worse["reason"]
+    assert len(client.search_model_versions(f"name = '{reg.ADAPTER_MODEL}'")) == 1
+    assert client.get_run(worse["run_id"]).data.tags["gate_reason"] == worse["reason"]
+
+    # with on_gate_failure: register it is kept for audit (gate=failed, no alias); the index is reused
+    audited = register_pair(layout, {"register": params["register"] | {"on_gate_failure": "register"}}, 0.4)
+    assert audited["registered"] and not audited["promoted"]
+    assert audited["index_version"] == first["index_version"]
+    assert client.get_model_version(reg.ADAPTER_MODEL, audited["adapter_version"]).tags["gate"] == "failed"
     assert len(client.search_model_versions(f"name = '{reg.INDEX_MODEL}'")) == 1
     assert client.get_model_version_by_alias(reg.ADAPTER_MODEL, "challenger").version == adapter.version
 
@@ -56,6 +63,8 @@ def test_adapter_worse_than_base_is_never_promoted(project: tuple[Layout, dict])
     layout, params = project
     result = _register(layout, params, 0.05)
     assert not result["promoted"] and "does not beat the base model" in result["reason"]
+    client = reg.configure(params["register"]["tracking_uri"])
+    assert client.search_model_versions(f"name = '{reg.ADAPTER_MODEL}'") == []
 
 
 def test_missing_alias_is_a_clear_error(project: tuple[Layout, dict]) -> None:

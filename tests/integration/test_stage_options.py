@@ -46,7 +46,7 @@ def test_documents_only_corpus_runs_every_stage(tmp_path: Path, tiny_corpus: Pat
     assert updated["versions_learned"] == ["v1", "v2"] and updated["last_update"]["new_examples"] > 0
     assert evaluate.run(params, layout)["questions"] == 0
     result = register.run(params, layout)
-    assert not result["promoted"] and "no held-out questions" in result["reason"]
+    assert result["registered"] and not result["promoted"] and "no held-out questions" in result["reason"]
     config = json.loads((layout.current_adapter / "retro_config.json").read_text())
     assert config["fusion_settings"]["rerank"] is True
 
@@ -137,3 +137,4 @@ def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
     assert second["versions_learned"][-1] == "v3" and second["last_update"]["replay_revised"] >= 0
     assert second["adapter_bytes"] == first["adapter_bytes"]
     assert second["regularizer_bytes"] == first["regularizer_bytes"]
+
