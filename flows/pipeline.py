@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
 STAGES = [
     "ingest",
@@ -70,6 +70,8 @@ def stage_env() -> dict[str, str]:
     run_id = flow_run.get_id()
     if run_id:
         env["RETRO_FLOW_RUN_ID"] = str(run_id)
+        env["RETRO_ROOT_FLOW_RUN_ID"] = str(flow_run.root_flow_run_id or run_id)  # the deployment's run
+        env["RETRO_DEPLOYMENT_ID"] = str(deployment.id or flow_run.get_parent_deployment_id() or "")
     return env
 
 
@@ -106,24 +108,69 @@ def run_stage(stage: str, root: str = ".") -> dict:
     return metrics
 
 
+def restore_last_good(stage: str, root: str = ".") -> str:
+    """Put the failed stage's outputs back as dvc.lock records them (DVC removes them before a run)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "checkout", "--force", stage],
+        cwd=root,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        return f"`dvc checkout {stage}` could not restore its outputs: {proc.stderr.strip()[-500:]}"
+    return f"the outputs of {stage} are back at their last good version (`dvc checkout {stage}`)"
+
+
+def _failure_report(stage: str, exc: StageFailed, restored: str) -> str:
+    return (
+        f"# {stage} failed\n\n```\n{str(exc)[-3000:]}\n```\n\n"
+        f"- Nothing was registered and no alias moved: registration is the last stage.\n"
+        f"- {restored.capitalize()}; stages that finished before it keep their new outputs in dvc.lock.\n"
+        f"- Fix the cause and run again: DVC skips every stage whose inputs did not change.\n"
+    )
+
+
+def _registration_note(registered: dict) -> str:
+    if registered.get("registered", True):
+        return (
+            f"Registered retro-adapter v{registered.get('adapter_version')} linked to "
+            f"retro-index v{registered.get('index_version')}: {registered.get('reason')}"
+        )
+    return f"Evaluation gate failed, nothing registered: {registered.get('reason')}"
+
+
 @flow(name="retro-pipeline", log_prints=True)
 def retro_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
-    """Ingest → chunk → embed → index → adapter-train → continual-update → evaluate → register."""
+    """Ingest → chunk → embed → index → adapter-train → continual-update → evaluate → register.
+
+    A stage that fails (after retries of transient I/O errors) stops the flow before `register`,
+    so registered versions and aliases stay as they were; its outputs are restored from the DVC
+    cache and a `retro-failure` artifact says what happened.
+    """
+    logger = get_run_logger()
     results = {}
     for stage in stages or STAGES:
-        results[stage] = run_stage(stage, root)
+        try:
+            results[stage] = run_stage(stage, root)
+        except StageFailed as exc:
+            restored = restore_last_good(stage, root)
+            logger.error("%s failed; %s", stage, restored)
+            create_markdown_artifact(
+                key="retro-failure",
+                markdown=_failure_report(stage, exc, restored),
+                description=f"Why the run stopped at {stage}",
+            )
+            raise
+    registered = results.get("register", {})
+    if registered:
+        note = _registration_note(registered)
+        (logger.info if registered.get("registered", True) else logger.warning)(note)
     table = Path(root) / "data" / "metrics" / "evaluate.md"
     if table.exists():
-        registered = results.get("register", {})
-        note = ""
-        if registered:
-            note = (
-                f"\n\nRegistered retro-adapter v{registered.get('adapter_version')} linked to "
-                f"retro-index v{registered.get('index_version')}: {registered.get('reason')}\n"
-            )
         create_markdown_artifact(
             key="retro-evaluation",
-            markdown=table.read_text() + note,
+            markdown=table.read_text() + (f"\n\n{_registration_note(registered)}\n" if registered else ""),
             description="Three systems side by side on the held-out questions",
         )
     return results

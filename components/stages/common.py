@@ -88,6 +88,22 @@ def versions_in(qa_or_docs: pd.DataFrame) -> list[str]:
     return sorted(set(qa_or_docs["version"]), key=lambda v: (len(v), v))
 
 
+FAIL_STAGE_ENV = "RETRO_FAIL_STAGE"
+
+
+def rehearse_failure(name: str) -> None:
+    """Fail on purpose when RETRO_FAIL_STAGE names this stage (comma-separated names allowed).
+
+    For failure drills: a deployment run with this variable in its environment shows what a
+    broken stage does to the registry, the champion alias and the DVC workspace (nothing).
+    """
+    wanted = {s.strip() for s in os.environ.get(FAIL_STAGE_ENV, "").split(",") if s.strip()}
+    if name in wanted:
+        raise RuntimeError(
+            f"failure rehearsal: {FAIL_STAGE_ENV}={os.environ[FAIL_STAGE_ENV]} names this stage"
+        )
+
+
 def stage_main(name: str, run: Callable[[dict[str, Any], Layout], dict[str, Any]]) -> None:
     """The thin CLI of a stage: read params.yaml, run, print a summary; clear exit codes."""
     parser = argparse.ArgumentParser(prog=f"retro-stage-{name}", description=f"Run the {name} stage.")
@@ -101,6 +117,7 @@ def stage_main(name: str, run: Callable[[dict[str, Any], Layout], dict[str, Any]
     for noisy in ("httpx", "urllib3", "great_expectations", "mlflow", "alembic", "faiss", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        rehearse_failure(name)
         summary = run(load_params_file(args.params), Layout(args.root))
     except ParamsError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
