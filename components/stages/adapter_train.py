@@ -29,6 +29,7 @@ from components.stages.common import (
     write_json,
 )
 from components.stages.index import IndexParams, version_retriever
+from components.training.distributed import in_launched_process, launch, make_accelerator, rank_checksums
 from components.training.examples import Example, language_modelling, with_retrieval
 from components.training.trainer import train
 
@@ -72,6 +73,10 @@ class TrainParams(StrictModel):
     )
     max_lm_examples: int = Field(512, ge=0, description="chunks sampled for the lm objective (0 = all)")
     max_trainable_share: float | None = Field(0.01, gt=0, description="budget vs base parameters")
+    processes: int = Field(1, ge=1, description="data-parallel processes through `accelerate launch`")
+    launcher_args: list[str] = Field(
+        default_factory=list, description="extra `accelerate launch` flags, e.g. [--gpu_ids, '0,1']"
+    )
 
 
 def version_examples(
@@ -158,6 +163,15 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         metrics = {**json.loads(previous.read_text())["training"], "skipped": True}
         write_json(layout.metrics / "train.json", metrics)
         return metrics
+    if p.processes > 1 and not in_launched_process():
+        if p.fusion.fusion != "in_context" or p.supervision.weight > 0:
+            raise ValueError(
+                "adapter-train.processes > 1 supports in_context fusion without supervision; "
+                f"got fusion={p.fusion.fusion}, supervision.weight={p.supervision.weight}"
+            )
+        launch("components.stages.adapter_train", params, layout.root, p.processes, p.launcher_args)
+        return json.loads((layout.metrics / "train.json").read_text())
+    accelerator = make_accelerator() if in_launched_process() else None
     base, tokenizer = load_base_model(model_params.base, model_params.dtype)
     fusion = {
         **p.fusion.model_dump(),
@@ -185,7 +199,13 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         on_step=on_step,
         desc="adapter-train",
         supervision_weight=p.supervision.weight,
+        accelerator=accelerator,
     )
+    if accelerator is not None:
+        stats["processes"] = accelerator.num_processes
+        stats["rank_checksums"] = rank_checksums(accelerator, model.trainable_parameters())
+        if not accelerator.is_main_process:
+            return stats  # process 0 writes the adapter and the metrics
     metrics = {
         **stats,
         "examples": len(examples),

@@ -92,6 +92,7 @@ def train(
     desc: str = "train",
     supervision_weight: float = 0.0,
     regularizer: Callable[[list[Example], dict, Any], torch.Tensor | None] | None = None,
+    accelerator: Any | None = None,
 ) -> dict[str, float]:
     """Train the model's trainable parameters for `steps` batches; returns loss and timing.
 
@@ -100,13 +101,20 @@ def train(
     With a reranker on the model and `supervision_weight` > 0, the loss adds that weight times
     the cross-entropy of the reranker's scores toward each example's gold passage.
     `regularizer(examples, batch, outputs)` adds a term to each batch's loss (EWC, distillation).
+    With an `accelerator` (a process of `accelerate launch`), each process draws its own batches
+    and DDP averages the gradients (components/training/distributed.py).
     """
     if not examples:
         raise ValueError("no training examples")
-    rng = random.Random(seed)
+    rank = accelerator.process_index if accelerator is not None else 0
+    rng = random.Random(seed + rank)
     torch.manual_seed(seed)
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    forward, device = model, torch.device("cpu")
+    if accelerator is not None:
+        forward, optimizer = accelerator.prepare(model, optimizer)
+        device = accelerator.device
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * s / steps))
     )
@@ -126,12 +134,13 @@ def train(
     losses: list[float] = []
     rerank_losses: list[float] = []
     started = time.perf_counter()
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if autocast_bf16 else contextlib.nullcontext()
-    for step in (bar := tqdm(range(steps), desc=desc, leave=False)):
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if autocast_bf16 else contextlib.nullcontext()
+    for step in (bar := tqdm(range(steps), desc=desc, leave=False, disable=rank > 0)):
         picked = draw(examples, batch_size - n_replay) + draw(replay or [], n_replay)
         batch = collate(model, [row(e) for e in picked], picked)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with amp:
-            outputs = model(**batch)
+            outputs = forward(**batch)
             loss = outputs.loss
             if regularizer is not None:
                 extra = regularizer(picked, batch, outputs)
@@ -142,7 +151,10 @@ def train(
                 if relevance is not None:
                     rerank_losses.append(relevance.item())
                     loss = loss + supervision_weight * relevance
-        loss.backward()
+        if accelerator is not None:
+            accelerator.backward(loss)
+        else:
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()

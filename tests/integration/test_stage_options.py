@@ -138,3 +138,26 @@ def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
     assert second["adapter_bytes"] == first["adapter_bytes"]
     assert second["regularizer_bytes"] == first["regularizer_bytes"]
 
+
+def test_data_parallel_training_through_accelerate_launch(
+    tmp_path: Path, tiny_corpus: Path, tiny_model: Path
+) -> None:
+    layout = Layout(tmp_path)
+    params = prepare(
+        layout,
+        {
+            "ingest.source": str(tiny_corpus),
+            "model.base": str(tiny_model),
+            "adapter-train.steps": 3,
+            "adapter-train.lr": 0.01,
+            "adapter-train.max_trainable_share": 0.5,
+            "adapter-train.processes": 2,  # without GPUs: two CPU processes averaging through gloo
+        },
+    )
+    trained = adapter_train.run(params, layout)
+    assert trained["processes"] == 2 and not trained["skipped"]
+    # each process drew its own batches; DDP averaged the gradients, so the weights agree
+    checksums = trained["rank_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+    assert (layout.base_adapter / "adapter_model.safetensors").exists()
+    assert not list(tmp_path.glob(".launch-params-*"))
