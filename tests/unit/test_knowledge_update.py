@@ -43,3 +43,14 @@ def test_refusals_name_the_problem_and_change_nothing(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"ingest": {"source": "flat"}}))
     with pytest.raises(ValueError, match="not versioned"):
         add_version(tmp_path, incoming)
+
+
+def test_the_newest_content_again_adds_nothing(tmp_path: Path) -> None:
+    incoming = _project(tmp_path, ["v1"])
+    assert add_version(tmp_path, incoming) == "v2"
+    (incoming / "docs" / ".a.md.swp").write_text("editor state")  # hidden files are not content
+    assert add_version(tmp_path, incoming) is None
+    assert sorted(p.name for p in (tmp_path / "kb").iterdir()) == ["v1", "v2"]
+    (incoming / "docs" / "b.md").write_text("# B\n\nAnother document.\n")
+    assert add_version(tmp_path, incoming) == "v3"
+    assert not (tmp_path / "kb" / "v3" / "docs" / ".a.md.swp").exists()
