@@ -14,11 +14,13 @@ from pydantic import Field
 
 from components.config import StrictModel, parse_section
 from components.embed.encoder import encode
+from components.embed.sharded import ShardingParams, encode_sharded
 from components.stages.common import Layout, load_shared, read_table, stage_main, write_json
 
 
 class EmbedParams(StrictModel):
     batch_size: int = Field(64, ge=1)
+    sharding: ShardingParams = ShardingParams()
 
 
 def load_embeddings(layout: Layout) -> tuple[list[str], np.ndarray]:
@@ -50,7 +52,11 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     chunks = read_table(layout.chunks, "chunk").drop_duplicates("chunk_id")
     cache = cached_embeddings(layout, model.embedder)
     missing = chunks[~chunks["chunk_id"].isin(cache.keys())]
-    fresh = encode(missing["text"].tolist(), model.embedder, p.batch_size, progress=len(missing) > 0)
+    texts = missing["text"].tolist()
+    if p.sharding.shards > 1:
+        fresh = encode_sharded(texts, model.embedder, p.batch_size, p.sharding)
+    else:
+        fresh = encode(texts, model.embedder, p.batch_size, progress=len(missing) > 0)
     cache.update(zip(missing["chunk_id"], fresh, strict=True))
     ids = chunks["chunk_id"].tolist()
     vectors = np.stack([cache[c] for c in ids]) if ids else fresh
@@ -67,6 +73,7 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "reused": len(ids) - len(missing),
         "dim": int(vectors.shape[1]),
         "embedder": model.embedder,
+        "shards": p.sharding.shards if p.sharding.shards > 1 and len(missing) > 1 else 1,
     }
     write_json(layout.embeddings / "manifest.json", metrics)
     write_json(layout.metrics / "embed.json", metrics)

@@ -23,14 +23,6 @@ pathlib.Path("out.txt").write_text("ok")
 """
 
 
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def _project(root: Path, code: int, failures: int) -> Path:
     root.mkdir(parents=True)
     (root / "flaky.py").write_text(FLAKY.replace("FAILURES", str(failures)).replace("CODE", str(code)))
