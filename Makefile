@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint format sample clean-data
+.PHONY: install demo test lint format sample clean-data services services-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,10 @@ format: $(STAMP)
 
 clean-data:
 	rm -rf data/interim data/index data/models data/metrics data/quarantine.jsonl
+
+# The real servers in the background (Prefect, MLflow, Redis, a process worker): README "Orchestration".
+services: $(STAMP)
+	$(BIN)/retro services up
+
+services-down:
+	$(BIN)/retro services down

@@ -1,4 +1,4 @@
-"""The `retro` command line: make-corpus, pipeline, ask."""
+"""The `retro` command line: make-corpus, pipeline, update, ask, serve, services, watch, lineage."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from components.cli_ops import register_ops
 
 app = typer.Typer(
     help="Retro-PEFT: retrieval-augmented PEFT adapters that stay current.",
@@ -105,6 +107,9 @@ def _report(results: dict) -> None:
         typer.echo("\n" + table.read_text())
     if "register" in results:
         r = results["register"]
+        if not r.get("registered", True):
+            typer.echo(f"evaluation gate failed, nothing registered: {r['reason']}")
+            return
         typer.echo(
             f"registered retro-index v{r['index_version']} and retro-adapter v{r['adapter_version']}"
             f" ({'alias ' + r['alias'] if r['promoted'] else 'not promoted'}): {r['reason']}"
@@ -132,6 +137,9 @@ def update(
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    if added is None:
+        typer.echo(f"{corpus} holds the newest corpus version's content: nothing to add")
+        return
     typer.echo(f"corpus version {added} added from {corpus}")
     try:
         results = knowledge_update(root=".")
@@ -233,6 +241,9 @@ def export_merged_cmd(
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+
+
+register_ops(app)
 
 
 def main() -> None:  # pragma: no cover
