@@ -68,15 +68,19 @@ def task_runner(p: ShardingParams):  # noqa: ANN201
     )
 
 
-@flow(name="sharded-embed")
-def _sharded_embed(shards: list[list[str]], embedder: str, batch_size: int, threads: int) -> np.ndarray:
-    futures = [encode_shard.submit(shard, embedder, batch_size, threads) for shard in shards]
-    return np.concatenate([future.result() for future in futures])
-
-
 def encode_sharded(texts: list[str], embedder: str, batch_size: int, p: ShardingParams) -> np.ndarray:
-    """The same vectors as `encode(texts, ...)`, computed shard by shard on the cluster."""
+    """The same vectors as `encode(texts, ...)`, computed shard by shard on the cluster.
+
+    The texts reach the tasks directly, never as flow parameters (the Prefect API keeps those
+    and caps them at 512 KB); the flow run records only the counts.
+    """
     if p.shards <= 1 or len(texts) < 2:
         return encode(texts, embedder, batch_size)
-    run = _sharded_embed.with_options(task_runner=task_runner(p))
-    return run(split(texts, p.shards), embedder, batch_size, p.threads_per_worker)
+    parts = split(texts, p.shards)
+
+    @flow(name="sharded-embed", task_runner=task_runner(p))
+    def sharded_embed(passages: int, shards: int, embedder: str) -> np.ndarray:
+        futures = [encode_shard.submit(part, embedder, batch_size, p.threads_per_worker) for part in parts]
+        return np.concatenate([future.result() for future in futures])
+
+    return sharded_embed(len(texts), len(parts), embedder)

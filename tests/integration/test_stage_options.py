@@ -13,10 +13,17 @@ from components.stages.common import Layout
 from tests.conftest import ROOT
 
 
-def prepare(layout: Layout, overrides: dict) -> dict:
-    """The repository's params with `overrides`, and the stages up to the index already run."""
+def prepare(layout: Layout, corpus: Path, tiny_model: Path, overrides: dict) -> dict:
+    """The repository's params for a tiny model and corpus with `overrides`, and the stages up to
+    the index already run."""
     params = load_params_file(ROOT / "params.yaml")
-    for key, value in overrides.items():
+    tiny = {
+        "ingest.source": str(corpus),
+        "model.base": str(tiny_model),
+        "adapter-train.steps": 3,
+        "adapter-train.max_trainable_share": 0.5,
+    }
+    for key, value in (tiny | overrides).items():
         set_dotted(params, key, value)
     for stage in (ingest, chunk, embed, index):
         stage.run(params, layout)
@@ -31,11 +38,9 @@ def test_documents_only_corpus_runs_every_stage(tmp_path: Path, tiny_corpus: Pat
     layout = Layout(tmp_path)
     params = prepare(
         layout,
+        corpus,
+        tiny_model,
         {
-            "ingest.source": str(corpus),
-            "model.base": str(tiny_model),
-            "adapter-train.steps": 3,
-            "adapter-train.max_trainable_share": 0.5,
             "adapter-train.supervision.weight": 0.5,
             "register.tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
         },
@@ -78,10 +83,9 @@ def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_mod
     layout = Layout(tmp_path)
     params = prepare(
         layout,
+        tiny_corpus,
+        tiny_model,
         {
-            "ingest.source": str(tiny_corpus),
-            "model.base": str(tiny_model),
-            "adapter-train.steps": 3,
             "adapter-train.max_trainable_share": 0.9,
             "adapter-train.fusion.fusion": "gated",
             "adapter-train.fusion.gate": "token",
@@ -109,11 +113,10 @@ def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
     layout = Layout(tmp_path)
     params = prepare(
         layout,
+        corpus,
+        tiny_model,
         {
-            "ingest.source": str(corpus),
-            "model.base": str(tiny_model),
             "adapter-train.steps": 2,
-            "adapter-train.max_trainable_share": 0.5,
             "continual-update.steps": 2,
             "continual-update.ewc_weight": 10.0,
             "continual-update.ewc_batches": 2,
@@ -145,12 +148,10 @@ def test_data_parallel_training_through_accelerate_launch(
     layout = Layout(tmp_path)
     params = prepare(
         layout,
+        tiny_corpus,
+        tiny_model,
         {
-            "ingest.source": str(tiny_corpus),
-            "model.base": str(tiny_model),
-            "adapter-train.steps": 3,
             "adapter-train.lr": 0.01,
-            "adapter-train.max_trainable_share": 0.5,
             "adapter-train.processes": 2,  # without GPUs: two CPU processes averaging through gloo
         },
     )
