@@ -7,6 +7,7 @@ fusion modes pass them as memory; encoder-decoder models get the prompt as encod
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import time
@@ -22,6 +23,7 @@ from components.adapters.retro_model import RetroModel
 from components.training.examples import Example
 
 Row = tuple[list[int], list[int]]
+logger = logging.getLogger(__name__)
 
 
 def encode(model: RetroModel, example: Example, max_length: int) -> Row:
@@ -74,6 +76,18 @@ def batches_of(
         rows = [encode(model, e, max_length) for e in part]
         out.append(([example_key(e) for e in part], collate(model, rows, part)))
     return out
+
+
+def bf16_autocast_supported(device: torch.device) -> bool:
+    """Does this device run bfloat16 matmuls natively? Without it (CPUs lacking AVX512-BF16 or AMX,
+    e.g. AVX2-only ones) bf16 autocast is emulated and a training step gets many times slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return False
 
 
 def train(
@@ -134,7 +148,10 @@ def train(
     losses: list[float] = []
     rerank_losses: list[float] = []
     started = time.perf_counter()
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if autocast_bf16 else contextlib.nullcontext()
+    use_bf16 = autocast_bf16 and bf16_autocast_supported(device)
+    if autocast_bf16 and not use_bf16:
+        logger.info("bf16 autocast skipped: %s has no native bfloat16 support; training in float32", device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
     for step in (bar := tqdm(range(steps), desc=desc, leave=False, disable=rank > 0)):
         picked = draw(examples, batch_size - n_replay) + draw(replay or [], n_replay)
         batch = collate(model, [row(e) for e in picked], picked)
@@ -172,6 +189,7 @@ def train(
         "final_loss": sum(tail) / len(tail),
         "seconds": elapsed,
         "seconds_per_step": elapsed / steps,
+        "bf16_autocast": use_bf16,
         **({"final_rerank_loss": sum(rerank_losses[-5:]) / len(rerank_losses[-5:])} if rerank_losses else {}),
     }
 
