@@ -54,11 +54,14 @@ class FaissStore:
 
     def _new_index(self) -> faiss.Index:
         try:
-            index = faiss.IndexIDMap2(faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT))
+            core = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as err:
             reason = _faiss_reason(err)
             raise StoreInputError(f"invalid FAISS factory string {self.factory!r}: {reason}") from err
-        _skip_polysemous_training(index.index)
+        _skip_polysemous_training(core)
+        # IVF types keep our integer ids in their lists; an id map over them would go out of step
+        # with the lists on removal (the map renumbers, the lists do not)
+        index = core if isinstance(core, faiss.IndexIVF) else faiss.IndexIDMap2(core)
         if self.index_params:
             try:
                 faiss.ParameterSpace().set_index_parameters(index, self.index_params)
@@ -73,26 +76,87 @@ class FaissStore:
         vectors = check_batch(ids, vectors, payloads, self.dim)
         if not len(ids):
             return
-        if not self.index.is_trained:
-            try:
-                self.index.train(vectors)
-            except RuntimeError as err:
-                raise StoreInputError(
-                    f"FAISS index {self.factory!r} could not be trained on {len(vectors)} vectors "
-                    f"(IVF needs at least as many vectors as lists, PQ at least 256): {_faiss_reason(err)}"
-                ) from err
+        self._train(vectors)
         self.delete([i for i in ids if i in self._int_of])
+        int_ids = self._reserve(ids, payloads)
+        self.index.add_with_ids(vectors, int_ids)
+
+    def _train(self, vectors: np.ndarray) -> None:
+        """Train an untrained type (IVF, PQ) on these vectors; a no-op once trained."""
+        if self.index.is_trained:
+            return
+        try:
+            self.index.train(vectors)
+        except RuntimeError as err:
+            raise StoreInputError(
+                f"FAISS index {self.factory!r} could not be trained on {len(vectors)} vectors "
+                f"(IVF needs at least as many vectors as lists, PQ at least 256): {_faiss_reason(err)}"
+            ) from err
+
+    def _reserve(self, ids: list[str], payloads: list[dict[str, Any]]) -> np.ndarray:
+        """Give new string ids the next integer ids and keep their payloads; returns the integers."""
         int_ids = np.arange(self._next, self._next + len(ids), dtype=np.int64)
         self._next += len(ids)
-        self.index.add_with_ids(vectors, int_ids)
         for sid, iid, payload in zip(ids, int_ids.tolist(), payloads, strict=True):
             self._int_of[sid], self._str_of[iid], self._payloads[sid] = iid, sid, dict(payload)
+        return int_ids
+
+    @property
+    def mergeable(self) -> bool:
+        """True when parts added separately to copies of this index can be merged (Flat, IVF types)."""
+        return isinstance(self._core, (faiss.IndexFlat, faiss.IndexIVF))
+
+    @property
+    def _core(self) -> faiss.Index:
+        """The index under the id map (or the index itself for IVF types, which hold ids)."""
+        if isinstance(self.index, faiss.IndexIDMap2):
+            return faiss.downcast_index(self.index.index)
+        return faiss.downcast_index(self.index)
+
+    def begin_parts(
+        self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Start filling this empty store from parts added elsewhere (`finish_parts` merges them).
+
+        Trains on all `vectors` (as one upsert would) and reserves integer ids for `ids`; returns
+        the serialized empty, trained index to add parts to and the integer ids, in order.
+        """
+        vectors = check_batch(ids, vectors, payloads, self.dim)
+        if self.index.ntotal or self._int_of:
+            raise StoreInputError("parts can only fill an empty FAISS store")
+        if not self.mergeable:
+            raise StoreInputError(
+                f"FAISS {self.factory!r} indexes cannot be merged from parts; Flat and IVF types can"
+            )
+        self._train(vectors)
+        return faiss.serialize_index(self.index), self._reserve(ids, payloads)
+
+    def finish_parts(self, parts: list[faiss.Index]) -> None:
+        """Merge parts (copies of the `begin_parts` index, each with its ids added) in order."""
+        merged = parts[0]
+        if isinstance(merged, faiss.IndexIDMap2):  # Flat: positions under an id map
+            for part in parts[1:]:
+                faiss.downcast_index(merged.index).merge_from(faiss.downcast_index(part.index), 0)
+            faiss.copy_array_to_vector(
+                np.concatenate([faiss.vector_to_array(part.id_map) for part in parts]), merged.id_map
+            )
+            merged.ntotal = merged.index.ntotal
+            merged.construct_rev_map()
+        else:  # IVF: the lists hold the ids themselves
+            for part in parts[1:]:
+                merged.merge_from(part, 0)
+        if merged.ntotal != len(self._int_of):
+            expected = len(self._int_of)
+            raise StoreInputError(f"the merged parts hold {merged.ntotal} entries, expected {expected}")
+        if self.index_params:
+            faiss.ParameterSpace().set_index_parameters(merged, self.index_params)
+        self.index = merged
 
     def delete(self, ids: list[str]) -> None:
         known = [self._int_of.pop(i) for i in ids if i in self._int_of]
         if not known:
             return
-        if isinstance(faiss.downcast_index(self.index.index), (faiss.IndexFlat, faiss.IndexIVF)):
+        if isinstance(self._core, (faiss.IndexFlat, faiss.IndexIVF)):
             self.index.remove_ids(np.asarray(known, dtype=np.int64))
         else:  # no (safe) native removal, e.g. HNSW or refine: searches skip them
             self._tombstones.update(known)
@@ -123,7 +187,7 @@ class FaissStore:
         # a filter keeping a share s of the entries widens the search by 1/s: graph and list
         # walks otherwise run out of candidates that pass the filter
         widen = self.index.ntotal / len(allowed) if allowed is not None else 1.0
-        params, filters_inside = _search_params(self.index.index, widen, selector)
+        params, filters_inside = _search_params(self._core, widen, selector)
         if filters_inside:
             return self._hits(self._raw_search(queries, k_eff, params))
         # an index type without selector support (e.g. refine): over-fetch, then filter

@@ -30,6 +30,10 @@ BACKENDS = [
         False,
         id="faiss-ivfpq",
     ),
+    # IVF probing every list is exact; its lists hold the ids, which deletes must keep in step
+    pytest.param(
+        "faiss", {"factory": "IVF16,Flat", "index_params": "nprobe=16"}, True, id="faiss-ivf-all-lists"
+    ),
     pytest.param("qdrant", {}, True, id="qdrant-local"),
     pytest.param(
         "qdrant",
