@@ -36,7 +36,8 @@ def main() -> None:
 
     from components.data.synthetic import passages
     from components.embed.encoder import encode
-    from components.embed.sharded import ShardingParams, encode_sharded
+    from components.embed.sharded import encode_sharded
+    from components.sharding import ShardingParams
 
     texts = [r["text"] for r in passages(args.passages, seed=0)]
     encode(texts[:64], EMBEDDER, args.batch_size)  # load the model before timing

@@ -14,7 +14,8 @@ from pydantic import Field
 
 from components.config import StrictModel, parse_section
 from components.embed.encoder import encode
-from components.embed.sharded import ShardingParams, encode_sharded
+from components.embed.sharded import encode_sharded
+from components.sharding import ShardingParams
 from components.stages.common import Layout, load_shared, read_table, stage_main, write_json
 
 

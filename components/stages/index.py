@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pandas as pd
 from pydantic import Field
 
 from components.config import StrictModel, parse_section
+from components.sharding import ShardingParams
 from components.stages.common import (
     Layout,
     ModelParams,
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 class IndexParams(StrictModel):
     store: str = "faiss"
     store_params: dict[str, Any] = Field(default_factory=lambda: {"factory": "Flat"})
+    sharding: ShardingParams = ShardingParams()
 
 
 def content_hash(chunk_ids: list[str]) -> str:
@@ -137,6 +141,16 @@ def _swap_in(staging: Path, target: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def sharded_fill(sharding: ShardingParams) -> Callable[..., None] | None:
+    """The sharded build of a new store when `index.sharding` asks for one (full builds only:
+    an incremental update adds just the new chunks)."""
+    if not sharding.active:
+        return None
+    from components.stores.sharded_build import upsert_sharded  # imports Prefect and the cluster
+
+    return partial(upsert_sharded, p=sharding)
+
+
 def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     p = parse_section(IndexParams, params, "index")
     model, retrieval = load_shared(params)
@@ -196,8 +210,11 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
                 p.store_params,
                 folder=staging,
                 name=name,
+                fill=sharded_fill(p.sharding),
             )
             change, mode = {"added": len(chunk_ids), "removed": 0, "kept": 0}, "full"
+            if p.sharding.active and len(chunk_ids) > 1:
+                change["shards"] = min(p.sharding.shards, len(chunk_ids))
         retriever.save(staging)
         manifest = {
             **settings,

@@ -16,6 +16,10 @@ from components.stores.base import STORES, Hit, VectorStore, matches
 MODES = ("dense", "bm25", "hybrid")
 
 
+def _upsert(store: VectorStore, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
+    store.upsert(ids, vectors, payloads)
+
+
 def reciprocal_rank_fusion(rankings: list[list[Hit]], k: int, rrf_k: int = 60) -> list[Hit]:
     """Fuse ranked lists: score(d) = sum over lists of 1 / (rrf_k + rank)."""
     scores: dict[str, float] = {}
@@ -64,17 +68,20 @@ class Retriever:
         store_params: dict[str, Any] | None = None,
         folder: Path | None = None,
         name: str = "retro",
+        fill: Callable[[VectorStore, list[str], np.ndarray, list[dict[str, Any]]], None] | None = None,
     ) -> Retriever:
         """Index chunks: vectors go to the store, texts to BM25 (unless mode is dense).
 
         `folder` is where a file-backed store keeps its data (the snapshot's `store/`), `name`
-        the collection a server-backed store creates.
+        the collection a server-backed store creates. `fill(store, ids, vectors, payloads)`
+        replaces the single upsert into the new store (a sharded build).
         """
         store_params = dict(store_params or {})
         path = str(Path(folder) / "store") if folder is not None else None
         backend = STORES.build(store, dim=vectors.shape[1], path=path, name=name, **store_params)
         try:
-            backend.upsert(ids, vectors, [{**p, "text": t} for p, t in zip(payloads, texts, strict=True)])
+            full = [{**p, "text": t} for p, t in zip(payloads, texts, strict=True)]
+            (fill or _upsert)(backend, ids, vectors, full)
         except Exception:
             backend.drop()
             backend.close()

@@ -60,22 +60,31 @@ def _stages(params: dict, layout: Layout, last=index):  # noqa: ANN001, ANN202
 
 
 @pytest.mark.parametrize(
-    ("store", "store_params"),
-    [("faiss", {"factory": "Flat"}), ("faiss", {"factory": "HNSW32"}), ("qdrant", {})],
-    ids=["faiss-flat", "faiss-hnsw", "qdrant-local"],
+    ("store", "store_params", "shards"),
+    [
+        ("faiss", {"factory": "Flat"}, 0),
+        ("faiss", {"factory": "HNSW32"}, 0),
+        ("qdrant", {}, 0),
+        ("faiss", {"factory": "IVF4,Flat", "index_params": "nprobe=4"}, 2),
+    ],
+    ids=["faiss-flat", "faiss-hnsw", "qdrant-local", "faiss-ivf-built-from-shards"],
 )
 def test_update_embeds_only_changed_chunks_and_records_its_parent(
-    tmp_path: Path, corpus, store: str, store_params: dict
+    tmp_path: Path, corpus, store: str, store_params: dict, shards: int, request: pytest.FixtureRequest
 ) -> None:  # noqa: ANN001
     full, changes = corpus
     source = tmp_path / "corpus"
     shutil.copytree(full / "v1", source / "v1")
     layout = Layout(tmp_path)
     params = _params(source, store, store_params)
+    if shards:  # v1 is built as shard tasks on a local Dask cluster, v2 updates the merged index
+        request.getfixturevalue("prefect_api")
+        set_dotted(params, "index.sharding", {"shards": shards, "workers": 2})
 
     embedded_v1, first = _stages(params, layout)
     assert embedded_v1["embedded"] == embedded_v1["chunks"] > 0 and embedded_v1["reused"] == 0
     assert first["index_version"] == 1 and first["parent"] is None and first["update"]["mode"] == "full"
+    assert first["update"].get("shards") == (shards or None)
 
     shutil.copytree(full / "v2", source / "v2")
     embedded_v2, second = _stages(params, layout)

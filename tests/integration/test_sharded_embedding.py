@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from components.embed.encoder import encode
-from components.embed.sharded import ShardingParams, encode_sharded, split
+from components.embed.sharded import encode_sharded
+from components.sharding import ShardingParams, split
 
 
 def _texts(n: int) -> list[str]:
@@ -41,7 +42,7 @@ def test_ray_without_prefect_ray_is_a_clear_error() -> None:
         pytest.skip("prefect-ray is installed")
     except ImportError:
         pass
-    from components.embed.sharded import task_runner
+    from components.sharding import task_runner
 
     with pytest.raises(RuntimeError, match="prefect-ray"):
         task_runner(ShardingParams(shards=2, runner="ray"))
