@@ -9,8 +9,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
@@ -78,6 +76,7 @@ def load_tokenizer(name: str):  # noqa: ANN201
 
 def load_base_model(name: str, dtype: str = "float32"):  # noqa: ANN201
     """(model, tokenizer) for a causal or encoder-decoder LM, in eval mode, on the CPU."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     path = resolve_base_model(name)

@@ -1,14 +1,13 @@
-"""PEFT adapters built by method name from peft's own config classes, saved as one artifact."""
+"""PEFT adapters built by method name from peft's own config classes, saved as one artifact.
+
+peft is imported where it is used: stages that only read an artifact's config start faster.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
-
-from peft import PeftModel, get_peft_model
-from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-from peft.utils import PeftType
 
 ARTIFACT_CONFIG = "retro_config.json"
 
@@ -19,6 +18,9 @@ def peft_config(method: str, config: dict[str, Any], total_steps: int | None = N
     The dict goes straight into the peft class; only AdaLoRA's `total_step` is filled in from
     the training length when params leave it out.
     """
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from peft.utils import PeftType
+
     try:
         peft_type = PeftType[method.upper()]
     except KeyError:
@@ -33,6 +35,8 @@ def peft_config(method: str, config: dict[str, Any], total_steps: int | None = N
 
 def attach_adapter(model, method: str, config: dict[str, Any], total_steps: int | None = None):  # noqa: ANN001, ANN201
     """Wrap a base model with a fresh trainable adapter."""
+    from peft import get_peft_model
+
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     return get_peft_model(model, peft_config(method, config, total_steps, seq2seq))
 
@@ -46,4 +50,6 @@ def read_artifact_config(folder: Path) -> dict[str, Any]:
 
 def load_artifact(folder: Path, base_model, trainable: bool = False):  # noqa: ANN001, ANN201
     """Put a saved adapter onto its (already loaded) base model."""
+    from peft import PeftModel
+
     return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable)

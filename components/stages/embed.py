@@ -14,7 +14,6 @@ from pydantic import Field
 
 from components.config import StrictModel, parse_section
 from components.embed.encoder import encode
-from components.embed.sharded import encode_sharded
 from components.sharding import ShardingParams
 from components.stages.common import Layout, load_shared, read_table, stage_main, write_json
 
@@ -54,7 +53,9 @@ def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     cache = cached_embeddings(layout, model.embedder)
     missing = chunks[~chunks["chunk_id"].isin(cache.keys())]
     texts = missing["text"].tolist()
-    if p.sharding.shards > 1:
+    if p.sharding.active:
+        from components.embed.sharded import encode_sharded  # imports Prefect and the cluster
+
         fresh = encode_sharded(texts, model.embedder, p.batch_size, p.sharding)
     else:
         fresh = encode(texts, model.embedder, p.batch_size, progress=len(missing) > 0)
