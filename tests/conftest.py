@@ -42,3 +42,17 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), corpus_texts(tiny_corpus))
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """A temporary Prefect API (a real server on a temporary database), shared by the session.
+
+    Flows run in-process report to it; its URL is passed to subprocesses as `PREFECT_API_URL`
+    so that they do not each start a temporary server.
+    """
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 # (text) -> list of (start_char, end_char) per token
 OffsetsFn = Callable[[str], list[tuple[int, int]]]
@@ -31,6 +32,26 @@ def tokenizer_offsets(tokenizer) -> OffsetsFn:  # noqa: ANN001 - any fast HF tok
         return [tuple(o) for o in enc["offset_mapping"]]
 
     return offsets
+
+
+def load_offsets(name: str) -> OffsetsFn:
+    """Token offsets of the tokenizer at `name` (a local folder or a Hub id).
+
+    A local folder with a `tokenizer.json` is read with `tokenizers` alone (the same offsets as
+    the transformers tokenizer, without importing torch); anything else goes through
+    `AutoTokenizer`.
+    """
+    path = Path(name) / "tokenizer.json"
+    if path.is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(path))
+        tokenizer.no_truncation()  # a saved tokenizer may truncate to the model's window
+        tokenizer.no_padding()
+        return lambda text: [tuple(o) for o in tokenizer.encode(text, add_special_tokens=False).offsets]
+    from transformers import AutoTokenizer
+
+    return tokenizer_offsets(AutoTokenizer.from_pretrained(name))
 
 
 def chunk_text(

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from components.config import StrictModel, parse_section
-from components.data.chunking import chunk_text, tokenizer_offsets
+from components.data.chunking import chunk_text, load_offsets
 from components.embed.encoder import resolve_embedder
 from components.stages.common import Layout, load_shared, read_table, stage_main, write_json
 
@@ -29,10 +29,8 @@ class ChunkParams(StrictModel):
 def run(params: dict[str, Any], layout: Layout) -> dict[str, Any]:
     p = parse_section(ChunkParams, params, "chunk")
     model, _ = load_shared(params)
-    from transformers import AutoTokenizer
-
     name = resolve_embedder(model.embedder) if p.tokenizer == "embedder" else p.tokenizer
-    offsets = tokenizer_offsets(AutoTokenizer.from_pretrained(name))
+    offsets = load_offsets(name)
     docs = read_table(layout.documents, "ingest")
     rows = []
     for doc in tqdm(docs.itertuples(), total=len(docs), desc="chunk", leave=False):

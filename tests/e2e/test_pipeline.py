@@ -1,6 +1,8 @@
 """The whole pipeline through `retro pipeline` (Prefect flow → dvc repro per stage) on a tiny corpus.
 
-A tiny random model stands in for the generator; the embedder is the real packaged MiniLM.
+A tiny random model stands in for the generator; the embedder is the real packaged MiniLM. The
+runs report to the session's Prefect API, except one that starts its own temporary server as
+`make demo` does.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_model: Path):  # noqa: ANN201
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_model: Path, prefect_api: str):  # noqa: ANN201
     import os
 
     root = tmp_path_factory.mktemp("project")
@@ -40,8 +42,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_mo
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "PREFECT_HOME": str(root / ".prefect"),
         "RETRO_LOG_LEVEL": "WARNING",
+        "PREFECT_API_URL": prefect_api,
     }
-    env.pop("PREFECT_API_URL", None)
     _run(["git", "init", "-q"], root, env)
     _run([str(BIN / "dvc"), "init", "-q"], root, env)
     overrides = [
@@ -93,7 +95,9 @@ def test_registry_holds_one_linked_pair(project) -> None:  # noqa: ANN001
 def test_second_run_skips_every_stage_and_registers_nothing(project) -> None:  # noqa: ANN001
     root, env, _ = project
     assert "up to date" in _run([str(BIN / "dvc"), "status"], root, env).stdout
-    _run([str(BIN / "retro"), "pipeline"], root, env)
+    without_server = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}  # as in `make demo`
+    second = _run([str(BIN / "retro"), "pipeline"], root, without_server)
+    assert "Starting temporary server" in second.stdout + second.stderr
     assert len(_client(root).search_model_versions(f"name = '{reg.ADAPTER_MODEL}'")) == 1
 
 

@@ -42,3 +42,18 @@ def test_ids_are_stable_and_content_addressed() -> None:
 def test_bad_window_is_refused() -> None:
     with pytest.raises(ValueError):
         chunk_text("doc", TEXT, words, max_tokens=5, overlap=5)
+
+
+def test_tokenizer_json_gives_the_transformers_offsets_past_the_model_window() -> None:
+    from transformers import AutoTokenizer
+
+    from components.data.chunking import load_offsets, tokenizer_offsets
+    from components.embed.encoder import resolve_embedder
+
+    name = resolve_embedder("all-MiniLM-L6-v2")  # its tokenizer.json truncates and pads to 128
+    text = "Ünïcødé café, naïve 東京\tand  spaces.\n\n" + " ".join(
+        f"term{i} of the record." for i in range(300)
+    )
+    fast = load_offsets(name)(text)
+    assert len(fast) > 600
+    assert fast == tokenizer_offsets(AutoTokenizer.from_pretrained(name))(text)
