@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint format sample clean-data services services-down
+.PHONY: install demo test coverage lint format sample clean-data services services-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: $(STAMP) sample
 	$(BIN)/retro pipeline
 
 test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the suite under coverage (terminal report + coverage.xml); slower, stages in subprocesses are not counted
+coverage: $(STAMP)
 	$(BIN)/python -m pytest --cov=components --cov=flows --cov-report=term --cov-report=xml $(PYTEST_ARGS)
 
 lint: $(STAMP)
