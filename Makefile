@@ -37,12 +37,16 @@ sample: $(SAMPLE)/v2/qa.jsonl
 demo: $(STAMP) sample
 	$(BIN)/retro pipeline
 
+# test files are shared among PYTEST_WORKERS processes (pytest-xdist); PYTEST_WORKERS=0 runs them in one
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # the suite under coverage (terminal report + coverage.xml); slower, stages in subprocesses are not counted
 coverage: $(STAMP)
-	$(BIN)/python -m pytest --cov=components --cov=flows --cov-report=term --cov-report=xml $(PYTEST_ARGS)
+	$(PYTEST) --cov=components --cov=flows --cov-report=term --cov-report=xml $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
