@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> P
 
 
 @pytest.fixture(scope="session")
-def prefect_api() -> str:
+def prefect_api() -> Iterator[str]:
     """A temporary Prefect API (a real server on a temporary database), shared by the session.
 
     Flows run in-process report to it; its URL is passed to subprocesses as `PREFECT_API_URL`

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -41,6 +42,13 @@ def _run(
     return proc
 
 
+def _wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
+    """Poll `condition` once a second until it holds or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        time.sleep(1)
+
+
 class Stack:
     """The project folder, its environment and handles on the two servers' APIs."""
 
@@ -59,8 +67,9 @@ class Stack:
         found = httpx.get(f"{self.api}/deployments/name/{flow}/{name}", timeout=30).json()
         return self.post("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [found["id"]]}}})
 
-    def flow_run(self, run_id: str) -> dict:
-        return httpx.get(f"{self.api}/flow_runs/{run_id}", timeout=30).json()
+    def state(self, run_id: str) -> str:
+        """The flow run's state type: SCHEDULED, RUNNING, COMPLETED..."""
+        return httpx.get(f"{self.api}/flow_runs/{run_id}", timeout=30).json()["state"]["type"]
 
     def artifacts(self, key: str) -> list[dict]:
         return self.post("/artifacts/filter", {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC"})
@@ -155,7 +164,7 @@ def test_services_are_healthy_and_deployments_come_from_prefect_yaml(stack: Stac
 
 def test_full_build_then_knowledge_update_register_linked_pairs(stack: Stack) -> None:
     build_id, _ = stack.deployment_run("retro-pipeline/full-build")
-    assert stack.flow_run(build_id)["state"]["type"] == "COMPLETED"
+    assert stack.state(build_id) == "COMPLETED"
     first = stack.adapters()
     assert len(first) == 1 and first[0].tags["corpus_version"] == "v1"
     client = stack.registry()
@@ -163,7 +172,7 @@ def test_full_build_then_knowledge_update_register_linked_pairs(stack: Stack) ->
 
     shutil.copytree(stack.corpus / "v2", stack.root / "data" / "incoming")
     update_id, _ = stack.deployment_run("knowledge-update/nightly")
-    assert stack.flow_run(update_id)["state"]["type"] == "COMPLETED"
+    assert stack.state(update_id) == "COMPLETED"
     adapters = stack.adapters()
     assert len(adapters) == 2
     newest = adapters[-1].tags
@@ -215,7 +224,7 @@ def test_failed_stage_leaves_champion_registry_and_workspace_intact(stack: Stack
         "knowledge-update/nightly", "--job-variable", 'env={"RETRO_FAIL_STAGE": "chunk"}', check=False
     )
     assert proc.returncode != 0
-    assert stack.flow_run(run_id)["state"]["type"] == "FAILED"
+    assert stack.state(run_id) == "FAILED"
     assert client.get_model_version_by_alias(reg.ADAPTER_MODEL, "champion").version == champion
     assert len(stack.adapters()) == before
     report = stack.artifacts("retro-failure")[0]
@@ -226,9 +235,7 @@ def test_failed_stage_leaves_champion_registry_and_workspace_intact(stack: Stack
     chunks = stack.root / recorded["path"]
     assert hashlib.md5(chunks.read_bytes()).hexdigest() == recorded["md5"]  # noqa: S324 - DVC's hash
     # the automation created by `retro alert-on-failure` notified the webhook
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not Hook.received:
-        time.sleep(1)
+    _wait_until(lambda: bool(Hook.received))
     hook.shutdown()
     assert Hook.received and "Failed" in Hook.received[0]["subject"], Hook.received
     assert "nightly" in Hook.received[0]["subject"] and run_id in Hook.received[0]["text"]
@@ -253,11 +260,7 @@ def test_new_documents_in_the_watched_folder_start_exactly_one_run(stack: Stack)
                 f"# Burst {i}\n\nThe Ostrel beacon {i} stands at pier {i + 40}.\n"
             )
             time.sleep(0.4)
-        deadline = time.monotonic() + 120
-        while (
-            time.monotonic() < deadline and len(stack.flow_runs("knowledge-update/on-change")) == runs_before
-        ):
-            time.sleep(1)
+        _wait_until(lambda: len(stack.flow_runs("knowledge-update/on-change")) != runs_before)
         time.sleep(10)  # more than twice the debounce time: a second announcement would show by now
         runs = stack.flow_runs("knowledge-update/on-change")
         assert len(runs) == runs_before + 1
@@ -265,20 +268,13 @@ def test_new_documents_in_the_watched_folder_start_exactly_one_run(stack: Stack)
         # the worker picks the run up; the nightly test already shows this flow completing on this
         # folder, so the run is cancelled here rather than waited for
         run_id = runs[0]["id"]
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and stack.flow_run(run_id)["state"]["type"] in {
-            "SCHEDULED",
-            "PENDING",
-        }:
-            time.sleep(1)
-        state = stack.flow_run(run_id)["state"]["type"]
+        _wait_until(lambda: stack.state(run_id) not in {"SCHEDULED", "PENDING"})
+        state = stack.state(run_id)
         assert state in {"RUNNING", "COMPLETED"}, state
         if state == "RUNNING":
             stack.post(f"/flow_runs/{run_id}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and stack.flow_run(run_id)["state"]["type"] not in FINAL:
-            time.sleep(1)
-        assert stack.flow_run(run_id)["state"]["type"] in {"CANCELLED", "COMPLETED"}
+        _wait_until(lambda: stack.state(run_id) in FINAL)
+        assert stack.state(run_id) in {"CANCELLED", "COMPLETED"}
     finally:
         watcher.terminate()
         output = watcher.communicate(timeout=30)[0]
