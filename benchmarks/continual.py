@@ -144,6 +144,12 @@ def main() -> None:
         "--scratch-every", type=int, default=None, help="retrain-from-scratch every N tasks (quick 1, full 5)"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/continual"))
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="corpora, models and adapters made during the run (default: benchmarks/.cache/<out name>)",
+    )
     parser.add_argument("--tracking-uri", default=None, help="log the figures and plots to this MLflow store")
     parser.add_argument(
         "--from-results",
@@ -159,7 +165,7 @@ def main() -> None:
         return
 
     args.out.mkdir(parents=True, exist_ok=True)
-    work = args.out / "work"
+    work = args.work or Path("benchmarks/.cache") / args.out.name  # never inside the results folder
     if args.mode == "quick":
         tasks, settings = quick_setup(work, args.tasks or 5, args.seed)
     else:
