@@ -5,13 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := data/raw/sample
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-export DVC_NO_ANALYTICS := 1
-export GX_ANALYTICS_ENABLED := false
-export MLFLOW_ENABLE_TELEMETRY := false
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export TOKENIZERS_PARALLELISM := false
+# offline and telemetry settings: components/core/environment.py (OFFLINE_ENV), applied by
+# the `retro` command, every stage and the test suite
 
 .PHONY: install demo test coverage lint format sample clean-data services services-down
 
@@ -51,6 +46,7 @@ coverage: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

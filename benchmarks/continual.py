@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness and the tiny test model
 
-from components.continual.sequence import METHODS, Settings, load_tasks, quick_setup, run_sequence  # noqa: E402
+from benchmarks.continual_harness import METHODS, Settings, load_tasks, quick_setup, run_sequence  # noqa: E402
 
 
 def full_setup(folder: Path, tasks: int, seed: int) -> tuple[list, Settings]:

@@ -41,13 +41,15 @@ def register_pair(folder: Path, passages: int) -> tuple[str, list[str]]:
 
     from components.adapters.base_model import DEFAULT_BASE_MODEL, load_base_model
     from components.adapters.builder import build_retro_model
+    from components.core.paths import Paths
     from components.registry import mlflow_registry as reg
     from components.stages import register
-    from components.stages.common import Layout
+    from components.stages.entry import execute
+    from components.stores.manifest import IndexManifest
     from components.stores.retriever import Retriever
 
     rows, vectors, questions = corpus(passages, 2_000)
-    layout = Layout(folder)
+    layout = Paths(folder)
     payloads = [{"doc_id": r["doc_id"], "domain": r["domain"]} for r in rows]
     store = {"factory": "HNSW32", "index_params": "efConstruction=200,efSearch=128"}
     retriever = Retriever.build(
@@ -60,17 +62,16 @@ def register_pair(folder: Path, passages: int) -> tuple[str, list[str]]:
         store_params=store,
     )
     retriever.save(layout.index)
-    manifest = {
-        "content_hash": f"serving-bench-{passages}",
-        "embedder": "all-MiniLM-L6-v2",
-        "dim": int(vectors.shape[1]),
-        "count": len(rows),
-        "corpus_version": "bench",
-        "store": "faiss",
-        "retrieval_mode": "hybrid",
-        "documents": len({r["doc_id"] for r in rows}),
-    }
-    (layout.index / "manifest.json").write_text(json.dumps(manifest))
+    IndexManifest(
+        content_hash=f"serving-bench-{passages}",
+        embedder="all-MiniLM-L6-v2",
+        dim=int(vectors.shape[1]),
+        count=len(rows),
+        corpus_version="bench",
+        store="faiss",
+        retrieval_mode="hybrid",
+        documents=len({r["doc_id"] for r in rows}),
+    ).write(layout.index)
     base, tokenizer = load_base_model(DEFAULT_BASE_MODEL)
     model = build_retro_model(base, tokenizer, "lora", {"r": 8, "lora_alpha": 16}, max_trainable_share=None)
     model.save(
@@ -91,7 +92,7 @@ def register_pair(folder: Path, passages: int) -> tuple[str, list[str]]:
         )
     )
     uri = f"sqlite:///{folder}/mlflow.db"
-    result = register.run({"register": {"tracking_uri": uri}}, layout)
+    result = execute("register", register.run, {"register": {"tracking_uri": uri}}, layout.root)
     reg.configure(uri).set_registered_model_alias(reg.ADAPTER_MODEL, "champion", result["adapter_version"])
     return uri, questions
 

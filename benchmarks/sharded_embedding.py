@@ -34,10 +34,10 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     args = parser.parse_args()
 
+    from components.core.params import ShardingParams
     from components.data.synthetic import passages
     from components.embed.encoder import encode
-    from components.embed.sharded import encode_sharded
-    from components.sharding import ShardingParams
+    from flows.sharded_embed import encode_sharded
 
     texts = [r["text"] for r in passages(args.passages, seed=0)]
     encode(texts[:64], EMBEDDER, args.batch_size)  # load the model before timing

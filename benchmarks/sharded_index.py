@@ -46,9 +46,9 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     args = parser.parse_args()
 
-    from components.sharding import ShardingParams
+    from components.core.params import ShardingParams
     from components.stores.faiss_store import FaissStore
-    from components.stores.sharded_build import upsert_sharded
+    from flows.sharded_index import upsert_sharded
 
     vectors = _vectors(args.vectors)
     ids = [f"c{i}" for i in range(len(vectors))]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from components.config import load_params_file
+from components.core.config import load_params_file
 from components.data.corpus import list_versions
 from flows.pipeline import retro_pipeline
-from flows.watch import IGNORED_SUFFIXES, content_hash
+from flows.watch import IGNORED_SUFFIXES, folder_content_hash
 
 
 def add_version(root: Path | str, folder: Path | str, name: str | None = None) -> str | None:
@@ -35,7 +35,7 @@ def add_version(root: Path | str, folder: Path | str, name: str | None = None) -
     versions = [v for v, _ in found]
     if not (source / versions[-1]).is_dir() or not re.fullmatch(r"[vt]\d+", versions[-1]):
         raise ValueError(f"the corpus at {source} is not versioned: move its docs/ into {source}/v1 first")
-    if content_hash(folder)[0] == content_hash(found[-1][1])[0]:
+    if folder_content_hash(folder)[0] == folder_content_hash(found[-1][1])[0]:
         return None
     if name is None:
         last = versions[-1]

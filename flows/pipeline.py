@@ -10,31 +10,28 @@ import sys
 from collections import deque
 from pathlib import Path
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment, flow_run
 
-STAGES = [
-    "ingest",
-    "chunk",
-    "embed",
-    "index",
-    "adapter-train",
-    "continual-update",
-    "evaluate",
-    "register",
-]
-METRICS = {
-    "ingest": "ingest.json",
-    "chunk": "chunk.json",
-    "embed": "embed.json",
-    "index": "index.json",
-    "adapter-train": "train.json",
-    "continual-update": "continual.json",
-    "evaluate": "evaluate.json",
-    "register": "register.json",
-}
-IO_ERROR_EXIT = 74  # what a stage exits with on an I/O error (components.stages.common.EX_IOERR)
+from components.core.environment import apply_offline_env
+from components.core.params import load_params, parse_params
+from components.core.paths import Paths
+
+IO_ERROR_EXIT = 74  # what a stage exits with on an I/O error (components.stages.entry.EX_IOERR)
+
+
+def pipeline_stages(root: Path | str = ".") -> list[str]:
+    """The stages of the project's dvc.yaml, in pipeline order (dvc.yaml is the one stage list)."""
+    return list((yaml.safe_load((Path(root) / "dvc.yaml").read_text()) or {}).get("stages", {}))
+
+
+def project_paths(root: Path | str = ".") -> Paths:
+    """The data layout of the project at `root` (the `paths` section of its params.yaml, or the
+    default layout when it has none)."""
+    file = Path(root) / "params.yaml"
+    return (load_params(file) if file.exists() else parse_params({})).layout(root)
 
 
 class StageFailed(RuntimeError):
@@ -61,11 +58,7 @@ def stage_env() -> dict[str, str]:
     """The stage subprocess sees this interpreter's bin first, telemetry off, and the flow run id."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("DVC_NO_ANALYTICS", "1")
-    env.setdefault("GX_ANALYTICS_ENABLED", "false")
-    env.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    apply_offline_env(env)
     env.setdefault("TQDM_MININTERVAL", "10")  # progress lines go to the flow log: one every 10 s
     run_id = flow_run.get_id()
     if run_id:
@@ -102,7 +95,7 @@ def run_stage(stage: str, root: str = ".") -> dict:
         text = "\n".join(tail)
         transient = bool(re.search(rf"exited with {IO_ERROR_EXIT}\b|exit code:? {IO_ERROR_EXIT}\b", text))
         raise StageFailed(stage, text, transient)
-    path = Path(root) / "data" / "metrics" / METRICS[stage]
+    path = project_paths(root).metrics_of(stage)
     metrics = json.loads(path.read_text()) if path.exists() else {}
     logger.info("%s metrics: %s", stage, json.dumps(metrics, default=str)[:2000])
     return metrics
@@ -150,7 +143,7 @@ def retro_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
     """
     logger = get_run_logger()
     results = {}
-    for stage in stages or STAGES:
+    for stage in stages or pipeline_stages(root):
         try:
             results[stage] = run_stage(stage, root)
         except StageFailed as exc:
@@ -166,7 +159,7 @@ def retro_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
     if registered:
         note = _registration_note(registered)
         (logger.info if registered.get("registered", True) else logger.warning)(note)
-    table = Path(root) / "data" / "metrics" / "evaluate.md"
+    table = project_paths(root).evaluation_table
     if table.exists():
         create_markdown_artifact(
             key="retro-evaluation",

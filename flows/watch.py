@@ -23,9 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
-from components.config import StrictModel, load_params_file, parse_section
+from components.core.config import load_params_file, parse_section
+from components.core.params import WatchParams
 from components.data.corpus import list_versions
 
 EVENT = "retro.corpus.changed"
@@ -33,14 +32,6 @@ RESOURCE_PREFIX = "retro.corpus."
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", "~")
 
 logger = logging.getLogger("retro.watch")
-
-
-class WatchParams(StrictModel):
-    folder: str = "data/incoming"
-    debounce_seconds: float = Field(30.0, gt=0, description="quiet time before a change is announced")
-    tick_seconds: float = Field(1.0, gt=0, description="how often the quiet time is checked")
-    force_polling: bool = False
-    state_file: str = "data/watch/state.json"
 
 
 def _counted(path: Path, folder: Path) -> bool:
@@ -53,7 +44,7 @@ def _counted(path: Path, folder: Path) -> bool:
     )
 
 
-def content_hash(folder: Path | str) -> tuple[str, int]:
+def folder_content_hash(folder: Path | str) -> tuple[str, int]:
     """(sha256 over every counted file's relative path and bytes, number of files)."""
     folder = Path(folder)
     digest = hashlib.sha256()
@@ -70,7 +61,7 @@ def latest_version_hash(corpus_source: Path) -> str | None:
         versions = list_versions(corpus_source)
     except FileNotFoundError:
         return None
-    return content_hash(versions[-1][1])[0]
+    return folder_content_hash(versions[-1][1])[0]
 
 
 def resource_id(folder: Path) -> str:
@@ -116,7 +107,7 @@ class Watcher:
         """Hash the folder; announce it (emit, then persist) when it differs from the last one."""
         if not (self.folder / "docs").is_dir():
             return None
-        digest, files = content_hash(self.folder)
+        digest, files = folder_content_hash(self.folder)
         if digest == self.announced:
             return None
         payload = {"folder": str(self.folder.resolve()), "content_hash": digest, "files": files}

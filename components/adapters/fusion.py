@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from components.plugins import Registry
+from components.core.name_registry import Registry
 
 FUSIONS: Registry[nn.Module] = Registry("fusion mode")
 

@@ -9,7 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from components.core.artifacts import check_schema
+
 ARTIFACT_CONFIG = "retro_config.json"
+ARTIFACT_SCHEMA = 1
+"""Version of the artifact layout (retro_config.json and the weight files beside it)."""
 
 
 def peft_config(method: str, config: dict[str, Any], total_steps: int | None = None, seq2seq: bool = False):  # noqa: ANN201
@@ -41,11 +45,20 @@ def attach_adapter(model, method: str, config: dict[str, Any], total_steps: int 
     return get_peft_model(model, peft_config(method, config, total_steps, seq2seq))
 
 
-def read_artifact_config(folder: Path) -> dict[str, Any]:
+def read_artifact_config(folder: Path, check: bool = True) -> dict[str, Any]:
+    """The artifact's retro_config.json; refused (SchemaMismatch) when another schema wrote it."""
     path = Path(folder) / ARTIFACT_CONFIG
     if not path.exists():
         raise FileNotFoundError(f"{folder} is not a Retro-PEFT adapter artifact (no {ARTIFACT_CONFIG})")
-    return json.loads(path.read_text())
+    config = json.loads(path.read_text())
+    if check:
+        check_schema(
+            config.get("schema_version"),
+            ARTIFACT_SCHEMA,
+            f"adapter artifact {folder}",
+            "train it again (`dvc repro -f adapter-train continual-update`)",
+        )
+    return config
 
 
 def load_artifact(folder: Path, base_model, trainable: bool = False):  # noqa: ANN001, ANN201

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from components.adapters.fusion import FUSIONS
-from components.adapters.peft_adapter import ARTIFACT_CONFIG
+from components.adapters.peft_adapter import ARTIFACT_CONFIG, ARTIFACT_SCHEMA
 from components.adapters.prompting import build_prompt
 from components.adapters.reranker import Reranker
 
@@ -272,7 +272,12 @@ class RetroModel(nn.Module):
                 {k: v.detach().contiguous() for k, v in self.fusion.state_dict().items()},
                 str(folder / FUSION_WEIGHTS),
             )
-        config = {**retro_config, "fusion_settings": self.settings, "fusion": self.fusion_mode}
+        config = {
+            **retro_config,
+            "fusion_settings": self.settings,
+            "fusion": self.fusion_mode,
+            "schema_version": ARTIFACT_SCHEMA,
+        }
         (folder / ARTIFACT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
 
     def load_fusion(self, folder: Path) -> None:

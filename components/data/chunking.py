@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 # (text) -> list of (start_char, end_char) per token
 OffsetsFn = Callable[[str], list[tuple[int, int]]]
 
@@ -88,3 +90,36 @@ def chunk_text(
             next_start += 1
         start = next_start
     return chunks
+
+
+CHUNKS_SCHEMA = 1
+"""Version of the chunk table's layout (its columns and how chunk ids are made)."""
+CHUNK_COLUMNS = ["version", "chunk_id", "doc_id", "position", "text"]
+
+
+def chunk_documents(docs: pd.DataFrame, offsets: OffsetsFn, max_tokens: int, overlap: int) -> pd.DataFrame:
+    """The chunk table of every document (all versions), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for doc in tqdm(docs.itertuples(), total=len(docs), desc="chunk", leave=False):
+        for c in chunk_text(doc.doc_id, doc.text, offsets, max_tokens, overlap):
+            rows.append(
+                {"version": doc.version, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "position": c.position, "text": c.text}
+            )
+    return pd.DataFrame(rows, columns=CHUNK_COLUMNS)
+
+
+def chunk_summary(chunks: pd.DataFrame, documents: int) -> dict[str, float | int]:
+    return {
+        "chunks": len(chunks),
+        "unique_chunks": int(chunks["chunk_id"].nunique()),
+        "mean_chunks_per_doc": round(len(chunks) / max(1, documents), 3),
+    }
+
+
+def read_chunks(path: Path) -> pd.DataFrame:
+    """The chunk table written by the chunk stage (refused when another schema wrote it)."""
+    from components.core.artifacts import read_table
+
+    return read_table(path, "chunk", CHUNKS_SCHEMA)

@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+from components.core.params import DEFAULT_EMBEDDER
+
 _PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 

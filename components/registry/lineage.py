@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -68,3 +72,37 @@ def lineage(client: MlflowClient, version: str | None = None, alias: str | None 
         except MlflowException:
             record["index"] = {"error": f"{INDEX_MODEL} v{record['index_version']} is not in the registry"}
     return record
+
+
+def git_commit(root: Path | str = ".") -> str:
+    """The commit the project is at (`unknown` outside a git checkout)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def dvc_lock_hashes(dvc_lock: Path) -> dict[str, str]:
+    """One short hash a stage over the md5s of its outs in dvc.lock, plus one for the whole file."""
+    if not dvc_lock.exists():
+        return {}
+    text = dvc_lock.read_text()
+    lock = yaml.safe_load(text) or {}
+    hashes = {"dvc_lock": hashlib.sha256(text.encode()).hexdigest()[:16]}
+    for stage, entry in (lock.get("stages") or {}).items():
+        md5s = sorted(o.get("md5", "") for o in entry.get("outs", []))
+        hashes[f"dvc.{stage}"] = hashlib.sha256("".join(md5s).encode()).hexdigest()[:16]
+    return hashes
+
+
+def lineage_tags(root: Path, dvc_lock: Path) -> dict[str, str]:
+    """What a registered version records of where it came from: commit, DVC hashes, Prefect runs."""
+    return {
+        "git_commit": git_commit(root),
+        **dvc_lock_hashes(dvc_lock),
+        "prefect_flow_run_id": os.environ.get("RETRO_FLOW_RUN_ID", ""),
+        "prefect_root_flow_run_id": os.environ.get("RETRO_ROOT_FLOW_RUN_ID", ""),
+        "prefect_deployment_id": os.environ.get("RETRO_DEPLOYMENT_ID", ""),
+    }

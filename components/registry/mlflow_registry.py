@@ -13,10 +13,11 @@ import mlflow  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from components.core.params import DEFAULT_TRACKING_URI  # noqa: E402
+
 INDEX_MODEL = "retro-index"
 ADAPTER_MODEL = "retro-adapter"
 EXPERIMENT = "retro-peft"
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 
 def configure(tracking_uri: str = DEFAULT_TRACKING_URI, artifact_root: str | None = None) -> MlflowClient:

@@ -1,50 +1,18 @@
-"""The `serve` section of params.yaml: what the service loads, caches, batches and accepts."""
+"""The service's settings (the `serve` section of params.yaml) and the API-key check."""
 
 from __future__ import annotations
 
 import hmac
-import os
-from pathlib import Path
 
-from pydantic import Field
+from components.core.serve_params import (
+    AuthSettings,
+    BatchSettings,
+    CacheSettings,
+    LimitSettings,
+    ServeSettings,
+)
 
-from components.config import StrictModel
-
-
-class CacheSettings(StrictModel):
-    l1_entries: int = Field(4096, ge=0, description="in-process LRU entries per kind (0: off)")
-    l1_ttl_seconds: float = Field(600, gt=0, description="lifetime of an L1 entry")
-    redis_url: str | None = Field(
-        None, description="shared L2 tier, e.g. redis://localhost:6379/0 (None: off)"
-    )
-    l2_ttl_seconds: int = Field(3600, ge=1, description="lifetime of an L2 entry")
-    l2_timeout_seconds: float = Field(0.05, gt=0, description="an L2 call slower than this counts as a miss")
-    prefix_entries: int = Field(
-        16, ge=0, description="key/values of prompt prefixes (passages) kept for streaming, per pair (0: off)"
-    )
-
-
-class BatchSettings(StrictModel):
-    max_batch: int = Field(8, ge=1, description="requests batched into one embedding or generation call")
-    max_wait_ms: float = Field(3.0, ge=0, description="how long the first request waits for others")
-
-
-class LimitSettings(StrictModel):
-    max_body_bytes: int = Field(16_384, ge=256, description="larger request bodies get 413")
-    max_question_chars: int = Field(2_000, ge=1)
-    max_k: int = Field(20, ge=1, description="largest k a client may ask for")
-
-
-class AuthSettings(StrictModel):
-    api_keys_env: str = Field("RETRO_API_KEYS", description="env var with comma-separated keys")
-    api_keys_file: str | None = Field(None, description="file with one key per line")
-
-    def keys(self) -> list[bytes]:
-        """Every accepted key; none means the service is open (auth off)."""
-        keys = [k.strip() for k in os.environ.get(self.api_keys_env, "").split(",")]
-        if self.api_keys_file:
-            keys += [k.strip() for k in Path(self.api_keys_file).read_text().splitlines()]
-        return [k.encode() for k in keys if k and not k.startswith("#")]
+__all__ = ["AuthSettings", "BatchSettings", "CacheSettings", "LimitSettings", "ServeSettings", "key_accepted"]
 
 
 def key_accepted(given: str | None, keys: list[bytes]) -> bool:
@@ -56,15 +24,3 @@ def key_accepted(given: str | None, keys: list[bytes]) -> bool:
     for key in keys:
         accepted |= hmac.compare_digest(candidate, key)
     return accepted
-
-
-class ServeSettings(StrictModel):
-    tracking_uri: str | None = Field(None, description="MLflow store (default: register.tracking_uri)")
-    alias: str = Field("champion", description="registry alias of the retro-adapter version to serve")
-    poll_seconds: float = Field(5.0, gt=0, description="how often the alias is checked for a promotion")
-    download_dir: str = Field("data/serving", description="where registered versions are downloaded")
-    max_new_tokens: int = Field(24, ge=1, le=512)
-    cache: CacheSettings = CacheSettings()
-    batching: BatchSettings = BatchSettings()
-    limits: LimitSettings = LimitSettings()
-    auth: AuthSettings = AuthSettings()

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from components.plugins import Registry
+from components.core.name_registry import Registry
 
 
 @dataclass(frozen=True)

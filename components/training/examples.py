@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 
+import pandas as pd
+
 from components.stores.retriever import Retriever
 
 
@@ -99,3 +101,64 @@ def language_modelling(
             )
         )
     return examples
+
+
+def version_examples(
+    chunks: pd.DataFrame,
+    version: str,
+    items: list[dict],
+    retriever: Retriever,
+    k: int,
+    seed: int,
+    ensure_gold: bool = True,
+    lm_chunk_ids: set[str] | None = None,
+    max_lm_examples: int = 0,
+) -> list[Example]:
+    """Training examples of one corpus version, passages retrieved from that version's chunks.
+
+    QA items become question/answer examples; `lm_chunk_ids` (for corpora without questions)
+    become continuation examples on those chunks (the unsupervised objective).
+    """
+    part = chunks[chunks["version"] == version].sort_values(["doc_id", "position"])
+    gold = part.groupby("doc_id")["text"].apply(list).to_dict()
+    examples = with_retrieval(items, retriever, k, gold, ensure_gold=ensure_gold, seed=seed)
+    if lm_chunk_ids:
+        rows = part[part["chunk_id"].isin(lm_chunk_ids)].to_dict("records")
+        examples += language_modelling(rows, retriever, k, max_lm_examples, seed)
+    return examples
+
+
+def train_items(qa: pd.DataFrame, version: str) -> list[dict]:
+    """The train-split questions of one corpus version."""
+    return qa[(qa["version"] == version) & (qa["split"] == "train")].to_dict("records")
+
+
+def new_knowledge(qa: pd.DataFrame, previous: str, version: str) -> list[dict]:
+    """Train items of `version` that are new or whose answer changed since `previous`."""
+    before = dict(
+        zip(
+            qa.loc[qa["version"] == previous, "id"],
+            qa.loc[qa["version"] == previous, "answer"],
+            strict=True,
+        )
+    )
+    return [it for it in train_items(qa, version) if before.get(it["id"]) != it["answer"]]
+
+
+def first_version_objective(
+    objective: str, qa: pd.DataFrame, chunks: pd.DataFrame, version: str
+) -> tuple[str, list[dict], set[str] | None]:
+    """(objective, QA items, chunk ids for the lm objective) of the first corpus version.
+
+    `auto` trains on questions when the version has train questions, else on the documents.
+    """
+    items = train_items(qa, version)
+    chosen = objective if objective != "auto" else ("qa" if items else "lm")
+    if chosen == "qa" and not items:
+        raise ValueError(
+            f"corpus version {version} has no train questions (qa.jsonl with split=train); "
+            "set adapter-train.objective=lm to train on the documents alone"
+        )
+    if chosen == "lm":
+        return chosen, [], set(chunks.loc[chunks["version"] == version, "chunk_id"])
+    return chosen, items, None

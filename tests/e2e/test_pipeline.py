@@ -10,55 +10,24 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from components.registry import mlflow_registry as reg
-from flows.pipeline import STAGES
-from tests.conftest import ROOT
-
-BIN = Path(sys.executable).parent
+from flows.pipeline import pipeline_stages
+from tests.conftest import BIN, make_project, run_checked
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return run_checked(args, cwd, env)
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_model: Path, prefect_api: str):  # noqa: ANN201
-    import os
-
     root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(tiny_corpus, root / "data" / "raw" / "kb")
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "PREFECT_HOME": str(root / ".prefect"),
-        "RETRO_LOG_LEVEL": "WARNING",
-        "PREFECT_API_URL": prefect_api,
-    }
-    _run(["git", "init", "-q"], root, env)
-    _run([str(BIN / "dvc"), "init", "-q"], root, env)
-    overrides = [
-        "ingest.source=data/raw/kb",
-        f"model.base={tiny_model}",
-        "adapter-train.steps=6",
-        "adapter-train.lr=0.01",
-        "adapter-train.max_trainable_share=0.5",
-        "continual-update.steps=3",
-        "evaluate.max_questions=6",
-        "evaluate.max_new_tokens=4",
-        "register.on_gate_failure=register",  # tiny random models never beat the base model
-    ]
-    args = [str(BIN / "retro"), "pipeline"] + [a for o in overrides for a in ("-S", o)]
-    first = _run(args, root, env)
+    env = make_project(root, tiny_corpus, tiny_model, prefect_api)
+    first = _run([str(BIN / "retro"), "pipeline"], root, env)
     return root, env, first
 
 
@@ -76,7 +45,7 @@ def test_every_stage_ran_and_wrote_its_outputs(project) -> None:  # noqa: ANN001
     continual = json.loads((root / "data/metrics/continual.json").read_text())
     assert continual["versions_learned"] == ["v1", "v2"] and continual["updates_this_run"] == 1
     dag = _run([str(BIN / "dvc"), "dag", "--dot"], root, env).stdout
-    assert all(f'"{s}"' in dag or s in dag for s in STAGES)
+    assert all(f'"{s}"' in dag or s in dag for s in pipeline_stages(root))
 
 
 def test_registry_holds_one_linked_pair(project) -> None:  # noqa: ANN001

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from components.adapters.base_model import load_base_model
 from components.adapters.builder import build_retro_model
+from components.core.paths import Paths
 from components.embed.encoder import encode
 from components.stages import register
-from components.stages.common import Layout
+from components.stores.manifest import IndexManifest
 from components.stores.retriever import Retriever
+from tests.conftest import run_stage
 
 TEXTS = ["Zorvex is made by Talmir Labs.", "The Varnholt Act dates from 1999."]
 
@@ -32,28 +34,24 @@ def _metrics(adapter_f1: float, base_f1: float = 0.1) -> dict:
 
 def make_project(
     root: Path, tiny_model: Path, texts: list[str] = TEXTS, content_hash: str = "abc123"
-) -> Layout:
+) -> Paths:
     """A project folder with a built index and a fresh tiny adapter, ready for `register`."""
-    layout = Layout(root)
+    layout = Paths(root)
     ids = [f"c{i + 1}" for i in range(len(texts))]
     payloads = [{"doc_id": "ab"[i] if i < 2 else f"d{i}"} for i in range(len(texts))]
     retriever = Retriever.build(ids, texts, encode(texts), payloads, "all-MiniLM-L6-v2")
     shutil.rmtree(layout.index, ignore_errors=True)
     retriever.save(layout.index)
-    (layout.index / "manifest.json").write_text(
-        json.dumps(
-            {
-                "content_hash": content_hash,
-                "embedder": "all-MiniLM-L6-v2",
-                "dim": 384,
-                "count": len(texts),
-                "corpus_version": "v1",
-                "store": "faiss",
-                "retrieval_mode": "hybrid",
-                "documents": len(texts),
-            }
-        )
-    )
+    IndexManifest(
+        content_hash=content_hash,
+        embedder="all-MiniLM-L6-v2",
+        dim=384,
+        count=len(texts),
+        corpus_version="v1",
+        store="faiss",
+        retrieval_mode="hybrid",
+        documents=len(texts),
+    ).write(layout.index)
     base, tokenizer = load_base_model(str(tiny_model))
     build_retro_model(base, tokenizer, "lora", {"r": 2}, max_trainable_share=None).save(
         layout.current_adapter, {"base_model": str(tiny_model), "method": "lora", "retrieval": {"k": 2}}
@@ -64,8 +62,8 @@ def make_project(
     return layout
 
 
-def register_pair(layout: Layout, params: dict, adapter_f1: float) -> dict:
+def register_pair(layout: Paths, params: dict, adapter_f1: float) -> dict:
     """Register the project's adapter and index as a linked pair, with these evaluation figures."""
     layout.metrics.mkdir(parents=True, exist_ok=True)
     (layout.metrics / "evaluate.json").write_text(json.dumps(_metrics(adapter_f1)))
-    return register.run(params, layout)
+    return run_stage(register, params, layout.root)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.continual.sequence import accuracy_summary, quick_setup, run_sequence
+from benchmarks.continual_harness import accuracy_summary, quick_setup, run_sequence
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_summary_formulas() -> None:
 
 
 def test_unknown_method_is_refused(tmp_path: Path) -> None:
-    from components.continual.sequence import Learner, Settings
+    from benchmarks.continual_harness import Learner, Settings
 
     with pytest.raises(ValueError, match="unknown method 'o-lora'"):
         Learner("o-lora", Settings(base_model="x"), tmp_path)

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import load_params_file, set_dotted
+from components.core.config import load_params_file, set_dotted
+from components.core.paths import Paths
 from components.data.synthetic import DOMAIN_BY_NAME, DOMAINS, VALUE_MAKERS, KnowledgeBase
 from components.stages import chunk, embed, index, ingest
-from components.stages.common import Layout
 from components.stores import StoreInputError, StoreUnavailable
 from components.stores.retriever import Retriever
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_stage
 
 CHANGED_DOCS = 4  # of 40: 10%
 
@@ -54,9 +54,9 @@ def _params(source: Path, store: str, store_params: dict) -> dict:
     return params
 
 
-def _stages(params: dict, layout: Layout, last=index):  # noqa: ANN001, ANN202
-    results = [stage.run(params, layout) for stage in (ingest, chunk, embed)]
-    return results[-1], (last.run(params, layout) if last else None)
+def _stages(params: dict, layout: Paths, last=index):  # noqa: ANN001, ANN202
+    results = [run_stage(stage, params, layout.root) for stage in (ingest, chunk, embed)]
+    return results[-1], (run_stage(last, params, layout.root) if last else None)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_update_embeds_only_changed_chunks_and_records_its_parent(
     full, changes = corpus
     source = tmp_path / "corpus"
     shutil.copytree(full / "v1", source / "v1")
-    layout = Layout(tmp_path)
+    layout = Paths(tmp_path)
     params = _params(source, store, store_params)
     if shards:  # v1 is built as shard tasks on a local Dask cluster, v2 updates the merged index
         request.getfixturevalue("prefect_api")
@@ -127,14 +127,14 @@ def test_update_embeds_only_changed_chunks_and_records_its_parent(
         retriever.close()
 
     # a second run over the same chunks is no new version
-    assert index.run(params, layout)["index_version"] == 2
+    assert run_stage(index, params, layout.root)["index_version"] == 2
 
 
 def test_failed_updates_leave_the_previous_version_usable(tmp_path: Path, corpus) -> None:  # noqa: ANN001
     full, changes = corpus
     source = tmp_path / "corpus"
     shutil.copytree(full / "v1", source / "v1")
-    layout = Layout(tmp_path)
+    layout = Paths(tmp_path)
     params = _params(source, "faiss", {"factory": "Flat"})
     _, first = _stages(params, layout)
 
@@ -149,18 +149,18 @@ def test_failed_updates_leave_the_previous_version_usable(tmp_path: Path, corpus
     vectors[[i for i, c in enumerate(ids) if c in fresh]] = np.nan
     np.save(layout.embeddings / "vectors.npy", vectors)
     with pytest.raises(StoreInputError, match="NaN"):
-        index.run(params, layout)
+        run_stage(index, params, layout.root)
     _assert_still(layout, first, changes)
 
     # an unreachable Qdrant server: a clear error naming it, and v1 stays in place
     set_dotted(params, "index.store", "qdrant")
     set_dotted(params, "index.store_params", {"url": "http://127.0.0.1:9", "timeout": 2})
     with pytest.raises(StoreUnavailable, match="127.0.0.1:9"):
-        index.run(params, layout)
+        run_stage(index, params, layout.root)
     _assert_still(layout, first, changes)
 
 
-def _assert_still(layout: Layout, manifest: dict, changes: list[dict]) -> None:
+def _assert_still(layout: Paths, manifest: dict, changes: list[dict]) -> None:
     assert json.loads((layout.index / "manifest.json").read_text()) == manifest
     assert not layout.index.with_name("index.tmp").exists()
     retriever = Retriever.load(layout.index)

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from serving_helpers import free_port
 
-from components.config import apply_overrides
+from components.core.config import apply_overrides
 from components.registry import mlflow_registry as reg
 from tests.conftest import ROOT
 

@@ -5,22 +5,22 @@ from pathlib import Path
 import pytest
 from registry_project import make_project, register_pair
 
+from components.core.paths import Paths
 from components.registry import mlflow_registry as reg
-from components.stages.common import Layout
 from components.stores.retriever import Retriever
 
 
 @pytest.fixture()
-def project(tmp_path: Path, tiny_model: Path) -> tuple[Layout, dict]:
+def project(tmp_path: Path, tiny_model: Path) -> tuple[Paths, dict]:
     params = {"register": {"tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}}
     return make_project(tmp_path, tiny_model), params
 
 
-def _register(layout: Layout, params: dict, adapter_f1: float) -> dict:
+def _register(layout: Paths, params: dict, adapter_f1: float) -> dict:
     return register_pair(layout, params, adapter_f1)
 
 
-def test_linked_versions_lineage_and_gate(project: tuple[Layout, dict]) -> None:
+def test_linked_versions_lineage_and_gate(project: tuple[Paths, dict]) -> None:
     layout, params = project
     first = _register(layout, params, 0.5)
     assert first["promoted"] and first["alias"] == "challenger"
@@ -59,7 +59,7 @@ def test_linked_versions_lineage_and_gate(project: tuple[Layout, dict]) -> None:
     assert Retriever.load(pair.index_dir).retrieve(["Who makes Zorvex?"], 1)[0][0].id == "c1"
 
 
-def test_adapter_worse_than_base_is_never_promoted(project: tuple[Layout, dict]) -> None:
+def test_adapter_worse_than_base_is_never_promoted(project: tuple[Paths, dict]) -> None:
     layout, params = project
     result = _register(layout, params, 0.05)
     assert not result["promoted"] and "does not beat the base model" in result["reason"]
@@ -67,14 +67,14 @@ def test_adapter_worse_than_base_is_never_promoted(project: tuple[Layout, dict])
     assert client.search_model_versions(f"name = '{reg.ADAPTER_MODEL}'") == []
 
 
-def test_missing_alias_is_a_clear_error(project: tuple[Layout, dict]) -> None:
+def test_missing_alias_is_a_clear_error(project: tuple[Paths, dict]) -> None:
     _, params = project
     client = reg.configure(params["register"]["tracking_uri"])
     with pytest.raises(LookupError, match="no retro-adapter version has alias 'champion'"):
         reg.download_pair(client, "champion")
 
 
-def test_answerer_serves_the_aliased_pair(project: tuple[Layout, dict]) -> None:
+def test_answerer_serves_the_aliased_pair(project: tuple[Paths, dict]) -> None:
     from components.serving.answerer import Answerer
 
     layout, params = project

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from components.core.params import ShardingParams
 from components.embed.encoder import encode
-from components.embed.sharded import encode_sharded
-from components.sharding import ShardingParams, split
+from flows.sharded_embed import encode_sharded
+from flows.task_runners import split
 
 
 def _texts(n: int) -> list[str]:
@@ -42,7 +43,7 @@ def test_ray_without_prefect_ray_is_a_clear_error() -> None:
         pytest.skip("prefect-ray is installed")
     except ImportError:
         pass
-    from components.sharding import task_runner
+    from flows.task_runners import task_runner
 
     with pytest.raises(RuntimeError, match="prefect-ray"):
         task_runner(ShardingParams(shards=2, runner="ray"))

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.sharding import ShardingParams
+from components.core.params import ShardingParams
 from components.stores.base import STORES
 from components.stores.faiss_store import FaissStore
 from components.stores.retriever import Retriever
-from components.stores.sharded_build import check_shardable, upsert_sharded
+from flows.sharded_index import check_shardable, upsert_sharded
 
 DIM = 32
 

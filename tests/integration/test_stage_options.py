@@ -7,13 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
-from components.config import load_params_file, set_dotted
+from components.core.config import load_params_file, set_dotted
+from components.core.paths import Paths
 from components.stages import adapter_train, chunk, continual_update, embed, evaluate, index, ingest, register
-from components.stages.common import Layout
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_stage
 
 
-def prepare(layout: Layout, corpus: Path, tiny_model: Path, overrides: dict) -> dict:
+def prepare(layout: Paths, corpus: Path, tiny_model: Path, overrides: dict) -> dict:
     """The repository's params for a tiny model and corpus with `overrides`, and the stages up to
     the index already run."""
     params = load_params_file(ROOT / "params.yaml")
@@ -26,7 +26,7 @@ def prepare(layout: Layout, corpus: Path, tiny_model: Path, overrides: dict) -> 
     for key, value in (tiny | overrides).items():
         set_dotted(params, key, value)
     for stage in (ingest, chunk, embed, index):
-        stage.run(params, layout)
+        run_stage(stage, params, layout.root)
     return params
 
 
@@ -35,7 +35,7 @@ def test_documents_only_corpus_runs_every_stage(tmp_path: Path, tiny_corpus: Pat
     shutil.copytree(tiny_corpus, corpus)
     for version in ("v1", "v2"):
         (corpus / version / "qa.jsonl").unlink()
-    layout = Layout(tmp_path)
+    layout = Paths(tmp_path)
     params = prepare(
         layout,
         corpus,
@@ -45,12 +45,12 @@ def test_documents_only_corpus_runs_every_stage(tmp_path: Path, tiny_corpus: Pat
             "register.tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
         },
     )
-    trained = adapter_train.run(params, layout)
+    trained = run_stage(adapter_train, params, layout.root)
     assert trained["objective"] == "lm" and trained["examples"] > 0 and not trained["skipped"]
-    updated = continual_update.run(params, layout)
+    updated = run_stage(continual_update, params, layout.root)
     assert updated["versions_learned"] == ["v1", "v2"] and updated["last_update"]["new_examples"] > 0
-    assert evaluate.run(params, layout)["questions"] == 0
-    result = register.run(params, layout)
+    assert run_stage(evaluate, params, layout.root)["questions"] == 0
+    result = run_stage(register, params, layout.root)
     assert result["registered"] and not result["promoted"] and "no held-out questions" in result["reason"]
     config = json.loads((layout.current_adapter / "retro_config.json").read_text())
     assert config["fusion_settings"]["rerank"] is True
@@ -80,7 +80,7 @@ def test_lm_examples_exclude_the_chunk_itself(tiny_corpus: Path) -> None:
 
 
 def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_model: Path) -> None:
-    layout = Layout(tmp_path)
+    layout = Paths(tmp_path)
     params = prepare(
         layout,
         tiny_corpus,
@@ -96,11 +96,11 @@ def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_mod
             "evaluate.max_new_tokens": 3,
         },
     )
-    trained = adapter_train.run(params, layout)
+    trained = run_stage(adapter_train, params, layout.root)
     assert trained["fusion"] == "gated" and trained["fusion_params"] > 0
-    continual_update.run(params, layout)
+    run_stage(continual_update, params, layout.root)
     assert (layout.current_adapter / "fusion.safetensors").exists()
-    metrics = evaluate.run(params, layout)
+    metrics = run_stage(evaluate, params, layout.root)
     assert set(metrics["retrieval"]) == {"first_stage", "reranked"}
     assert metrics["questions"] == 4 and {"base", "rag", "adapter"} <= set(metrics)
 
@@ -110,7 +110,7 @@ def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
 ) -> None:
     corpus = tmp_path / "kb"
     shutil.copytree(tiny_corpus, corpus)
-    layout = Layout(tmp_path)
+    layout = Paths(tmp_path)
     params = prepare(
         layout,
         corpus,
@@ -123,8 +123,8 @@ def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
             "continual-update.distill_weight": 0.5,
         },
     )
-    adapter_train.run(params, layout)
-    first = continual_update.run(params, layout)
+    run_stage(adapter_train, params, layout.root)
+    first = run_stage(continual_update, params, layout.root)
     assert first["last_update"]["new_examples"] > 0 and first["regularizer_bytes"] > 0
     # the next version revises one fact: one more update, and nothing grows
     shutil.copytree(corpus / "v2", corpus / "v3")
@@ -135,8 +135,8 @@ def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
     target["answer"] = "Qorvath Prime"
     (corpus / "v3" / "qa.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
     for stage in (ingest, chunk, embed, index):
-        stage.run(params, layout)
-    second = continual_update.run(params, layout)
+        run_stage(stage, params, layout.root)
+    second = run_stage(continual_update, params, layout.root)
     assert second["versions_learned"][-1] == "v3" and second["last_update"]["replay_revised"] >= 0
     assert second["adapter_bytes"] == first["adapter_bytes"]
     assert second["regularizer_bytes"] == first["regularizer_bytes"]
@@ -145,7 +145,7 @@ def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
 def test_data_parallel_training_through_accelerate_launch(
     tmp_path: Path, tiny_corpus: Path, tiny_model: Path
 ) -> None:
-    layout = Layout(tmp_path)
+    layout = Paths(tmp_path)
     params = prepare(
         layout,
         tiny_corpus,
@@ -155,7 +155,7 @@ def test_data_parallel_training_through_accelerate_launch(
             "adapter-train.processes": 2,  # without GPUs: two CPU processes averaging through gloo
         },
     )
-    trained = adapter_train.run(params, layout)
+    trained = run_stage(adapter_train, params, layout.root)
     assert trained["processes"] == 2 and not trained["skipped"]
     # each process drew its own batches; DDP averaged the gradients, so the weights agree
     checksums = trained["rank_checksums"]

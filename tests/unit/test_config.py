@@ -2,21 +2,21 @@ from pathlib import Path
 
 import pytest
 
-from components.config import ParamsError, apply_overrides, load_params_file, parse_section
-from components.stages.adapter_train import TrainParams
-from components.stages.chunk import ChunkParams
-from components.stages.common import RetrievalParams
+from components.core.config import ParamsError, apply_overrides, load_params_file, parse_section
+from components.core.params import ChunkParams, RetrievalParams, TrainParams
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_repo_params_are_valid_for_every_stage() -> None:
-    from components.stages.continual_update import ContinualParams
-    from components.stages.embed import EmbedParams
-    from components.stages.evaluate import EvaluateParams
-    from components.stages.index import IndexParams
-    from components.stages.ingest import IngestParams
-    from components.stages.register import RegisterParams
+    from components.core.params import (
+        ContinualParams,
+        EmbedParams,
+        EvaluateParams,
+        IndexParams,
+        IngestParams,
+        RegisterParams,
+    )
 
     data = load_params_file(ROOT / "params.yaml")
     for model, section in [

@@ -4,8 +4,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from components.core.paths import Paths
 from components.stages import ingest
-from components.stages.common import Layout
+from tests.conftest import run_stage
 
 GOOD = "The maximum daily dose of Zorvex is 120 mg. It is made by Talmir Labs."
 
@@ -45,8 +46,8 @@ def _corpus(root: Path) -> Path:
 
 def test_bad_documents_are_quarantined_with_reasons(tmp_path: Path) -> None:
     corpus = _corpus(tmp_path)
-    layout = Layout(tmp_path)
-    ingest.run({"ingest": {"source": str(corpus), "min_chars": 10, "max_chars": 1000}}, layout)
+    layout = Paths(tmp_path)
+    run_stage(ingest, {"ingest": {"source": str(corpus), "min_chars": 10, "max_chars": 1000}}, layout.root)
     docs = pd.read_parquet(layout.documents)
     assert sorted(docs["doc_id"]) == ["good", "j1", "sub/page"]
     page = docs.set_index("doc_id").loc["sub/page", "text"]
@@ -70,11 +71,11 @@ def test_nothing_valid_fails_clearly_and_still_writes_nothing_partial(tmp_path: 
     docs.mkdir(parents=True)
     (docs / "a.md").write_text("")
     with pytest.raises(ValueError, match="no valid document"):
-        ingest.run({"ingest": {"source": str(tmp_path / "kb")}}, Layout(tmp_path))
-    assert not Layout(tmp_path).documents.exists()
+        run_stage(ingest, {"ingest": {"source": str(tmp_path / "kb")}}, tmp_path)
+    assert not Paths(tmp_path).documents.exists()
 
 
 def test_missing_docs_folder_is_named(tmp_path: Path) -> None:
     (tmp_path / "kb").mkdir()
     with pytest.raises(FileNotFoundError, match="no docs/ folder"):
-        ingest.run({"ingest": {"source": str(tmp_path / "kb")}}, Layout(tmp_path))
+        run_stage(ingest, {"ingest": {"source": str(tmp_path / "kb")}}, tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.watch import Debouncer, Watcher, content_hash
+from flows.watch import Debouncer, Watcher, folder_content_hash
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -20,16 +20,16 @@ def _folder(tmp_path: Path) -> Path:
 
 def test_content_hash_follows_content_not_timestamps_or_partial_files(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
-    digest, files = content_hash(folder)
+    digest, files = folder_content_hash(folder)
     assert files == 1
     os.utime(folder / "docs" / "a.md", (1, 1))
     (folder / "docs" / "b.md.part").write_text("half a download")
     (folder / "docs" / ".hidden").write_text("x")
-    assert content_hash(folder) == (digest, 1)
+    assert folder_content_hash(folder) == (digest, 1)
     (folder / "docs" / "a.md").write_text("# A\n\nThe Zorvex relay, revised.\n")
-    assert content_hash(folder)[0] != digest
+    assert folder_content_hash(folder)[0] != digest
     (folder / "docs" / "a.md").rename(folder / "docs" / "c.md")  # a rename is a change
-    assert content_hash(folder)[0] not in (digest,)
+    assert folder_content_hash(folder)[0] not in (digest,)
 
 
 def test_debouncer_waits_for_quiet_and_fires_once() -> None:
@@ -48,7 +48,11 @@ def test_watcher_announces_each_new_content_once_and_survives_restarts(tmp_path:
     sent: list[dict] = []
     watcher = Watcher(folder, state, sent.append)
     first = watcher.check()
-    assert first == {"folder": str(folder.resolve()), "content_hash": content_hash(folder)[0], "files": 1}
+    assert first == {
+        "folder": str(folder.resolve()),
+        "content_hash": folder_content_hash(folder)[0],
+        "files": 1,
+    }
     assert watcher.check() is None and len(sent) == 1
     assert json.loads(state.read_text())["content_hash"] == first["content_hash"]
     restarted = Watcher(folder, state, sent.append)
@@ -61,7 +65,7 @@ def test_baseline_and_undelivered_events(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
     state = tmp_path / "watch.json"
     sent: list[dict] = []
-    assert Watcher(folder, state, sent.append, baseline=content_hash(folder)[0]).check() is None
+    assert Watcher(folder, state, sent.append, baseline=folder_content_hash(folder)[0]).check() is None
 
     def unreachable(payload: dict) -> None:
         raise ConnectionError("Prefect API unreachable")

@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from components.cli_ops import register_ops
+from components.cli.ops import register_ops
+from components.core.environment import apply_offline_env
 
 app = typer.Typer(
     help="Retro-PEFT: retrieval-augmented PEFT adapters that stay current.",
@@ -18,15 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _key, _value in {
-    "DVC_NO_ANALYTICS": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
+apply_offline_env()
 
 
 @app.command("make-corpus")
@@ -76,22 +69,26 @@ def pipeline(
     params: Path = Path("params.yaml"),
 ) -> None:
     """Run the retro-pipeline Prefect flow locally (no Prefect server needed)."""
-    from components.config import ParamsError, apply_overrides
+    from components.core.config import ParamsError, apply_overrides
+    from components.core.params import load_params, parse_params
 
-    if set_:
-        try:
-            apply_overrides(params, set_)
-        except ParamsError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(2) from None
+    try:  # the whole file is validated, with the overrides, before anything is written or run
+        if set_:
+            apply_overrides(params, set_, check=parse_params)
+        else:
+            load_params(params)
+    except ParamsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     _prefect_local_defaults()
-    from flows.pipeline import STAGES, StageFailed, retro_pipeline
+    from flows.pipeline import StageFailed, pipeline_stages, retro_pipeline
 
-    unknown = [s for s in stage or [] if s not in STAGES]
+    stages = pipeline_stages(".")
+    unknown = [s for s in stage or [] if s not in stages]
     if unknown:
-        typer.echo(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}", err=True)
+        typer.echo(f"unknown stage(s) {unknown}; stages: {', '.join(stages)}", err=True)
         raise typer.Exit(2)
-    chosen = [s for s in STAGES if s in stage] if stage else None
+    chosen = [s for s in stages if s in stage] if stage else None
     try:
         results = retro_pipeline(root=".", stages=chosen)
     except StageFailed as exc:
@@ -102,7 +99,9 @@ def pipeline(
 
 def _report(results: dict) -> None:
     """The evaluation table and the registration line of a finished flow."""
-    table = Path("data/metrics/evaluate.md")
+    from components.core.params import load_params
+
+    table = load_params().layout(".").evaluation_table
     if table.exists() and "evaluate" in results:
         typer.echo("\n" + table.read_text())
     if "register" in results:
@@ -158,7 +157,7 @@ def ask(
     max_new_tokens: int = 24,
 ) -> None:
     """Answer from a registered adapter and its linked index; print sources and versions."""
-    from components.config import load_params_file
+    from components.core.config import load_params_file
     from components.serving.answerer import Answerer
 
     if not tracking_uri:
@@ -201,7 +200,7 @@ def serve(
 
     import uvicorn
 
-    from components.config import ParamsError, load_params_file, parse_section
+    from components.core.config import ParamsError, load_params_file, parse_section
     from components.registry.mlflow_registry import DEFAULT_TRACKING_URI
     from components.serving.app import SETTINGS_ENV
     from components.serving.settings import ServeSettings

@@ -2,7 +2,7 @@
 
 The texts are cut into `shards` contiguous parts; each part is one `embed-shard` task run on
 the cluster's workers (each worker loads the embedder once), and the vectors are put back in
-the original order. The cluster settings are `components.sharding.ShardingParams`.
+the original order. The cluster settings are `components.core.params.ShardingParams`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import numpy as np
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from components.core.params import ShardingParams
 from components.embed.encoder import encode
-from components.sharding import ShardingParams, split, task_runner
+from flows.task_runners import split, task_runner
 
 
 @task(name="embed-shard", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -16,9 +16,10 @@ import numpy as np
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from components.sharding import ShardingParams, bounds, task_runner
+from components.core.params import ShardingParams
 from components.stores.base import StoreInputError, VectorStore
 from components.stores.faiss_store import FaissStore
+from flows.task_runners import bounds, task_runner
 
 
 @task(name="index-shard", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -3,7 +3,8 @@
 Each task is a corpus snapshot (`t001/`, `t002/`, ... from `make_corpus(tasks=N)`): new entities
 and revisions of earlier facts. After every task each method is evaluated on the facts of every
 task so far, with their current answers (a revised fact must be answered with its new value),
-which fills the accuracy matrix R[i][j]. Used by `benchmarks/continual.py` and its test.
+which fills the accuracy matrix R[i][j]. The harness of `benchmarks/continual.py` (and its test);
+quick mode trains a tiny random model, the test fixture in `tests/fixtures/tiny_model.py`.
 """
 
 from __future__ import annotations
@@ -254,8 +255,8 @@ def accuracy_summary(r: np.ndarray) -> dict[str, float]:
 def quick_setup(folder: Path, tasks: int = 5, seed: int = 1) -> tuple[list[Task], Settings]:
     """A small task sequence and a tiny random Llama trained on its vocabulary (quick mode)."""
     from components.adapters.prompting import WITH_CONTEXT, WITHOUT_CONTEXT
-    from components.adapters.tiny import build_tiny_model
     from components.data.synthetic import make_corpus
+    from tests.fixtures.tiny_model import build_tiny_model
 
     make_corpus(
         folder / "tasks", seed=seed, tasks=tasks, entities_per_task=2, revisions_per_task=1, test_share=0.0

@@ -1,4 +1,4 @@
-"""Shared settings of sharded work: how many shards, and the Dask or Ray cluster that runs them.
+"""Task runners for sharded work: the Dask or Ray cluster that runs the shard tasks.
 
 Stages that shard (embed, index) run each shard as one Prefect task of a small flow on a
 `DaskTaskRunner` or `RayTaskRunner`. With no `address`, a local cluster of `workers` processes
@@ -8,25 +8,11 @@ is started for the run and stopped after it; with one (`tcp://scheduler:8786`,
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from components.config import StrictModel
-
-
-class ShardingParams(StrictModel):
-    shards: int = Field(0, ge=0, description="0 or 1: run in the stage's own process")
-    runner: Literal["dask", "ray"] = "dask"
-    address: str | None = None
-    workers: int = Field(2, ge=1, description="processes of the local cluster (when no address)")
-    threads_per_worker: int = Field(1, ge=1, description="torch / FAISS threads in each worker")
-
-    @property
-    def active(self) -> bool:
-        """True when the work is split over more than one shard."""
-        return self.shards > 1
+from components.core.params import ShardingParams
 
 
 def bounds(count: int, shards: int) -> list[tuple[int, int]]:

@@ -15,13 +15,13 @@ NAMES_HELP = "services to act on (default: prefect, mlflow, redis, worker)"
 
 
 def _services(home: Path, prefect_port: int, mlflow_port: int, redis_port: int):  # noqa: ANN202
-    from components.services import Ports, Services
+    from components.cli.services import Ports, Services
 
     return Services(Path("."), home, Ports(prefect_port, mlflow_port, redis_port))
 
 
 def _chosen(names: list[str] | None) -> list[str]:
-    from components.services import SERVICE_ORDER
+    from components.cli.services import SERVICE_ORDER
 
     unknown = [n for n in names or [] if n not in SERVICE_ORDER]
     if unknown:
@@ -93,7 +93,7 @@ def watch(
     ),
 ) -> None:
     """Announce settled changes of watch.folder as retro.corpus.changed events (needs PREFECT_API_URL)."""
-    from components.config import ParamsError
+    from components.core.config import ParamsError
     from flows.watch import watch_forever, watcher_from_params
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -116,7 +116,7 @@ def lineage(
     tracking_uri: str = typer.Option("", help="MLflow store (default: register.tracking_uri)"),
 ) -> None:
     """Print where a registered adapter came from: flow run, git commit, dvc.lock hashes, index, corpus."""
-    from components.config import load_params_file
+    from components.core.config import load_params_file
     from components.registry import mlflow_registry as reg
     from components.registry.lineage import lineage as lineage_of
 

@@ -24,6 +24,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.core.environment import OFFLINE_ENV
+
 SERVICE_ORDER = ("prefect", "mlflow", "redis", "worker")
 WORK_POOL = "retro-process"
 
@@ -65,18 +67,8 @@ class Services:
         """The environment of every service: this interpreter's tools first, telemetry off."""
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        env.update(
-            {
-                "PREFECT_API_URL": self.prefect_api_url,
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "MLFLOW_ENABLE_TELEMETRY": "false",
-                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-                "DVC_NO_ANALYTICS": "1",
-                "GX_ANALYTICS_ENABLED": "false",
-                "HF_HUB_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false",
-            }
-        )
+        env.update(OFFLINE_ENV)
+        env.update({"PREFECT_API_URL": self.prefect_api_url, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         return env
 
     def command(self, name: str) -> tuple[list[str], dict[str, str]]:

@@ -1,0 +1,5 @@
+"""`python -m components.cli` runs the `retro` command line."""
+
+from components.cli.app import main
+
+main()

@@ -1,0 +1,218 @@
+"""Every section of params.yaml as a typed model, and the whole file as one.
+
+A stage reads its own section and the shared keys it needs through `PipelineParams`; every read
+is recorded (see `components.core.config`), which is how the dependency check knows what a stage
+really reads. The whole file is validated at load time, so an unknown section or key (a typo,
+`adapter_train` for `adapter-train`) is an error that names the closest valid one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from components.core.config import ParamsError, StrictModel, load_params_file, validate
+from components.core.paths import PathParams, Paths
+from components.core.serve_params import ServeSettings
+
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+
+class ModelParams(StrictModel):
+    """The `model` section: which base model and embedder every stage uses."""
+
+    base: str = DEFAULT_BASE_MODEL
+    embedder: str = DEFAULT_EMBEDDER
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    seed: int = 0
+
+
+class RetrievalParams(StrictModel):
+    """The `retrieval` section: how passages are found for training, evaluation and serving."""
+
+    k: int = Field(3, ge=1, le=50)
+    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    rrf_k: int = Field(60, ge=1)
+
+
+class IngestParams(StrictModel):
+    source: str = "data/raw/sample"
+    min_chars: int = Field(20, ge=1)
+    max_chars: int = Field(200_000, ge=1)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> IngestParams:
+        if self.min_chars > self.max_chars:
+            raise ValueError("min_chars must not exceed max_chars")
+        return self
+
+
+class ChunkParams(StrictModel):
+    max_tokens: int = Field(128, ge=8, description="window size in tokens of `tokenizer`")
+    overlap: int = Field(24, ge=0)
+    tokenizer: str = Field("embedder", description="'embedder' or any tokenizer id/path")
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> ChunkParams:
+        if self.overlap >= self.max_tokens:
+            raise ValueError("overlap must be smaller than max_tokens")
+        return self
+
+
+class ShardingParams(StrictModel):
+    """Sharded work (embed, index) as parallel Prefect tasks on a Dask or Ray cluster."""
+
+    shards: int = Field(0, ge=0, description="0 or 1: run in the stage's own process")
+    runner: Literal["dask", "ray"] = "dask"
+    address: str | None = None
+    workers: int = Field(2, ge=1, description="processes of the local cluster (when no address)")
+    threads_per_worker: int = Field(1, ge=1, description="torch / FAISS threads in each worker")
+
+    @property
+    def active(self) -> bool:
+        """True when the work is split over more than one shard."""
+        return self.shards > 1
+
+
+class EmbedParams(StrictModel):
+    batch_size: int = Field(64, ge=1)
+    sharding: ShardingParams = ShardingParams()
+
+
+class IndexParams(StrictModel):
+    store: str = "faiss"
+    store_params: dict[str, Any] = Field(default_factory=lambda: {"factory": "Flat"})
+    sharding: ShardingParams = ShardingParams()
+
+
+class FusionParams(StrictModel):
+    """How retrieved passages reach the model (see components/adapters/retro_model.py)."""
+
+    fusion: Literal["in_context", "cross_attention", "gated"] = "in_context"
+    layers: list[int] | None = Field(None, description="decoder layers to fuse at; default upper half")
+    rank: int = Field(32, ge=1)
+    heads: int = Field(4, ge=1)
+    gate: Literal["layer", "token"] = "layer"
+    chunk_tokens: int = Field(96, ge=8, description="tokens of each chunk encoded as memory")
+    memory_source: Literal["base", "embedder"] = Field(
+        "base", description="chunk encodings: the frozen base model's states or the embedder's token states"
+    )
+
+
+class SupervisionParams(StrictModel):
+    """Retrieval supervision: a reranker over the retrieved passages, pulled toward the gold one."""
+
+    weight: float = Field(0.0, ge=0, description="weight of the reranking loss; 0 turns it off")
+    rank: int = Field(64, ge=1, description="width of the reranker's projections")
+    candidates: int = Field(2, ge=1, description="first-stage list = candidates x retrieval.k")
+
+
+class TrainParams(StrictModel):
+    method: str = Field("lora", description="any peft method name: lora, adalora, ia3, ...")
+    config: dict[str, Any] = Field(default_factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05})
+    steps: int = Field(60, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    max_length: int = Field(384, ge=32)
+    ensure_gold: bool = True
+    bf16: bool = True
+    fusion: FusionParams = Field(default_factory=FusionParams)
+    supervision: SupervisionParams = Field(default_factory=SupervisionParams)
+    objective: Literal["auto", "qa", "lm"] = Field(
+        "auto",
+        description="qa: train questions; lm: continue chunks from retrieved neighbours; auto: qa if any",
+    )
+    max_lm_examples: int = Field(512, ge=0, description="chunks sampled for the lm objective (0 = all)")
+    max_trainable_share: float | None = Field(0.01, gt=0, description="budget vs base parameters")
+    processes: int = Field(1, ge=1, description="data-parallel processes through `accelerate launch`")
+    launcher_args: list[str] = Field(
+        default_factory=list, description="extra `accelerate launch` flags, e.g. [--gpu_ids, '0,1']"
+    )
+
+
+class ContinualParams(StrictModel):
+    steps: int = Field(30, ge=1, description="optimiser steps per new corpus version")
+    lr: float = Field(5e-4, gt=0)
+    replay_size: int = Field(64, ge=0, description="fixed reservoir size (examples)")
+    replay_ratio: float = Field(0.5, ge=0, lt=1, description="share of each batch drawn from replay")
+    ewc_weight: float = Field(0.0, ge=0, description="online EWC penalty weight (0: off)")
+    ewc_gamma: float = Field(0.9, gt=0, le=1, description="decay of the running Fisher estimate")
+    ewc_batches: int = Field(8, ge=1, description="batches used to estimate the Fisher after an update")
+    distill_weight: float = Field(0.0, ge=0, description="distillation from the previous version (0: off)")
+    distill_top_k: int = Field(16, ge=1, description="tokens kept per answer position of the teacher")
+
+
+class EvaluateParams(StrictModel):
+    max_questions: int = Field(40, ge=0, description="0 evaluates every test question")
+    max_new_tokens: int = Field(16, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class RegisterParams(StrictModel):
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    gate_metric: str = Field("f1", pattern="^(em|f1)$")
+    min_gain: float = Field(0.0, ge=0, description="how much the adapter must beat the champion by")
+    alias: str = "challenger"
+    on_gate_failure: str = Field(
+        "skip",
+        pattern="^(skip|register)$",
+        description="skip: a version that fails the gate is not registered (its MLflow run keeps the "
+        "figures and the reason); register: it is registered with gate=failed and no alias. A corpus "
+        "without held-out questions is always registered, never aliased",
+    )
+
+
+class WatchParams(StrictModel):
+    folder: str = "data/incoming"
+    debounce_seconds: float = Field(30.0, gt=0, description="quiet time before a change is announced")
+    tick_seconds: float = Field(1.0, gt=0, description="how often the quiet time is checked")
+    force_polling: bool = False
+    state_file: str = "data/watch/state.json"
+
+
+class PipelineParams(StrictModel):
+    """The whole params.yaml: one field a section, named as in the file."""
+
+    paths: PathParams = Field(default_factory=PathParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    retrieval: RetrievalParams = Field(default_factory=RetrievalParams)
+    ingest: IngestParams = Field(default_factory=IngestParams)
+    chunk: ChunkParams = Field(default_factory=ChunkParams)
+    embed: EmbedParams = Field(default_factory=EmbedParams)
+    index: IndexParams = Field(default_factory=IndexParams)
+    adapter_train: TrainParams = Field(default_factory=TrainParams, alias="adapter-train")
+    continual_update: ContinualParams = Field(default_factory=ContinualParams, alias="continual-update")
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    registration: RegisterParams = Field(default_factory=RegisterParams, alias="register")
+    watch: WatchParams = Field(default_factory=WatchParams)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The file as loaded (for handing on to a child process, e.g. `accelerate launch`)."""
+        return self._raw
+
+    def layout(self, root: Path | str = ".") -> Paths:
+        """The data layout (`paths` section) under the project root."""
+        return Paths(root, self.paths)
+
+
+def parse_params(data: dict[str, Any]) -> PipelineParams:
+    """Validate a whole params mapping; null sections count as empty. Reads are recorded."""
+    if not isinstance(data, dict):
+        raise ParamsError("params must be a mapping of sections")
+    cleaned = {k: ({} if v is None else v) for k, v in data.items()}
+    params = validate(PipelineParams, cleaned)
+    params._raw = data
+    params.traced("")
+    return params
+
+
+def load_params(path: Path | str = "params.yaml") -> PipelineParams:
+    """Load and validate params.yaml (errors name the file position or the dotted key)."""
+    return parse_params(load_params_file(path))

@@ -1,0 +1,86 @@
+"""Reading a corpus folder (every version) into validated tables, with the rejects and reasons."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from components.data.corpus import list_versions, read_documents, read_qa
+from components.data.validation import validate_documents
+
+log = logging.getLogger("retro")
+
+QA_COLUMNS = ["id", "question", "answer", "doc_id", "split", "version"]
+
+
+@dataclass
+class IngestedCorpus:
+    versions: list[str]
+    documents: pd.DataFrame
+    qa: pd.DataFrame
+    quarantined: list[dict]
+    found: int
+
+    def summary(self) -> dict[str, int | str]:
+        """Counts of the newest version (and of all versions where said)."""
+        latest = self.versions[-1]
+        qa, docs = self.qa, self.documents
+        newest = qa["version"] == latest
+        return {
+            "versions": len(self.versions),
+            "latest_version": latest,
+            "documents": int((docs["version"] == latest).sum()),
+            "documents_all_versions": len(docs),
+            "quarantined": len(self.quarantined),
+            "questions": int(newest.sum()),
+            "train_questions": int((newest & (qa["split"] == "train")).sum()),
+            "test_questions": int((newest & (qa["split"] == "test")).sum()),
+        }
+
+
+def ingest_corpus(source: Path, min_chars: int, max_chars: int) -> IngestedCorpus:
+    """Every version's documents and questions; bad documents and orphan questions quarantined."""
+    versions = list_versions(source)
+    raw, qa_items, quarantined = [], [], []
+    for version, folder in versions:
+        raw.extend(read_documents(folder / "docs", version))
+        items, rejected = read_qa(folder / "qa.jsonl", version)
+        qa_items.extend(items)
+        quarantined.extend({"doc_id": None, **r} for r in rejected)
+    valid, bad_docs = validate_documents(raw, min_chars, max_chars)
+    quarantined = bad_docs + quarantined
+    qa = pd.DataFrame(qa_items, columns=QA_COLUMNS)
+    known = set(zip(valid["version"], valid["doc_id"], strict=True))
+    orphan = ~pd.Series(
+        [(v, d) in known for v, d in zip(qa["version"], qa["doc_id"], strict=True)], dtype=bool
+    )
+    for _, row in qa[orphan].iterrows():
+        quarantined.append(
+            {
+                "doc_id": row["doc_id"],
+                "source": f"qa:{row['id']}",
+                "version": row["version"],
+                "reason": "question refers to a document that is missing or quarantined",
+            }
+        )
+    qa = qa[~orphan].reset_index(drop=True)
+    return IngestedCorpus([v for v, _ in versions], valid, qa, quarantined, len(raw))
+
+
+def write_ingested(corpus: IngestedCorpus, documents: Path, qa: Path, quarantine: Path) -> None:
+    """The document and question tables, and the quarantine file (one JSON object a reject)."""
+    documents.parent.mkdir(parents=True, exist_ok=True)
+    frame = corpus.documents
+    frame.assign(metadata=frame["metadata"].map(json.dumps)).to_parquet(documents, index=False)
+    qa.parent.mkdir(parents=True, exist_ok=True)
+    corpus.qa.to_parquet(qa, index=False)
+    quarantine.parent.mkdir(parents=True, exist_ok=True)
+    with quarantine.open("w") as fh:
+        for record in corpus.quarantined:
+            fh.write(json.dumps(record) + "\n")
+    for record in corpus.quarantined:
+        log.warning("quarantined %s (%s): %s", record.get("source"), record["version"], record["reason"])

@@ -1,0 +1,162 @@
+"""Three systems side by side on the held-out questions: the base model without retrieval, the base
+model with retrieval (RAG), and the adapter with retrieval; plus recall and MRR of the retrieval."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from components.core.artifacts import versions_in
+from components.evaluation.harness import SystemResult, markdown_table, run_system
+from components.evaluation.metrics import exact_match, mean, recall_at_k, reciprocal_rank
+
+SYSTEM_KEYS = ["base", "rag", "adapter"]
+
+
+def introduced_in(qa: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """The corpus version where each (question id, answer) first appeared: a revised fact
+    belongs to the version that revised it."""
+    first: dict[tuple[str, str], str] = {}
+    for version in versions_in(qa):
+        for row in qa[qa["version"] == version].itertuples():
+            first.setdefault((row.id, row.answer), version)
+    return first
+
+
+def held_out(qa: pd.DataFrame, version: str, max_questions: int, seed: int) -> list[dict]:
+    """The test questions of `version`, a seeded sample of `max_questions` when there are more."""
+    test = qa[(qa["version"] == version) & (qa["split"] == "test")].sort_values("id").to_dict("records")
+    if max_questions and len(test) > max_questions:
+        test = random.Random(seed).sample(test, max_questions)
+    return test
+
+
+def retrieval_scores(rows: list[list], test: list[dict], k: int) -> dict[str, float]:
+    """Document-level recall@k and MRR of ranked hits against each question's gold document."""
+    ids = [[h.payload["doc_id"] for h in row] for row in rows]
+    return {
+        f"recall@{k}": mean([recall_at_k(d, t["doc_id"], k) for d, t in zip(ids, test, strict=True)]),
+        "mrr": mean([reciprocal_rank(d, t["doc_id"]) for d, t in zip(ids, test, strict=True)]),
+    }
+
+
+@dataclass
+class Comparison:
+    test: list[dict]
+    results: list[SystemResult]
+    retrieval: dict[str, dict[str, float]]
+    retrieve_ms: float
+    doc_ids: list[list[str]]
+
+
+def compare_systems(
+    model: Any, retriever: Any, test: list[dict], k: int, max_new_tokens: int, batch_size: int
+) -> Comparison:
+    """Answer every held-out question with each system (same passages for RAG and the adapter,
+    unless the adapter reranks them)."""
+    from components.adapters.generation import generate
+    from components.adapters.prompting import build_prompt
+    from components.adapters.retro_model import rerank_hits
+
+    questions, golds = [t["question"] for t in test], [t["answer"] for t in test]
+    depth = model.first_stage_depth(k)
+    retriever.retrieve(questions[:1], k)  # load the embedder outside the timed part
+    began = time.perf_counter()
+    hits = retriever.retrieve(questions, depth)
+    retrieve_ms = (time.perf_counter() - began) * 1000 / len(questions)
+    reranked = rerank_hits(model, questions, hits, depth)
+    ranking = {"first_stage": hits, **({"reranked": reranked} if model.reranker is not None else {})}
+    scores = {name: retrieval_scores(rows, test, k) for name, rows in ranking.items()}
+
+    def top_texts(rows: list) -> dict[str, list[str]]:
+        return {q: [h.payload["text"] for h in row[:k]] for q, row in zip(questions, rows, strict=True)}
+
+    rag_passages, passages = top_texts(hits), top_texts(reranked)
+
+    def answer(with_context: bool, adapter: bool):  # noqa: ANN202
+        def fn(batch: list[str]) -> list[str]:
+            if adapter:
+                prompts = [model.prompt(q, passages[q]) for q in batch]
+                return generate(model, prompts, max_new_tokens, batch_size, [passages[q] for q in batch])
+            prompts = [
+                build_prompt(model.tokenizer, q, rag_passages[q] if with_context else None) for q in batch
+            ]
+            with model.base_only():
+                return generate(model, prompts, max_new_tokens, batch_size)
+
+        return fn
+
+    extra = [retrieve_ms] * len(questions)
+    results = [
+        run_system("base (no retrieval)", answer(False, False), questions, golds, batch_size),
+        run_system("base + retrieval (RAG)", answer(True, False), questions, golds, batch_size, extra),
+        run_system("adapter + retrieval", answer(True, True), questions, golds, batch_size, extra),
+    ]
+    doc_ids = [[h.payload["doc_id"] for h in row[:k]] for row in reranked]
+    return Comparison(test, results, scores, retrieve_ms, doc_ids)
+
+
+def comparison_metrics(c: Comparison, qa: pd.DataFrame, version: str, k: int) -> dict[str, Any]:
+    """evaluate.json: the three systems, retrieval scores and adapter EM per corpus version."""
+    introduced = introduced_in(qa)
+    by_version: dict[str, list[float]] = {}
+    for t, prediction in zip(c.test, c.results[2].predictions, strict=True):
+        by_version.setdefault(introduced[(t["id"], t["answer"])], []).append(
+            exact_match(prediction, t["answer"])
+        )
+    used = c.retrieval.get("reranked", c.retrieval["first_stage"])
+    return {
+        "corpus_version": version,
+        "questions": len(c.test),
+        "k": k,
+        f"recall@{k}": used[f"recall@{k}"],
+        "mrr": used["mrr"],
+        "retrieval": c.retrieval,
+        "retrieve_ms_per_question": c.retrieve_ms,
+        # every version (task) seen so far: adapter EM on the facts it introduced or revised
+        "adapter_by_version": {
+            v: {"em": mean(scores), "questions": len(scores)}
+            for v, scores in sorted(by_version.items(), key=lambda item: (len(item[0]), item[0]))
+        },
+        **{
+            key: {
+                "em": r.em,
+                "f1": r.f1,
+                "latency_ms_mean": r.latency_ms_mean,
+                "latency_ms_p95": r.latency_ms_p95,
+            }
+            for key, r in zip(SYSTEM_KEYS, c.results, strict=True)
+        },
+    }
+
+
+def write_report(c: Comparison, k: int, table: Path, predictions: Path) -> None:
+    """The markdown table and one JSON line a question with every system's prediction."""
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(markdown_table(c.results, c.retrieval, k, len(c.test)))
+    predictions.parent.mkdir(parents=True, exist_ok=True)
+    with predictions.open("w") as fh:
+        for i, t in enumerate(c.test):
+            row = {
+                "id": t["id"],
+                "question": t["question"],
+                "gold": t["answer"],
+                "retrieved_docs": c.doc_ids[i],
+                **{key: r.predictions[i] for key, r in zip(SYSTEM_KEYS, c.results, strict=True)},
+            }
+            fh.write(json.dumps(row) + "\n")
+
+
+def write_no_questions(version: str, k: int, table: Path, predictions: Path) -> dict[str, Any]:
+    """Reports for a version without held-out questions (nothing to score)."""
+    note = f"corpus version {version} has no held-out questions (qa.jsonl with split=test)"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(note + "\n")
+    predictions.write_text("")
+    return {"corpus_version": version, "questions": 0, "k": k, "note": note}
