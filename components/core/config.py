@@ -31,7 +31,7 @@ class ParamsError(ValueError):
 class StrictModel(BaseModel):
     """Base for params models: unknown keys are errors, not silently ignored; reads are recorded."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
     _trace_prefix: str | None = PrivateAttr(None)
 
     def traced(self, prefix: str) -> StrictModel:

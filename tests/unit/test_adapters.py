@@ -224,3 +224,22 @@ def test_merged_export_gives_the_adapter_outputs(
     fused.save(tmp_path / "fused", {"base_model": str(family_dirs["llama"]), "method": "lora"})
     with pytest.raises(ValueError, match="only in_context adapters can be merged"):
         export_merged(tmp_path / "fused", tmp_path / "nope")
+
+
+def test_an_artifact_of_another_schema_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    import json
+
+    from components.adapters.base_model import load_base_model
+    from components.adapters.builder import build_retro_model, load_retro_model
+    from components.core.artifacts import SchemaMismatch
+
+    base, tokenizer = load_base_model(str(tiny_model))
+    build_retro_model(base, tokenizer, "lora", {"r": 2}, max_trainable_share=None).save(
+        tmp_path / "a", {"base_model": str(tiny_model), "method": "lora"}
+    )
+    config = json.loads((tmp_path / "a" / "retro_config.json").read_text())
+    assert config["schema_version"] == 1
+    config["schema_version"] = 0
+    (tmp_path / "a" / "retro_config.json").write_text(json.dumps(config))
+    with pytest.raises(SchemaMismatch, match=r"schema 0, this version reads schema 1: train it again"):
+        load_retro_model(tmp_path / "a")

@@ -169,3 +169,33 @@ def _assert_still(layout: Paths, manifest: dict, changes: list[dict]) -> None:
         assert hits and retriever.store.count() == manifest["count"]
     finally:
         retriever.close()
+
+
+def test_snapshots_of_another_schema_are_rebuilt_or_refused(tmp_path: Path, corpus) -> None:  # noqa: ANN001
+    from components.core.artifacts import SchemaMismatch
+    from components.data.chunking import read_chunks
+    from components.stores.manifest import IndexManifest
+
+    full, _ = corpus
+    source = tmp_path / "corpus"
+    shutil.copytree(full / "v1", source / "v1")
+    layout = Paths(tmp_path)
+    params = _params(source, "faiss", {"factory": "Flat"})
+    _, first = _stages(params, layout)
+    # an index written before manifests had a schema version: readers refuse it, the stage rebuilds it
+    manifest = json.loads((layout.index / "manifest.json").read_text())
+    del manifest["schema_version"]
+    (layout.index / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SchemaMismatch, match=r"no schema version.*dvc repro -f index"):
+        IndexManifest.read(layout.index)
+    rebuilt = run_stage(index, params, layout.root)
+    assert (
+        rebuilt["schema_version"] == 1 and rebuilt["update"]["mode"] == "full" and rebuilt["parent"] is None
+    )
+    # a chunk table without a schema version is refused with the command that rebuilds it
+    pd.read_parquet(layout.chunks).to_parquet(layout.chunks, index=False)
+    with pytest.raises(SchemaMismatch, match=r"chunks.parquet has no schema version.*dvc repro -f chunk"):
+        read_chunks(layout.chunks)
+    with pytest.raises(SchemaMismatch):
+        run_stage(index, params, layout.root)
+    assert IndexManifest.read(layout.index).content_hash == first["content_hash"]  # left as it was
