@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,8 +71,7 @@ def _valid_keys(model: type[BaseModel]) -> list[str]:
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The nested params model that holds the key at `loc` (None when it is not a model)."""
     for part in loc:
-        fields = {(_field_key(model, n)): f for n, f in model.model_fields.items()} | model.model_fields
-        field = fields.get(part)
+        field = {_field_key(model, n): f for n, f in model.model_fields.items()}.get(part)
         annotation = getattr(field, "annotation", None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
