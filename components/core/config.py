@@ -162,7 +162,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def apply_overrides(path: Path | str, overrides: list[str], check: Any = None) -> dict[str, Any]:
+def apply_overrides(
+    path: Path | str, overrides: list[str], check: Callable[[dict[str, Any]], Any] | None = None
+) -> dict[str, Any]:
     """Write `section.key=value` overrides into params.yaml, keeping its comments.
 
     The result is validated first (by `check(data)`, which raises ParamsError), and the file is
