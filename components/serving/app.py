@@ -275,9 +275,14 @@ def create_app(settings: ServeSettings, tracking_uri: str) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         current = service.promoter.current
+        worker = os.getpid()  # with `retro serve --workers N`, each worker answers for itself
         if current is None:
-            return JSONResponse({"status": "not ready", "reason": service.promoter.problem}, 503)
-        return JSONResponse({"status": "ready", "alias": settings.alias, **current.version_fields()})
+            return JSONResponse(
+                {"status": "not ready", "reason": service.promoter.problem, "worker_pid": worker}, 503
+            )
+        return JSONResponse(
+            {"status": "ready", "alias": settings.alias, "worker_pid": worker, **current.version_fields()}
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:

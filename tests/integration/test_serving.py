@@ -222,6 +222,7 @@ def test_retro_serve_runs_several_workers(registry: dict, tmp_path: Path) -> Non
     import subprocess
     import sys
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     import psutil
     from serving_helpers import free_port
@@ -234,16 +235,25 @@ def test_retro_serve_runs_several_workers(registry: dict, tmp_path: Path) -> Non
     root = Path(__file__).resolve().parents[2]
     server = subprocess.Popen(command, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     try:
-        deadline, ready = time.monotonic() + 240, 0
-        while ready < 10 and time.monotonic() < deadline:  # both workers ready: many 200s in a row
+        waiting: dict[int, str] = {}  # worker pid -> why it is not ready yet
+
+        def ready_worker(_: int) -> int | None:
             try:
-                ok = httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+                answer = httpx.get(f"http://127.0.0.1:{port}/readyz")
             except httpx.TransportError:
-                ok = False
-            ready = ready + 1 if ok else 0
-            time.sleep(0.2)
-        assert ready == 10, "retro serve --workers 2 did not become ready"
-        assert len(psutil.Process(server.pid).children()) >= 2
+                return None
+            if answer.status_code != 200:
+                waiting[answer.json()["worker_pid"]] = answer.json()["reason"]
+                return None
+            return answer.json()["worker_pid"]
+
+        deadline, ready = time.monotonic() + 240, set()
+        with ThreadPoolExecutor(8) as pool:  # concurrent connections reach both workers
+            while len(ready) < 2 and time.monotonic() < deadline:  # each worker has said it is ready
+                ready |= set(pool.map(ready_worker, range(8))) - {None}
+                time.sleep(0.1)
+        assert len(ready) == 2, f"retro serve --workers 2 did not become ready: {ready}, {waiting}"
+        assert ready <= {child.pid for child in psutil.Process(server.pid).children()}
         with httpx.Client(timeout=60) as client:
             answers = [client.post(f"http://127.0.0.1:{port}/v1/answer", json=QUESTION) for _ in range(8)]
         assert {a.status_code for a in answers} == {200}
