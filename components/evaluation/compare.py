@@ -8,13 +8,17 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from components.core.artifacts import versions_in
 from components.evaluation.harness import SystemResult, markdown_table, run_system
 from components.evaluation.metrics import exact_match, mean, recall_at_k, reciprocal_rank
+
+if TYPE_CHECKING:
+    from components.adapters.retro_model import RetroModel
+    from components.stores.retriever import Retriever
 
 SYSTEM_KEYS = ["base", "rag", "adapter"]
 
@@ -56,7 +60,7 @@ class Comparison:
 
 
 def compare_systems(
-    model: Any, retriever: Any, test: list[dict], k: int, max_new_tokens: int, batch_size: int
+    model: RetroModel, retriever: Retriever, test: list[dict], k: int, max_new_tokens: int, batch_size: int
 ) -> Comparison:
     """Answer every held-out question with each system (same passages for RAG and the adapter,
     unless the adapter reranks them)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.tracking import MlflowClient
 
 from components.registry import mlflow_registry as reg
 from components.registry.gate import gate
@@ -27,7 +28,7 @@ INDEX_TAG_KEYS = (
 )
 
 
-def index_chain_tags(client: Any, manifest: IndexManifest) -> dict[str, Any]:
+def index_chain_tags(client: MlflowClient, manifest: IndexManifest) -> dict[str, Any]:
     """Tags linking an index version to its parent: content hash, registry version, what changed."""
     parent, update = manifest.parent or {}, manifest.update or {}
     tags = {
@@ -51,7 +52,9 @@ def flat_figures(metrics: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def _index_version(client: Any, run_id: str, manifest: IndexManifest, index: Path, lineage: dict) -> Any:
+def _index_version(
+    client: MlflowClient, run_id: str, manifest: IndexManifest, index: Path, lineage: dict
+) -> Any:
     """The registered version holding this index snapshot, registered now if there is none."""
     found = reg.find_version(client, reg.INDEX_MODEL, "content_hash", manifest.content_hash)
     if found is not None and found.tags.get("embedder") == manifest.embedder:
@@ -63,7 +66,7 @@ def _index_version(client: Any, run_id: str, manifest: IndexManifest, index: Pat
 
 def register_pair(
     *,
-    client: Any,
+    client: MlflowClient,
     metrics: dict[str, Any],
     manifest: IndexManifest,
     adapter_config: dict[str, Any],
