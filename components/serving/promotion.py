@@ -9,6 +9,7 @@ fails to load) is refused, the reason is logged once, and the previous pair stay
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -61,7 +62,9 @@ class Promoter:
         attempt = f"{number}:{version.tags.get('index_version')}"  # retried when the link is fixed
         if attempt in self.refused:
             return "refused"
-        target = self.download_dir / f"adapter-v{number}"
+        # each process downloads into its own folder: workers of one `retro serve --workers N`
+        # (or replicas sharing a volume) never clear or read each other's half-written files
+        target = self.download_dir / f"process-{os.getpid()}" / f"adapter-v{number}"
         try:
             shutil.rmtree(target, ignore_errors=True)
             pair = reg.download_adapter_version(self._client, version, target)
