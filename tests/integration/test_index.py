@@ -130,13 +130,19 @@ def test_update_embeds_only_changed_chunks_and_records_its_parent(
     assert run_stage(index, params, layout.root)["index_version"] == 2
 
 
-def test_failed_updates_leave_the_previous_version_usable(tmp_path: Path, corpus) -> None:  # noqa: ANN001
-    full, changes = corpus
+def _flat_v1(tmp_path: Path, full: Path) -> tuple[Path, Paths, dict, dict]:
+    """v1 of the corpus through ingest, chunk, embed and index (exact FAISS)."""
     source = tmp_path / "corpus"
     shutil.copytree(full / "v1", source / "v1")
     layout = Paths(tmp_path)
     params = _params(source, "faiss", {"factory": "Flat"})
     _, first = _stages(params, layout)
+    return source, layout, params, first
+
+
+def test_failed_updates_leave_the_previous_version_usable(tmp_path: Path, corpus) -> None:  # noqa: ANN001
+    full, changes = corpus
+    source, layout, params, first = _flat_v1(tmp_path, full)
 
     # v2's new chunks get NaN vectors: the store refuses them and v1 stays in place
     shutil.copytree(full / "v2", source / "v2")
@@ -176,12 +182,7 @@ def test_snapshots_of_another_schema_are_rebuilt_or_refused(tmp_path: Path, corp
     from components.data.chunking import read_chunks
     from components.stores.manifest import IndexManifest
 
-    full, _ = corpus
-    source = tmp_path / "corpus"
-    shutil.copytree(full / "v1", source / "v1")
-    layout = Paths(tmp_path)
-    params = _params(source, "faiss", {"factory": "Flat"})
-    _, first = _stages(params, layout)
+    source, layout, params, first = _flat_v1(tmp_path, corpus[0])
     # an index written before manifests had a schema version: readers refuse it, the stage rebuilds it
     manifest = json.loads((layout.index / "manifest.json").read_text())
     del manifest["schema_version"]
