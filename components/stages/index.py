@@ -10,9 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import pandas as pd
-
-from components.core.artifacts import versions_in
+from components.core.artifacts import read_table, versions_in
 from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.chunking import read_chunks
@@ -47,7 +45,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     plan = plan_version(IndexManifest.read_if_current(paths.index), settings, chunk_ids)
     if plan.mode == "noop":
         return plan.parent.to_dict()
-    documents = pd.read_parquet(paths.documents)
+    documents = read_table(paths.documents, "ingest")
     data = VersionInput(
         chunk_ids,
         part["text"].tolist(),

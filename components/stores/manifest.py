@@ -73,9 +73,6 @@ class IndexManifest(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
-    def settings(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in COMPATIBILITY_KEYS}
-
     def changed_settings(self, settings: dict[str, Any]) -> list[str]:
         """The compatibility fields whose value differs from `settings` (empty: an update is possible)."""
         return [k for k in COMPATIBILITY_KEYS if getattr(self, k) != settings[k]]
