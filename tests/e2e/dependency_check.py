@@ -1,9 +1,11 @@
 """What each DVC stage really reads, observed during a `dvc repro`, against what dvc.yaml declares.
 
 - Files: `strace` follows `dvc repro` and every process it starts; the stage is the Python process
-  whose command line runs a `dvc.yaml` cmd, with its threads and forks (not the programs it
-  executes, such as git). Every file or folder it opens for reading under the project root counts,
-  the project's own modules among them (a cached `__pycache__/x.pyc` counts as `x.py`).
+  that runs a `dvc.yaml` cmd (known by the record it writes at exit, named by its pid), with its
+  threads and forks (not the programs they execute, such as git). Calls that strace prints in two
+  pieces, because another process's call came between, are joined back first. Every file or
+  folder it opens for reading under the project root counts, the project's own modules among them
+  (a cached `__pycache__/x.pyc` counts as `x.py`).
 - Params: the keys read through the params models (`PARAMS_READ`), written at exit by
   `tests/fixtures/trace/sitecustomize.py`.
 - Declared: the deps, outs and params of each stage as DVC resolved them into dvc.lock.
@@ -34,6 +36,8 @@ ALWAYS_DECLARED_PARAMS = ("paths",)
 SCRATCH_SUFFIXES = (".tmp", ".staging", ".old")
 
 LINE = re.compile(r"^(\d+)\s+(\w+)\((.*)\)\s+=\s+(-?\d+|\?)")
+UNFINISHED = re.compile(r"^(\d+)\s+(.*?)\s*<unfinished \.\.\.>$")
+RESUMED = re.compile(r"^(\d+)\s+<\.\.\. \w+ resumed>\s?(.*)$")
 OPEN = re.compile(r'^(?:AT_FDCWD, )?"((?:[^"\\]|\\.)*)", ([A-Z_|]+)')
 
 
@@ -83,15 +87,41 @@ def _relative(path: str, root: Path) -> str | None:
     return rel.as_posix() + ("/" if folder else "")
 
 
+def _whole_calls(lines: list[str]) -> list[str]:
+    """Trace lines with each call that strace split in two (`<unfinished ...>`, then
+    `<... call resumed>` after other processes' calls) joined back into one line."""
+    pending: dict[str, str] = {}
+    whole = []
+    for raw in lines:
+        if m := UNFINISHED.match(raw):
+            pending[m.group(1)] = raw[: m.start(2)] + m.group(2)
+        elif (m := RESUMED.match(raw)) and m.group(1) in pending:
+            whole.append(pending.pop(m.group(1)) + m.group(2))
+        else:
+            whole.append(raw)
+    return whole
+
+
+def _stage_records(params_dir: Path, modules: dict[str, str]) -> dict[int, tuple[str, set[str]]]:
+    """{pid: (stage, params keys read)} from the records each stage process wrote at exit."""
+    records = {}
+    for path in params_dir.glob("*.params.json"):
+        record = json.loads(path.read_text())
+        argv0 = record["argv"][0] if record["argv"] else ""
+        for module, stage in modules.items():
+            if argv0.endswith(module.replace(".", "/") + ".py"):
+                records[int(path.name.split(".")[0])] = (stage, set(record["params"]))
+    return records
+
+
 def observed_reads(trace_file: Path, params_dir: Path, root: Path, dvc_yaml: Path) -> dict[str, Reads]:
     """What each stage read during the traced run, by stage name."""
     root = root.resolve()
     modules = _stage_modules(dvc_yaml)
-    stage_of: dict[int, str] = {}
     children: dict[int, list[int]] = defaultdict(list)
     execs: set[int] = set()
     opens: dict[int, set[str]] = defaultdict(set)
-    for raw in trace_file.read_text(errors="replace").splitlines():
+    for raw in _whole_calls(trace_file.read_text(errors="replace").splitlines()):
         m = LINE.match(raw)
         if not m:
             continue
@@ -100,27 +130,22 @@ def observed_reads(trace_file: Path, params_dir: Path, root: Path, dvc_yaml: Pat
             children[pid].append(int(result))
         elif call == "execve" and result == "0":
             execs.add(pid)
-            argv = re.findall(r'"((?:[^"\\]|\\.)*)"', args)[1:]
-            if "-m" in argv and argv[argv.index("-m") + 1] in modules:
-                stage_of[pid] = modules[argv[argv.index("-m") + 1]]
         elif call in ("open", "openat") and not result.startswith("-"):
             o = OPEN.match(args)
             if o and ("O_RDONLY" in o.group(2) or "O_RDWR" in o.group(2)):
                 suffix = "/" if "O_DIRECTORY" in o.group(2) else ""  # a folder listed
                 opens[pid].add(o.group(1).rstrip("/") + suffix)
+    records = _stage_records(params_dir, modules)
+    stage_of = {pid: stage for pid, (stage, _) in records.items()}
     reads: dict[str, Reads] = defaultdict(Reads)
+    for stage, params in records.values():
+        reads[stage].params |= params
     for pid, stage in stage_of.items():
         stack = [pid]
         while stack:  # the stage process, its threads and forks that run no other program
             current = stack.pop()
             reads[stage].files |= {r for p in opens[current] if (r := _relative(p, root))}
             stack += [c for c in children[current] if c not in execs]
-    for path in params_dir.glob("*.params.json"):
-        record = json.loads(path.read_text())
-        argv0 = record["argv"][0] if record["argv"] else ""
-        for module, stage in modules.items():
-            if argv0.endswith(module.replace(".", "/") + ".py"):
-                reads[stage].params |= set(record["params"])
     return dict(reads)
 
 
