@@ -1,10 +1,18 @@
-"""Token-aware chunking with overlap and stable content-hash chunk ids."""
+"""Token-aware chunking with overlap, stable content-hash chunk ids and section headings.
+
+A chunk id hashes the document id, the window's text and its occurrence among identical windows
+of that document (0 for the first), never its position: an edit early in a document leaves the
+ids of every later unchanged window as they were, so only changed text is embedded again, and
+repeated windows (boilerplate lines, table rows) still get distinct ids.
+"""
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,11 +27,33 @@ class Chunk:
     doc_id: str
     position: int
     text: str
+    section: str = ""
 
 
-def chunk_id(doc_id: str, text: str) -> str:
-    """Stable id from the document id and the chunk's content."""
-    return hashlib.sha256(f"{doc_id}\n{text}".encode()).hexdigest()[:20]
+def chunk_id(doc_id: str, text: str, occurrence: int = 0) -> str:
+    """Stable id from the document id, the chunk's content and which identical window of the
+    document it is (the first keeps the id of a window that occurs once)."""
+    key = f"{doc_id}\n{text}" + (f"\n#{occurrence}" if occurrence else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+
+
+def section_finder(text: str) -> Callable[[int, int], str]:
+    """(start, end character offsets of a chunk) -> the heading of the section the chunk starts
+    in: the nearest markdown heading (`#` to `######`) at or before `start`; before the first
+    heading, the first one inside the chunk; "" when there is none."""
+    found = [(m.start(), m.group(1).strip()) for m in _HEADING.finditer(text)]
+    starts = [s for s, _ in found]
+
+    def section(start: int, end: int) -> str:
+        at = bisect.bisect_right(starts, start) - 1
+        if at >= 0:
+            return found[at][1]
+        return found[0][1] if found and found[0][0] < end else ""
+
+    return section
 
 
 def tokenizer_offsets(tokenizer) -> OffsetsFn:  # noqa: ANN001 - any fast HF tokenizer
@@ -70,6 +100,8 @@ def chunk_text(
     if not spans:
         return []
     chunks: list[Chunk] = []
+    seen: dict[str, int] = {}  # identical windows so far
+    section = section_finder(text)
     start = 0
     while start < len(spans):
         end = min(start + max_tokens, len(spans))
@@ -81,7 +113,10 @@ def chunk_text(
                     break
         piece = text[spans[start][0]:spans[end - 1][1]].strip()
         if piece:
-            chunks.append(Chunk(chunk_id(doc_id, piece), doc_id, len(chunks), piece))
+            occurrence = seen.get(piece, 0)
+            seen[piece] = occurrence + 1
+            heading = section(spans[start][0], spans[end - 1][1])
+            chunks.append(Chunk(chunk_id(doc_id, piece, occurrence), doc_id, len(chunks), piece, heading))
         if end >= len(spans):
             break
         next_start = max(end - overlap, start + 1)
@@ -92,9 +127,10 @@ def chunk_text(
     return chunks
 
 
-CHUNKS_SCHEMA = 1
-"""Version of the chunk table's layout (its columns and how chunk ids are made)."""
-CHUNK_COLUMNS = ["version", "chunk_id", "doc_id", "position", "text"]
+CHUNKS_SCHEMA = 2
+"""Version of the chunk table's layout (its columns and how chunk ids are made).
+2: a `section` column; identical windows of a document get distinct ids."""
+CHUNK_COLUMNS = ["version", "chunk_id", "doc_id", "position", "text", "section"]
 
 
 def chunk_documents(docs: pd.DataFrame, offsets: OffsetsFn, max_tokens: int, overlap: int) -> pd.DataFrame:
@@ -104,17 +140,20 @@ def chunk_documents(docs: pd.DataFrame, offsets: OffsetsFn, max_tokens: int, ove
     rows = []
     for doc in tqdm(docs.itertuples(), total=len(docs), desc="chunk", leave=False):
         for c in chunk_text(doc.doc_id, doc.text, offsets, max_tokens, overlap):
-            rows.append(
-                {"version": doc.version, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "position": c.position, "text": c.text}
-            )
+            rows.append({"version": doc.version, **asdict(c)})
     return pd.DataFrame(rows, columns=CHUNK_COLUMNS)
 
 
 def chunk_summary(chunks: pd.DataFrame, documents: int) -> dict[str, float | int]:
+    """chunk.json: counts, repeated windows (identical text within a version's document) and the
+    share of chunks that lie under a section heading."""
+    repeated = chunks.duplicated(["version", "doc_id", "text"]).sum() if len(chunks) else 0
     return {
         "chunks": len(chunks),
         "unique_chunks": int(chunks["chunk_id"].nunique()),
         "mean_chunks_per_doc": round(len(chunks) / max(1, documents), 3),
+        "repeated_windows": int(repeated),
+        "share_with_section": round(float((chunks["section"] != "").mean()), 3) if len(chunks) else 0.0,
     }
 
 

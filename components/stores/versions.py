@@ -59,6 +59,7 @@ def chunk_payloads(part: pd.DataFrame, chunks: pd.DataFrame, documents: pd.DataF
                 "chunk_id": r.chunk_id,
                 "version": first_version[r.chunk_id],
                 "position": int(r.position),
+                "section": str(getattr(r, "section", "") or ""),
             }
         )
     return payloads

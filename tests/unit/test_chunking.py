@@ -39,6 +39,36 @@ def test_ids_are_stable_and_content_addressed() -> None:
     assert changed and all(c.chunk_id not in {x.chunk_id for x in a} for c in changed)
 
 
+REPEATED = "Table one values are means.\n" * 12  # one 5-token window a line
+
+
+def test_identical_windows_get_distinct_ids_that_an_earlier_edit_keeps() -> None:
+    text = "Intro words come first here.\n" + REPEATED + "Closing words end the text."
+    chunks = chunk_text("doc", text, words, max_tokens=5, overlap=0)
+    repeated = [c for c in chunks if c.text == "Table one values are means."]
+    assert len(repeated) == 12 and len({c.chunk_id for c in chunks}) == len(chunks)
+    assert repeated[0].chunk_id == chunk_id("doc", repeated[0].text)  # the first keeps the plain id
+    # a line inserted before the repeats shifts every position but no repeated window's id
+    edited = chunk_text("doc", "A line added on top.\n" + text, words, 5, 0)
+    assert [c.position for c in edited if c.text == repeated[0].text] == [c.position + 1 for c in repeated]
+    assert [c.chunk_id for c in edited if c.text == repeated[0].text] == [c.chunk_id for c in repeated]
+
+
+def test_chunks_keep_the_heading_of_their_section() -> None:
+    text = (
+        "Preamble " * 8
+        + "\n\n# Title\n\nfirst words.\n\n## Methods\n\n"
+        + "m " * 30
+        + "\n## Results ##\n\nr r r."
+    )
+    chunks = chunk_text("doc", text, words, max_tokens=8, overlap=0)
+    assert chunks[0].section == ""  # before any heading
+    by_text = {c.text.split()[0]: c.section for c in chunks}
+    assert by_text["#"] == "Title"
+    assert by_text["m"] == "Methods"
+    assert chunks[-1].section == "Results"
+
+
 def test_bad_window_is_refused() -> None:
     with pytest.raises(ValueError):
         chunk_text("doc", TEXT, words, max_tokens=5, overlap=5)
