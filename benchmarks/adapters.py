@@ -38,6 +38,7 @@ METHOD_LR = {"lora": 1e-3, "adalora": 2e-3, "ia3": 1e-2}
 def _data(seed: int, entities: int, k: int, n_test: int, holdout: str = ""):  # noqa: ANN202
     from components.data.synthetic import make_corpus
     from components.embed.encoder import encode
+    from components.evaluation.gold import GoldFinder
     from components.stores.retriever import Retriever
     from components.training.examples import with_retrieval
 
@@ -48,7 +49,7 @@ def _data(seed: int, entities: int, k: int, n_test: int, holdout: str = ""):  # 
     texts = [p.read_text() for p in docs]
     retriever = Retriever.build(ids, texts, encode(texts), [{"doc_id": i} for i in ids], "all-MiniLM-L6-v2")
     qa = [json.loads(line) for line in (folder / "qa.jsonl").read_text().splitlines()]
-    gold = {i: [t] for i, t in zip(ids, texts, strict=True)}
+    gold = GoldFinder.whole_documents(ids, texts)
     if holdout:  # zero-shot transfer: train on the other domains, test on this one (indexed only)
         train_items = [q for q in qa if not q["doc_id"].startswith(holdout + "/")]
         test_items = [q for q in qa if q["doc_id"].startswith(holdout + "/") and q["split"] == "test"]

@@ -31,6 +31,7 @@ from components.continual.replay import ReplayBuffer
 from components.continual.update import UpdateOptions, unchanged_pairs, update_adapter
 from components.data.chunking import chunk_id
 from components.embed.encoder import encode
+from components.evaluation.gold import GoldFinder
 from components.evaluation.metrics import exact_match
 from components.stores.retriever import Retriever
 from components.training.examples import Example, with_retrieval
@@ -122,7 +123,10 @@ class PeakRSS:
 def _examples(items: list[dict], retriever: Retriever | None, task: Task, k: int) -> list[Example]:
     if retriever is None:
         return [Example(it["id"], it["question"], it["answer"], it["doc_id"], []) for it in items]
-    gold = {doc_id: [text] for doc_id, text in task.docs.items()}
+    doc_ids = sorted(task.docs)
+    texts = [task.docs[d] for d in doc_ids]
+    ids = [chunk_id(d, t) for d, t in zip(doc_ids, texts, strict=True)]  # the ids Learner indexes
+    gold = GoldFinder.whole_documents(doc_ids, texts, ids)
     return with_retrieval(items, retriever, k, gold)
 
 

@@ -37,6 +37,12 @@ class RetrievalParams(StrictModel):
     k: int = Field(3, ge=1, le=50)
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     rrf_k: int = Field(60, ge=1)
+    gold_min_overlap: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="an answer not found verbatim is located in the chunk holding this share of its tokens",
+    )
 
 
 class IngestParams(StrictModel):
@@ -114,7 +120,14 @@ class SupervisionParams(StrictModel):
 class TrainParams(StrictModel):
     method: str = Field("lora", description="any peft method name: lora, adalora, ia3, ...")
     config: dict[str, Any] = Field(default_factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05})
-    steps: int = Field(60, ge=1)
+    epochs: float = Field(3.0, gt=0, description="passes over the training questions (sets the steps)")
+    steps: int | None = Field(None, ge=1, description="optimiser steps; overrides epochs when set")
+    validation_share: float = Field(
+        0.1, ge=0, lt=0.5, description="train questions held out for early stopping (0: none)"
+    )
+    patience: int = Field(
+        2, ge=0, description="validation checks without improvement before stopping (0: off)"
+    )
     batch_size: int = Field(4, ge=1)
     lr: float = Field(1e-3, gt=0)
     max_length: int = Field(384, ge=32)
@@ -148,7 +161,10 @@ class ContinualParams(StrictModel):
 
 class EvaluateParams(StrictModel):
     max_questions: int = Field(40, ge=0, description="0 evaluates every test question")
-    max_new_tokens: int = Field(16, ge=1)
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="answer length cap; null: answer_percentile of the train answers' lengths"
+    )
+    answer_percentile: float = Field(95, gt=0, le=100, description="percentile behind the default cap")
     batch_size: int = Field(8, ge=1)
 
 

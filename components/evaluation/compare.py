@@ -1,5 +1,6 @@
 """Three systems side by side on the held-out questions: the base model without retrieval, the base
-model with retrieval (RAG), and the adapter with retrieval; plus recall and MRR of the retrieval."""
+model with retrieval (RAG), and the adapter with retrieval; plus recall and MRR of the retrieval,
+at chunk level (the chunk holding the answer, components/evaluation/gold.py) and document level."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from components.core.artifacts import versions_in
-from components.evaluation.harness import SystemResult, markdown_table, run_system
+from components.evaluation.gold import Gold, gold_counts
+from components.evaluation.harness import SystemResult, markdown_table, paired_gain, run_system
+from components.evaluation.intervals import Estimate
 from components.evaluation.metrics import exact_match, mean, recall_at_k, reciprocal_rank
 
 if TYPE_CHECKING:
@@ -41,12 +44,19 @@ def held_out(qa: pd.DataFrame, version: str, max_questions: int, seed: int) -> l
     return test
 
 
-def retrieval_scores(rows: list[list], test: list[dict], k: int) -> dict[str, float]:
-    """Document-level recall@k and MRR of ranked hits against each question's gold document."""
+def retrieval_scores(rows: list[list], test: list[dict], k: int, golds: list[Gold]) -> dict[str, float]:
+    """Recall@k and MRR of ranked hits, labelled by level: `chunk_` against each question's gold
+    chunks, over the questions whose answer was located in chunks (`chunk_questions` of them);
+    `doc_` against the gold document, over every question."""
     ids = [[h.payload["doc_id"] for h in row] for row in rows]
+    located = [(row, set(g.chunk_ids)) for row, g in zip(rows, golds, strict=True) if g.located]
+    first_gold = [next((i for i, h in enumerate(row) if h.id in gold), None) for row, gold in located]
     return {
-        f"recall@{k}": mean([recall_at_k(d, t["doc_id"], k) for d, t in zip(ids, test, strict=True)]),
-        "mrr": mean([reciprocal_rank(d, t["doc_id"]) for d, t in zip(ids, test, strict=True)]),
+        f"chunk_recall@{k}": mean([float(i is not None and i < k) for i in first_gold]),
+        "chunk_mrr": mean([0.0 if i is None else 1.0 / (i + 1) for i in first_gold]),
+        "chunk_questions": len(located),
+        f"doc_recall@{k}": mean([recall_at_k(d, t["doc_id"], k) for d, t in zip(ids, test, strict=True)]),
+        "doc_mrr": mean([reciprocal_rank(d, t["doc_id"]) for d, t in zip(ids, test, strict=True)]),
     }
 
 
@@ -57,18 +67,28 @@ class Comparison:
     retrieval: dict[str, dict[str, float]]
     retrieve_ms: float
     doc_ids: list[list[str]]
+    golds: list[Gold]
+    gains: dict[str, Estimate]  # adapter minus RAG, paired
+    max_new_tokens: int
 
 
 def compare_systems(
-    model: RetroModel, retriever: Retriever, test: list[dict], k: int, max_new_tokens: int, batch_size: int
+    model: RetroModel,
+    retriever: Retriever,
+    test: list[dict],
+    golds: list[Gold],
+    k: int,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int = 0,
 ) -> Comparison:
     """Answer every held-out question with each system (same passages for RAG and the adapter,
-    unless the adapter reranks them)."""
+    unless the adapter reranks them); `golds` are the questions' gold chunks."""
     from components.adapters.generation import generate
     from components.adapters.prompting import build_prompt
     from components.adapters.retro_model import rerank_hits
 
-    questions, golds = [t["question"] for t in test], [t["answer"] for t in test]
+    questions, answers = [t["question"] for t in test], [t["answer"] for t in test]
     depth = model.first_stage_depth(k)
     retriever.retrieve(questions[:1], k)  # load the embedder outside the timed part
     began = time.perf_counter()
@@ -76,7 +96,7 @@ def compare_systems(
     retrieve_ms = (time.perf_counter() - began) * 1000 / len(questions)
     reranked = rerank_hits(model, questions, hits, depth)
     ranking = {"first_stage": hits, **({"reranked": reranked} if model.reranker is not None else {})}
-    scores = {name: retrieval_scores(rows, test, k) for name, rows in ranking.items()}
+    scores = {name: retrieval_scores(rows, test, k, golds) for name, rows in ranking.items()}
 
     def top_texts(rows: list) -> dict[str, list[str]]:
         return {q: [h.payload["text"] for h in row[:k]] for q, row in zip(questions, rows, strict=True)}
@@ -97,17 +117,31 @@ def compare_systems(
         return fn
 
     extra = [retrieve_ms] * len(questions)
+    given_rag, given = [rag_passages[q] for q in questions], [passages[q] for q in questions]
     results = [
-        run_system("base (no retrieval)", answer(False, False), questions, golds, batch_size),
-        run_system("base + retrieval (RAG)", answer(True, False), questions, golds, batch_size, extra),
-        run_system("adapter + retrieval", answer(True, True), questions, golds, batch_size, extra),
+        run_system("base (no retrieval)", answer(False, False), questions, answers, batch_size, seed=seed),
+        run_system(
+            "base + retrieval (RAG)",
+            answer(True, False),
+            questions,
+            answers,
+            batch_size,
+            extra,
+            given_rag,
+            seed,
+        ),
+        run_system(
+            "adapter + retrieval", answer(True, True), questions, answers, batch_size, extra, given, seed
+        ),
     ]
     doc_ids = [[h.payload["doc_id"] for h in row[:k]] for row in reranked]
-    return Comparison(test, results, scores, retrieve_ms, doc_ids)
+    gains = paired_gain(results[2], results[1], seed)
+    return Comparison(test, results, scores, retrieve_ms, doc_ids, golds, gains, max_new_tokens)
 
 
 def comparison_metrics(c: Comparison, qa: pd.DataFrame, version: str, k: int) -> dict[str, Any]:
-    """evaluate.json: the three systems, retrieval scores and adapter EM per corpus version."""
+    """evaluate.json: the three systems with intervals, adapter minus RAG (paired), retrieval
+    scores at chunk and document level, the gold kinds and adapter EM per corpus version."""
     introduced = introduced_in(qa)
     by_version: dict[str, list[float]] = {}
     for t, prediction in zip(c.test, c.results[2].predictions, strict=True):
@@ -119,8 +153,9 @@ def comparison_metrics(c: Comparison, qa: pd.DataFrame, version: str, k: int) ->
         "corpus_version": version,
         "questions": len(c.test),
         "k": k,
-        f"recall@{k}": used[f"recall@{k}"],
-        "mrr": used["mrr"],
+        "max_new_tokens": c.max_new_tokens,
+        **used,
+        "gold": gold_counts(c.golds),
         "retrieval": c.retrieval,
         "retrieve_ms_per_question": c.retrieve_ms,
         # every version (task) seen so far: adapter EM on the facts it introduced or revised
@@ -128,22 +163,15 @@ def comparison_metrics(c: Comparison, qa: pd.DataFrame, version: str, k: int) ->
             v: {"em": mean(scores), "questions": len(scores)}
             for v, scores in sorted(by_version.items(), key=lambda item: (len(item[0]), item[0]))
         },
-        **{
-            key: {
-                "em": r.em,
-                "f1": r.f1,
-                "latency_ms_mean": r.latency_ms_mean,
-                "latency_ms_p95": r.latency_ms_p95,
-            }
-            for key, r in zip(SYSTEM_KEYS, c.results, strict=True)
-        },
+        **{key: r.figures() for key, r in zip(SYSTEM_KEYS, c.results, strict=True)},
+        "adapter_minus_rag": {m: v for name, e in c.gains.items() for m, v in e.as_dict(name).items()},
     }
 
 
 def write_report(c: Comparison, k: int, table: Path, predictions: Path) -> None:
     """The markdown table and one JSON line a question with every system's prediction."""
     table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(markdown_table(c.results, c.retrieval, k, len(c.test)))
+    table.write_text(markdown_table(c.results, c.retrieval, k, len(c.test), c.gains))
     predictions.parent.mkdir(parents=True, exist_ok=True)
     with predictions.open("w") as fh:
         for i, t in enumerate(c.test):
@@ -152,6 +180,7 @@ def write_report(c: Comparison, k: int, table: Path, predictions: Path) -> None:
                 "question": t["question"],
                 "gold": t["answer"],
                 "retrieved_docs": c.doc_ids[i],
+                "gold_kind": c.golds[i].kind,
                 **{key: r.predictions[i] for key, r in zip(SYSTEM_KEYS, c.results, strict=True)},
             }
             fh.write(json.dumps(row) + "\n")

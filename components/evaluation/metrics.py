@@ -1,4 +1,4 @@
-"""SQuAD-style exact match and token F1, and retrieval recall / MRR."""
+"""SQuAD-style exact match and token F1, answer support, and retrieval recall / MRR."""
 
 from __future__ import annotations
 
@@ -29,6 +29,111 @@ def token_f1(prediction: str, gold: str) -> float:
         return 0.0
     precision, recall = common / len(pred), common / len(ref)
     return 2 * precision * recall / (precision + recall)
+
+
+STOP_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "into",
+        "about",
+        "than",
+        "then",
+        "so",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "not",
+        "no",
+        "nor",
+        "do",
+        "does",
+        "did",
+        "has",
+        "have",
+        "had",
+        "can",
+        "could",
+        "may",
+        "might",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "i",
+        "we",
+        "you",
+        "he",
+        "she",
+        "they",
+        "them",
+        "their",
+        "our",
+        "your",
+        "his",
+        "her",
+        "my",
+        "me",
+        "us",
+        "also",
+        "such",
+        "very",
+        "more",
+        "most",
+        "other",
+    ]
+)
+
+
+def content_tokens(text: str) -> list[str]:
+    """The normalised tokens of `text` that carry content (stop words dropped)."""
+    return [t for t in normalize_answer(text).split() if t not in STOP_WORDS]
+
+
+def answer_support(answer: str, passages: list[str]) -> float | None:
+    """1.0 when every content token of `answer` appears in `passages`, else 0.0; None for an
+    answer without content tokens (nothing to check)."""
+    wanted = set(content_tokens(answer))
+    if not wanted:
+        return None
+    given = set(normalize_answer(" ".join(passages)).split())
+    return float(wanted <= given)
 
 
 def recall_at_k(retrieved_doc_ids: list[str], gold_doc_id: str, k: int) -> float:

@@ -45,11 +45,16 @@ def index_chain_tags(client: MlflowClient, manifest: IndexManifest) -> dict[str,
 
 
 def flat_figures(metrics: dict[str, Any]) -> dict[str, float]:
-    """`system.metric` figures of evaluate.json (and recall@k), as MLflow metrics and tags."""
-    flat = {f"{s}.{m}": v for s in ("base", "rag", "adapter") for m, v in metrics.get(s, {}).items()}
-    if f"recall@{metrics['k']}" in metrics:
-        flat[f"recall_at_{metrics['k']}"] = metrics[f"recall@{metrics['k']}"]
-    return flat
+    """`system.metric` figures of evaluate.json (with their interval bounds), adapter minus RAG and
+    the chunk- and document-level recall@k and MRR, as MLflow metrics and tags."""
+    systems = ("base", "rag", "adapter", "adapter_minus_rag")
+    flat = {f"{s}.{m}": v for s in systems for m, v in metrics.get(s, {}).items()}
+    k = metrics["k"]
+    for level in ("chunk", "doc"):
+        flat[f"{level}_recall_at_{k}"] = metrics.get(f"{level}_recall@{k}")
+        flat[f"{level}_mrr"] = metrics.get(f"{level}_mrr")
+    numbers = {name: v for name, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {name: float(v) for name, v in numbers.items()}
 
 
 def _index_version(

@@ -8,7 +8,6 @@ continual-update does work.
 from __future__ import annotations
 
 import json
-from contextlib import closing
 from typing import Any
 
 from components.core.artifacts import read_table, versions_in
@@ -16,25 +15,17 @@ from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.chunking import read_chunks
 from components.stages.entry import stage_main
-from components.stores.versions import version_retriever
 from components.training.distributed import in_launched_process, launch
-from components.training.examples import first_version_objective, version_examples
+from components.training.examples import examples_of_version, first_version_objective
 from components.training.recipe import already_trained, train_adapter, training_fingerprint
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any] | None:
-    p, model, retrieval, index = params.adapter_train, params.model, params.retrieval, params.index
+    p, model, retrieval = params.adapter_train, params.model, params.retrieval
     qa, chunks = read_table(paths.qa, "ingest"), read_chunks(paths.chunks)
     first = versions_in(chunks)[0]
     objective, items, lm_ids = first_version_objective(p.objective, qa, chunks, first)
-    opened = version_retriever(
-        paths.index, paths.embeddings, chunks, first, model.embedder, retrieval.mode, retrieval.rrf_k,
-        index.store, index.store_params,
-    )  # fmt: skip
-    with closing(opened) as retriever:
-        examples = version_examples(
-            chunks, first, items, retriever, retrieval.k, model.seed, p.ensure_gold, lm_ids, p.max_lm_examples
-        )
+    examples = examples_of_version(params, paths, chunks, first, items, lm_ids, p.ensure_gold)
     fingerprint = training_fingerprint(p, model, retrieval, examples)
     if (done := already_trained(paths.base_adapter, fingerprint)) is not None:
         return done  # same data, params and model as the adapter already there

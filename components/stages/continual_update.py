@@ -6,7 +6,6 @@ replay reservoir and the versions already learned (components/continual/chain.py
 
 from __future__ import annotations
 
-from contextlib import closing
 from functools import partial
 from typing import Any
 
@@ -16,18 +15,11 @@ from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.chunking import read_chunks
 from components.stages.entry import stage_main
-from components.stores.versions import version_retriever
-from components.training.examples import Example, version_examples
+from components.training.examples import Example, examples_of_version
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
-    p, train_p, model, retrieval, index = (
-        params.continual_update,
-        params.adapter_train,
-        params.model,
-        params.retrieval,
-        params.index,
-    )
+    p, train_p, model = params.continual_update, params.adapter_train, params.model
     qa, chunks = read_table(paths.qa, "ingest"), read_chunks(paths.chunks)
     versions = versions_in(chunks)
     chain = AdapterChain.open(
@@ -35,15 +27,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     )
 
     def examples_for(version: str, items: list[dict], lm_ids: set[str] | None) -> list[Example]:
-        opened = version_retriever(
-            paths.index, paths.embeddings, chunks, version, model.embedder, retrieval.mode, retrieval.rrf_k,
-            index.store, index.store_params,
-        )  # fmt: skip
-        with closing(opened) as retriever:
-            return version_examples(
-                chunks, version, items, retriever, retrieval.k, model.seed,
-                lm_chunk_ids=lm_ids, max_lm_examples=train_p.max_lm_examples,
-            )  # fmt: skip
+        return examples_of_version(params, paths, chunks, version, items, lm_ids)
 
     update = partial(update_in_place, chain.out, model, train_p, p)
     pending = chain.pending(versions)

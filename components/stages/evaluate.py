@@ -8,6 +8,7 @@ from components.core.artifacts import read_table, versions_in
 from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.chunking import read_chunks
+from components.evaluation.budget import answer_token_budget
 from components.evaluation.compare import (
     compare_systems,
     comparison_metrics,
@@ -15,6 +16,7 @@ from components.evaluation.compare import (
     write_no_questions,
     write_report,
 )
+from components.evaluation.gold import GoldFinder
 from components.stages.entry import stage_main
 from components.stores.manifest import IndexManifest
 
@@ -22,7 +24,8 @@ from components.stores.manifest import IndexManifest
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     p, k = params.evaluate, params.retrieval.k
     qa = read_table(paths.qa, "ingest")
-    latest = versions_in(read_chunks(paths.chunks))[-1]
+    chunks = read_chunks(paths.chunks)
+    latest = versions_in(chunks)[-1]
     test = held_out(qa, latest, p.max_questions, params.model.seed)
     if not test:  # documents only: nothing to score; register will not promote without a score
         return write_no_questions(latest, k, paths.evaluation_table, paths.predictions)
@@ -32,9 +35,17 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     IndexManifest.read(paths.index)  # refuses a snapshot of another schema
     model = load_retro_model(paths.current_adapter)
     retriever = Retriever.load(paths.index, mode=params.retrieval.mode)
-    comparison = compare_systems(model, retriever, test, k, p.max_new_tokens, p.batch_size)
+    finder = GoldFinder(chunks[chunks["version"] == latest], params.retrieval.gold_min_overlap)
+    golds = [finder.find(t["doc_id"], t["answer"]) for t in test]
+    budget = p.max_new_tokens
+    if budget is None:
+        answers = qa.loc[(qa["version"] == latest) & (qa["split"] == "train"), "answer"].tolist()
+        budget = answer_token_budget(model.tokenizer, answers, p.answer_percentile)
+    seed = params.model.seed
+    comparison = compare_systems(model, retriever, test, golds, k, budget, p.batch_size, seed)
     write_report(comparison, k, paths.evaluation_table, paths.predictions)
-    return comparison_metrics(comparison, qa, latest, k)
+    source = "evaluate.max_new_tokens" if p.max_new_tokens else f"p{p.answer_percentile:g} of train answers"
+    return comparison_metrics(comparison, qa, latest, k) | {"max_new_tokens_source": source}
 
 
 def main() -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import random
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
+from components.core.params import PipelineParams
+from components.core.paths import Paths
+from components.evaluation.gold import DEFAULT_MIN_OVERLAP, GoldFinder
 from components.stores.retriever import Retriever
 
 
@@ -18,13 +22,19 @@ class Example:
     doc_id: str
     passages: list[str]
     passage_doc_ids: list[str] = field(default_factory=list)
+    passage_chunk_ids: list[str] = field(default_factory=list)
+    gold_chunk_ids: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def gold_index(self) -> int | None:
-        """Position of the first passage from the gold document, or None when none was retrieved."""
+        """Position of the first gold passage (a chunk holding the answer when the gold is known
+        by chunk, else any passage of the gold document); None when none was retrieved."""
+        if self.gold_chunk_ids and self.passage_chunk_ids:
+            gold = set(self.gold_chunk_ids)
+            return next((i for i, c in enumerate(self.passage_chunk_ids) if c in gold), None)
         return self.passage_doc_ids.index(self.doc_id) if self.doc_id in self.passage_doc_ids else None
 
 
@@ -32,15 +42,17 @@ def with_retrieval(
     items: list[dict],
     retriever: Retriever,
     k: int,
-    gold_chunks: dict[str, list[str]],
+    gold: GoldFinder,
     ensure_gold: bool = True,
     seed: int = 0,
 ) -> list[Example]:
     """Attach the top-k retrieved passages to each QA item.
 
-    With `ensure_gold`, when retrieval misses the gold document one retrieved passage is
-    replaced by the gold chunk that holds the answer (RAFT-style: the model learns to find the
-    answer among distractors instead of guessing when the context lacks it).
+    The gold of each item is found by `gold` (components/evaluation/gold.py: the chunk holding
+    the answer span, else the best token overlap, else the whole document). With `ensure_gold`,
+    when no retrieved passage is gold, one is replaced by the first gold chunk (RAFT-style: the
+    model learns to find the answer among distractors instead of guessing when the context
+    lacks it).
     """
     if not items:
         return []
@@ -50,18 +62,22 @@ def with_retrieval(
     for item, hits in zip(items, results, strict=True):
         passages = [h.payload["text"] for h in hits]
         doc_ids = [str(h.payload.get("doc_id")) for h in hits]
-        candidates = gold_chunks.get(item["doc_id"], [])
-        if ensure_gold and item["doc_id"] not in doc_ids and candidates:
-            gold = next((c for c in candidates if item["answer"] in c), candidates[0])
+        chunk_ids = [str(h.id) for h in hits]
+        found = gold.find(item["doc_id"], item["answer"])
+        example = Example(
+            item["id"], item["question"], item["answer"], item["doc_id"], passages, doc_ids, chunk_ids,
+            list(found.chunk_ids),
+        )  # fmt: skip
+        if ensure_gold and found.chunk_ids and example.gold_index is None:
+            first = found.chunk_ids[0]
             at = rng.randrange(len(passages)) if len(passages) >= k else rng.randrange(len(passages) + 1)
             if len(passages) >= k:
-                passages[at], doc_ids[at] = gold, item["doc_id"]
+                passages[at], doc_ids[at], chunk_ids[at] = gold.text_of[first], item["doc_id"], first
             else:
-                passages.insert(at, gold)
+                passages.insert(at, gold.text_of[first])
                 doc_ids.insert(at, item["doc_id"])
-        examples.append(
-            Example(item["id"], item["question"], item["answer"], item["doc_id"], passages, doc_ids)
-        )
+                chunk_ids.insert(at, first)
+        examples.append(example)
     return examples
 
 
@@ -113,6 +129,7 @@ def version_examples(
     ensure_gold: bool = True,
     lm_chunk_ids: set[str] | None = None,
     max_lm_examples: int = 0,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
 ) -> list[Example]:
     """Training examples of one corpus version, passages retrieved from that version's chunks.
 
@@ -120,12 +137,37 @@ def version_examples(
     become continuation examples on those chunks (the unsupervised objective).
     """
     part = chunks[chunks["version"] == version].sort_values(["doc_id", "position"])
-    gold = part.groupby("doc_id")["text"].apply(list).to_dict()
+    gold = GoldFinder(part, min_overlap)
     examples = with_retrieval(items, retriever, k, gold, ensure_gold=ensure_gold, seed=seed)
     if lm_chunk_ids:
         rows = part[part["chunk_id"].isin(lm_chunk_ids)].to_dict("records")
         examples += language_modelling(rows, retriever, k, max_lm_examples, seed)
     return examples
+
+
+def examples_of_version(
+    params: PipelineParams,
+    paths: Paths,
+    chunks: pd.DataFrame,
+    version: str,
+    items: list[dict],
+    lm_chunk_ids: set[str] | None = None,
+    ensure_gold: bool = True,
+) -> list[Example]:
+    """`version_examples` with the passages of that version's retriever, as the pipeline's
+    params configure it (adapter-train and continual-update)."""
+    from components.stores.versions import version_retriever
+
+    model, retrieval, index = params.model, params.retrieval, params.index
+    opened = version_retriever(
+        paths.index, paths.embeddings, chunks, version, model.embedder, retrieval.mode, retrieval.rrf_k,
+        index.store, index.store_params,
+    )  # fmt: skip
+    with closing(opened) as retriever:
+        return version_examples(
+            chunks, version, items, retriever, retrieval.k, model.seed, ensure_gold, lm_chunk_ids,
+            params.adapter_train.max_lm_examples, retrieval.gold_min_overlap,
+        )  # fmt: skip
 
 
 def train_items(qa: pd.DataFrame, version: str) -> list[dict]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 from components.adapters.peft_adapter import ARTIFACT_CONFIG, ARTIFACT_SCHEMA
 from components.core.params import ModelParams, RetrievalParams, TrainParams
+from components.training.budget import EarlyStopping, planned_steps, split_validation
 from components.training.examples import Example
 
 
@@ -71,6 +73,14 @@ def train_adapter(
     from components.training.trainer import train
 
     accelerator = make_accelerator() if in_launched_process() else None
+    # early stopping needs one view of the validation loss: not across data-parallel processes
+    share = p.validation_share if accelerator is None else 0.0
+    train_set, validation = split_validation(examples, share, model_params.seed)
+    steps, steps_source = planned_steps(p.epochs, p.steps, len(train_set), p.batch_size)
+    per_epoch = max(1, math.ceil(len(train_set) / p.batch_size))
+    stopper = (
+        EarlyStopping(validation, every=max(1, per_epoch // 2), patience=p.patience) if validation else None
+    )
     base, tokenizer = load_base_model(model_params.base, model_params.dtype)
     fusion = {
         **p.fusion.model_dump(),
@@ -78,7 +88,7 @@ def train_adapter(
         "rerank_rank": p.supervision.rank,
         "memory_embedder": model_params.embedder,
     }
-    model = build_retro_model(base, tokenizer, p.method, p.config, fusion, p.steps, p.max_trainable_share)
+    model = build_retro_model(base, tokenizer, p.method, p.config, fusion, steps, p.max_trainable_share)
     on_step = None
     if p.method.lower() == "adalora":
 
@@ -88,8 +98,8 @@ def train_adapter(
     counts = parameter_report(model)
     stats = train(
         model,
-        examples,
-        p.steps,
+        train_set,
+        steps,
         p.batch_size,
         p.lr,
         p.max_length,
@@ -99,6 +109,7 @@ def train_adapter(
         desc="adapter-train",
         supervision_weight=p.supervision.weight,
         accelerator=accelerator,
+        early_stopping=stopper,
     )
     if accelerator is not None:
         stats["processes"] = accelerator.num_processes
@@ -108,6 +119,9 @@ def train_adapter(
     metrics = {
         **stats,
         "examples": len(examples),
+        "train_examples": len(train_set),
+        "steps_source": steps_source,
+        "epochs_run": round(stats["steps"] * p.batch_size / len(train_set), 3),
         "fusion": p.fusion.fusion,
         "trainable_params": counts["trainable"],
         "adapter_params": counts["adapter"],

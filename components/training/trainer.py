@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from components.adapters.prompting import answer_suffix
 from components.adapters.reranker import rerank_loss
 from components.adapters.retro_model import RetroModel
+from components.training.budget import EarlyStopping
 from components.training.examples import Example
 
 Row = tuple[list[int], list[int]]
@@ -107,7 +108,8 @@ def train(
     supervision_weight: float = 0.0,
     regularizer: Callable[[list[Example], dict, Any], torch.Tensor | None] | None = None,
     accelerator: Any | None = None,
-) -> dict[str, float]:
+    early_stopping: EarlyStopping | None = None,
+) -> dict[str, Any]:
     """Train the model's trainable parameters for `steps` batches; returns loss and timing.
 
     With `replay`, each batch holds about `replay_ratio` replayed examples beside new ones.
@@ -117,6 +119,8 @@ def train(
     `regularizer(examples, batch, outputs)` adds a term to each batch's loss (EWC, distillation).
     With an `accelerator` (a process of `accelerate launch`), each process draws its own batches
     and DDP averages the gradients (components/training/distributed.py).
+    With `early_stopping`, the loss on its validation examples is checked every `every` steps;
+    training stops after `patience` checks without improvement and the best weights are kept.
     """
     if not examples:
         raise ValueError("no training examples")
@@ -152,6 +156,8 @@ def train(
     if autocast_bf16 and not use_bf16:
         logger.info("bf16 autocast skipped: %s has no native bfloat16 support; training in float32", device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    stopper = early_stopping if early_stopping is not None and early_stopping.examples else None
+    steps_run = 0
     for step in (bar := tqdm(range(steps), desc=desc, leave=False, disable=rank > 0)):
         picked = draw(examples, batch_size - n_replay) + draw(replay or [], n_replay)
         batch = collate(model, [row(e) for e in picked], picked)
@@ -179,19 +185,44 @@ def train(
             on_step(step)
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        steps_run = step + 1
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if stopper is not None and stopper.due(steps_run, steps):
+            with amp:
+                stopper.check(steps_run, validation_loss(model, stopper.examples, batch_size, row), params)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", val=f"{stopper.history[-1]:.3f}")
+            model.train()
+            if stopper.should_stop():
+                break
     model.eval()
+    if stopper is not None:
+        stopper.restore_best(params)
     elapsed = time.perf_counter() - started
     tail = losses[-max(1, len(losses) // 5) :]
     return {
-        "steps": steps,
+        "steps": steps_run,
+        "planned_steps": steps,
         "first_loss": losses[0],
         "final_loss": sum(tail) / len(tail),
         "seconds": elapsed,
-        "seconds_per_step": elapsed / steps,
+        "seconds_per_step": elapsed / steps_run,
         "bf16_autocast": use_bf16,
+        **(stopper.summary() if stopper is not None else {}),
         **({"final_rerank_loss": sum(rerank_losses[-5:]) / len(rerank_losses[-5:])} if rerank_losses else {}),
     }
+
+
+@torch.no_grad()
+def validation_loss(
+    model: RetroModel, examples: list[Example], batch_size: int, row: Callable[[Example], Row]
+) -> float:
+    """Mean answer loss over `examples` (no gradients; the model in eval mode)."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(examples), batch_size):
+        part = examples[start : start + batch_size]
+        total += model(**collate(model, [row(e) for e in part], part)).loss.item() * len(part)
+    return total / len(examples)
 
 
 def supervision_loss(model: RetroModel, examples: list[Example]) -> torch.Tensor | None:

@@ -40,7 +40,7 @@ def test_every_stage_ran_and_wrote_its_outputs(project) -> None:  # noqa: ANN001
     assert "| adapter + retrieval |" in first.stdout and "registered retro-index v1" in first.stdout
     metrics = json.loads((root / "data/metrics/evaluate.json").read_text())
     assert {"base", "rag", "adapter"} <= set(metrics) and metrics["questions"] == 6
-    assert 0.0 <= metrics["recall@3"] <= 1.0
+    assert 0.0 <= metrics["chunk_recall@3"] <= 1.0 and 0.0 <= metrics["doc_recall@3"] <= 1.0
     assert json.loads((root / "data/metrics/ingest.json").read_text())["versions"] == 2
     continual = json.loads((root / "data/metrics/continual.json").read_text())
     assert continual["versions_learned"] == ["v1", "v2"] and continual["updates_this_run"] == 1

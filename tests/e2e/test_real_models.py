@@ -16,6 +16,7 @@ from components.adapters.generation import generate
 from components.adapters.prompting import build_prompt
 from components.data.synthetic import make_corpus
 from components.embed.encoder import encode
+from components.evaluation.gold import GoldFinder
 from components.evaluation.metrics import mean, token_f1
 from components.stores.retriever import Retriever
 from components.training.examples import with_retrieval
@@ -32,7 +33,7 @@ def test_short_lora_run_with_retrieval_beats_the_base_model(tmp_path: Path) -> N
     assert vectors.shape == (len(docs), 384)
     retriever = Retriever.build(ids, texts, vectors, [{"doc_id": i} for i in ids], "all-MiniLM-L6-v2")
     qa = [json.loads(line) for line in (tmp_path / "kb" / "qa.jsonl").read_text().splitlines()]
-    gold = dict(zip(ids, ([t] for t in texts), strict=True))
+    gold = GoldFinder.whole_documents(ids, texts)
     train_set = with_retrieval([q for q in qa if q["split"] == "train"], retriever, 2, gold)
     test_set = with_retrieval(
         [q for q in qa if q["split"] == "test"][:6], retriever, 2, gold, ensure_gold=False

@@ -23,7 +23,8 @@ def _metrics(adapter_f1: float, base_f1: float = 0.1) -> dict:
     system = lambda f1: {"em": f1, "f1": f1, "latency_ms_mean": 10.0, "latency_ms_p95": 12.0}  # noqa: E731
     return {
         "k": 3,
-        "recall@3": 0.9,
+        "chunk_recall@3": 0.8,
+        "doc_recall@3": 0.9,
         "corpus_version": "v1",
         "questions": 4,
         "base": system(base_f1),

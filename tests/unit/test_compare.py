@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from components.evaluation.compare import held_out, introduced_in, retrieval_scores
-from components.stores.base import Hit
+from components.evaluation.compare import held_out, introduced_in
 
 QA = pd.DataFrame(
     [
@@ -25,12 +24,3 @@ def test_held_out_questions_are_a_seeded_sample_of_the_test_split() -> None:
     assert [t["id"] for t in held_out(QA, "v2", 0, seed=0)] == ["q1", "q2"]
     one = held_out(QA, "v2", 1, seed=0)
     assert len(one) == 1 and one == held_out(QA, "v2", 1, seed=0)
-
-
-def test_retrieval_scores_are_per_gold_document() -> None:
-    rows = [
-        [Hit("c1", 1.0, {"doc_id": "d9"}), Hit("c2", 0.5, {"doc_id": "d1"})],
-        [Hit("c3", 1.0, {"doc_id": "d7"})],
-    ]
-    test = [{"doc_id": "d1"}, {"doc_id": "d2"}]
-    assert retrieval_scores(rows, test, 2) == {"recall@2": 0.5, "mrr": 0.25}

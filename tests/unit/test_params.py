@@ -106,7 +106,7 @@ def test_a_stage_reports_a_yaml_syntax_error_with_its_position(tmp_path: Path) -
 
 def test_a_stage_refuses_an_unknown_key_in_the_file(tmp_path: Path) -> None:
     root = _project(tmp_path)
-    text = (root / "params.yaml").read_text().replace("  steps: 40 ", "  stepz: 40 ")
+    text = (root / "params.yaml").read_text().replace("  steps: null ", "  stepz: null ")
     (root / "params.yaml").write_text(text)
     proc = subprocess.run(
         [str(BIN / "python"), "-m", "components.stages.ingest"], cwd=root, capture_output=True, text=True
