@@ -80,9 +80,13 @@ def normalise(text: str) -> str:
 
 
 def read_documents(docs_dir: Path, version: str) -> list[RawDocument]:
-    """Read every supported file under `docs_dir`; unreadable ones carry an `error`."""
+    """Read every supported file under `docs_dir` (with a progress bar); unreadable ones carry an
+    `error`."""
+    from tqdm.auto import tqdm
+
     documents: list[RawDocument] = []
-    for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
+    files = sorted(p for p in docs_dir.rglob("*") if p.is_file())
+    for path in tqdm(files, desc=f"ingest {version}", unit="file", leave=False):
         rel = path.relative_to(docs_dir)
         doc_id = rel.with_suffix("").as_posix()
         suffix = path.suffix.lower()
