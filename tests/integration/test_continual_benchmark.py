@@ -31,6 +31,8 @@ def test_quick_benchmark_writes_table_json_plots_and_mlflow(tmp_path: Path) -> N
         "5",
         "--out",
         str(out),
+        "--work",
+        str(tmp_path / "work"),  # its own scratch folder: a second run must not find the first's
         "--tracking-uri",
         store,
     ]
