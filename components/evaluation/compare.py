@@ -44,16 +44,24 @@ def held_out(qa: pd.DataFrame, version: str, max_questions: int, seed: int) -> l
     return test
 
 
-def retrieval_scores(rows: list[list], test: list[dict], k: int, golds: list[Gold]) -> dict[str, float]:
+def retrieval_scores(
+    rows: list[list], test: list[dict], k: int, golds: list[Gold]
+) -> dict[str, float | None]:
     """Recall@k and MRR of ranked hits, labelled by level: `chunk_` against each question's gold
     chunks, over the questions whose answer was located in chunks (`chunk_questions` of them);
-    `doc_` against the gold document, over every question."""
+    `doc_` against the gold document, over every question. Chunk figures are None when no
+    answer was located."""
     ids = [[h.payload["doc_id"] for h in row] for row in rows]
     located = [(row, set(g.chunk_ids)) for row, g in zip(rows, golds, strict=True) if g.located]
     first_gold = [next((i for i, h in enumerate(row) if h.id in gold), None) for row, gold in located]
+    none_located = not located  # e.g. every answer a yes/no label: chunk level does not apply
     return {
-        f"chunk_recall@{k}": mean([float(i is not None and i < k) for i in first_gold]),
-        "chunk_mrr": mean([0.0 if i is None else 1.0 / (i + 1) for i in first_gold]),
+        f"chunk_recall@{k}": None
+        if none_located
+        else mean([float(i is not None and i < k) for i in first_gold]),
+        "chunk_mrr": None
+        if none_located
+        else mean([0.0 if i is None else 1.0 / (i + 1) for i in first_gold]),
         "chunk_questions": len(located),
         f"doc_recall@{k}": mean([recall_at_k(d, t["doc_id"], k) for d, t in zip(ids, test, strict=True)]),
         "doc_mrr": mean([reciprocal_rank(d, t["doc_id"]) for d, t in zip(ids, test, strict=True)]),

@@ -122,9 +122,17 @@ def markdown_table(
 ) -> str:
     """The systems side by side (figures with 95% bootstrap intervals over questions), under a
     line on how well retrieval found the gold chunk and the gold document."""
+
+    def chunk_level(m: dict) -> str:
+        if not m["chunk_questions"]:
+            return f"chunk recall@{k} n/a (no answer located in a chunk)"
+        return (
+            f"chunk recall@{k} {m[f'chunk_recall@{k}']:.3f} (MRR {m['chunk_mrr']:.3f}, "
+            f"{m['chunk_questions']} questions with a located answer)"
+        )
+
     parts = [
-        f"{name.replace('_', ' ')}: chunk recall@{k} {m[f'chunk_recall@{k}']:.3f} "
-        f"(MRR {m['chunk_mrr']:.3f}, {m['chunk_questions']} questions with a located answer), "
+        f"{name.replace('_', ' ')}: {chunk_level(m)}, "
         f"document recall@{k} {m[f'doc_recall@{k}']:.3f} (MRR {m['doc_mrr']:.3f})"
         for name, m in retrieval.items()
     ]

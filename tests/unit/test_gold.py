@@ -73,6 +73,8 @@ def test_chunk_level_scores_count_only_questions_with_a_located_answer() -> None
         "doc_mrr": (1 + 0.5 + 0) / 3,
     }
     assert retrieval_scores(rows, test, 2, golds)["chunk_recall@2"] == 1.0
+    labels_only = retrieval_scores(rows, test, 2, [golds[2]] * 3)  # no answer located in a chunk
+    assert labels_only["chunk_questions"] == 0 and labels_only["chunk_recall@2"] is None
 
 
 def test_answer_support_needs_every_content_token_in_the_passages() -> None:
