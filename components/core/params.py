@@ -120,7 +120,7 @@ class SupervisionParams(StrictModel):
 class TrainParams(StrictModel):
     method: str = Field("lora", description="any peft method name: lora, adalora, ia3, ...")
     config: dict[str, Any] = Field(default_factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05})
-    epochs: float = Field(3.0, gt=0, description="passes over the training questions (sets the steps)")
+    epochs: float = Field(1.5, gt=0, description="passes over the training questions (sets the steps)")
     steps: int | None = Field(None, ge=1, description="optimiser steps; overrides epochs when set")
     validation_share: float = Field(
         0.1, ge=0, lt=0.5, description="train questions held out for early stopping (0: none)"
