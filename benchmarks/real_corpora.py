@@ -100,18 +100,10 @@ def _result(
     passages: list[list[str]] | None,
     ms: float,
     seed: int,
-):  # noqa: ANN202, E501
-    from components.evaluation.harness import SystemResult
-    from components.evaluation.metrics import answer_support, exact_match, token_f1
+):  # noqa: ANN202
+    from components.evaluation.harness import scored
 
-    golds = [t["answer"] for t in test]
-    support = None
-    if passages is not None:
-        checked = [answer_support(p, given) for p, given in zip(predictions, passages, strict=True)]
-        support = [s for s in checked if s is not None]
-    em = [exact_match(p, g) for p, g in zip(predictions, golds, strict=True)]
-    f1 = [token_f1(p, g) for p, g in zip(predictions, golds, strict=True)]
-    return SystemResult(name, predictions, em, f1, [ms] * len(predictions), support, seed)
+    return scored(name, predictions, [t["answer"] for t in test], [ms] * len(predictions), passages, seed)
 
 
 def trained_rows(project: Path, raw: dict[str, Any], test: list[dict], passages: list[list[str]]) -> list:

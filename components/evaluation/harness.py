@@ -86,6 +86,19 @@ def run_system(
             bar.update(len(batch))
     if extra_ms:
         latencies = [a + b for a, b in zip(latencies, extra_ms, strict=True)]
+    return scored(name, predictions, golds, latencies, passages, seed)
+
+
+def scored(
+    name: str,
+    predictions: list[str],
+    golds: list[str],
+    latencies: list[float],
+    passages: list[list[str]] | None = None,
+    seed: int = 0,
+) -> SystemResult:
+    """A system's predictions scored against the golds: EM, F1 and, with the passages each
+    question was given, answer support."""
     support = None
     if passages is not None:
         checked = [answer_support(p, given) for p, given in zip(predictions, passages, strict=True)]
