@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,9 @@ class RetroModel(nn.Module):
         self.model, self.tokenizer, self.fusion_mode = model, tokenizer, fusion
         self.config = unwrap(model).config
         self.is_seq2seq = bool(getattr(self.config, "is_encoder_decoder", False))
+        # causal LMs of transformers that can project only the last positions to the vocabulary
+        forward_args = signature(unwrap(model).forward).parameters
+        self.keeps_logits = not self.is_seq2seq and "logits_to_keep" in forward_args
         self.chunk_tokens = chunk_tokens
         self.settings = {
             "fusion": fusion,

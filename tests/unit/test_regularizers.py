@@ -13,7 +13,7 @@ from components.adapters.builder import build_retro_model
 from components.adapters.prompting import WITH_CONTEXT, WITHOUT_CONTEXT
 from components.adapters.retro_model import RetroModel
 from components.continual.regularizers import Distillation, OnlineEWC, answer_positions, combined
-from components.training.trainer import batches_of, example_key
+from components.training.trainer import answer_loss, batches_of, example_key
 from tests.conftest import build_tiny_model
 from tests.unit.test_adapters import EXAMPLES
 
@@ -112,3 +112,31 @@ def test_combined_regularizer_adds_the_terms_in_use(model_dir) -> None:  # noqa:
     both = combined(model, ewc, teacher)(EXAMPLES, batch, outputs)
     expected = ewc.penalty(model) + teacher.loss(outputs.logits, batch["labels"], keys)
     assert float(both) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_answer_loss_keeps_only_answer_logits_and_matches_the_full_loss(model_dir) -> None:  # noqa: ANN001
+    model = _model(model_dir)
+    assert model.keeps_logits
+    keyed = batches_of(model, EXAMPLES, 3, 256)
+    keys, batch = keyed[0]
+    full = model(**batch)
+    loss, outputs, aligned = answer_loss(model, model, batch)
+    assert float(loss) == pytest.approx(float(full.loss), rel=1e-5)
+    assert outputs.logits.shape[1] < full.logits.shape[1]  # the prompt was not projected
+    assert aligned["labels"].shape[1] == outputs.logits.shape[1]
+    # distillation reads the same answer-position logits from either form
+    teacher = Distillation(weight=1.0, top_k=8)
+    teacher.record(model, keyed)
+    _nudge(model, 0.3, seed=2)
+    moved = model(**batch)
+    expected = teacher.loss(moved.logits, batch["labels"], keys)
+    kept_loss, kept, aligned = answer_loss(model, model, batch)
+    kept_distillation = teacher.loss(kept.logits, aligned["labels"], keys)
+    assert float(kept_distillation) == pytest.approx(float(expected), rel=1e-5)
+    # and the gradients are those of the full loss
+    kept_loss.backward()
+    grads = [p.grad.clone() for p in model.trainable_parameters()]
+    model.zero_grad()
+    model(**batch).loss.backward()
+    for kept_grad, p in zip(grads, model.trainable_parameters(), strict=True):
+        assert torch.allclose(kept_grad, p.grad, rtol=1e-4, atol=1e-7)
