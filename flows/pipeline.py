@@ -18,6 +18,7 @@ from prefect.runtime import deployment, flow_run
 from components.core.environment import apply_offline_env
 from components.core.params import load_params, parse_params
 from components.core.paths import Paths
+from components.registry.naming import check_project_lineage
 
 IO_ERROR_EXIT = 74  # what a stage exits with on an I/O error (components.stages.entry.EX_IOERR)
 
@@ -125,12 +126,22 @@ def _failure_report(stage: str, exc: StageFailed, restored: str) -> str:
 
 
 def _registration_note(registered: dict) -> str:
+    name = registered.get("model_name", "retro")
+    gate = "".join(f"\n- {k}: {v:.3f}" for k, v in sorted(registered.get("gate", {}).items()))
     if registered.get("registered", True):
         return (
-            f"Registered retro-adapter v{registered.get('adapter_version')} linked to "
-            f"retro-index v{registered.get('index_version')}: {registered.get('reason')}"
+            f"Registered {name}-adapter v{registered.get('adapter_version')} linked to "
+            f"{name}-index v{registered.get('index_version')}: {registered.get('reason')}{gate}"
         )
-    return f"Evaluation gate failed, nothing registered: {registered.get('reason')}"
+    return f"Evaluation gate refused the candidate, nothing registered: {registered.get('reason')}{gate}"
+
+
+def check_registry(root: str = ".") -> str:
+    """The registered model name of the project's corpus; LineageConflict (before any stage runs)
+    when that name holds another corpus."""
+    file = Path(root) / "params.yaml"
+    params = load_params(file) if file.exists() else parse_params({})
+    return check_project_lineage(params.registration, params.ingest.source, root).name
 
 
 @flow(name="retro-pipeline", log_prints=True)
@@ -142,8 +153,11 @@ def retro_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
     cache and a `retro-failure` artifact says what happened.
     """
     logger = get_run_logger()
+    selected = stages or pipeline_stages(root)
+    if "register" in selected:
+        logger.info("registered models: %s-adapter and %s-index", *[check_registry(root)] * 2)
     results = {}
-    for stage in stages or pipeline_stages(root):
+    for stage in selected:
         try:
             results[stage] = run_stage(stage, root)
         except StageFailed as exc:

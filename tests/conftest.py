@@ -19,7 +19,16 @@ apply_offline_env()
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["BIN", "ROOT", "build_tiny_model", "corpus_texts", "make_project", "run_checked", "run_stage"]
+__all__ = [
+    "BIN",
+    "KB",
+    "ROOT",
+    "build_tiny_model",
+    "corpus_texts",
+    "make_project",
+    "run_checked",
+    "run_stage",
+]
 
 
 def run_stage(stage: ModuleType, params: dict, root: Path) -> dict | None:
@@ -52,6 +61,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> P
 
 
 BIN = Path(sys.executable).parent
+
+
+def _kb_names():  # noqa: ANN202
+    from components.registry.mlflow_registry import ModelNames
+
+    return ModelNames("retro-kb")
+
+
+KB = _kb_names()
+"""The registered models of a project made by `make_project` (its corpus is data/raw/kb)."""
 
 TINY_OVERRIDES = [
     "adapter-train.steps=6",

@@ -13,6 +13,8 @@ import typer
 from components.cli.ops import register_ops
 from components.core.environment import apply_offline_env
 
+MODEL_HELP = "registered model: <model>-adapter, <model>-index (default: the corpus's, register.model_name)"
+
 app = typer.Typer(
     help="Retro-PEFT: retrieval-augmented PEFT adapters that stay current.",
     no_args_is_help=True,
@@ -69,15 +71,21 @@ def pipeline(
     params: Path = Path("params.yaml"),
 ) -> None:
     """Run the retro-pipeline Prefect flow locally (no Prefect server needed)."""
-    from components.core.config import ParamsError, apply_overrides
-    from components.core.params import load_params, parse_params
+    from components.core.config import ParamsError, apply_overrides, load_params_file
+    from components.core.params import parse_params
+    from components.registry.naming import LineageConflict, check_project_lineage
+
+    def check(raw: dict) -> None:  # valid values, and a registered model name of this corpus
+        parsed = parse_params(raw)
+        if not stage or "register" in stage:
+            check_project_lineage(parsed.registration, parsed.ingest.source, ".")
 
     try:  # the whole file is validated, with the overrides, before anything is written or run
         if set_:
-            apply_overrides(params, set_, check=parse_params)
+            apply_overrides(params, set_, check=check)
         else:
-            load_params(params)
-    except ParamsError as exc:
+            check(load_params_file(params))
+    except (ParamsError, LineageConflict) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     _prefect_local_defaults()
@@ -91,6 +99,9 @@ def pipeline(
     chosen = [s for s in stages if s in stage] if stage else None
     try:
         results = retro_pipeline(root=".", stages=chosen)
+    except LineageConflict as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     except StageFailed as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -107,10 +118,11 @@ def _report(results: dict) -> None:
     if "register" in results:
         r = results["register"]
         if not r.get("registered", True):
-            typer.echo(f"evaluation gate failed, nothing registered: {r['reason']}")
+            typer.echo(f"evaluation gate refused the candidate, nothing registered: {r['reason']}")
             return
+        name = r.get("model_name", "retro")
         typer.echo(
-            f"registered retro-index v{r['index_version']} and retro-adapter v{r['adapter_version']}"
+            f"registered {name}-index v{r['index_version']} and {name}-adapter v{r['adapter_version']}"
             f" ({'alias ' + r['alias'] if r['promoted'] else 'not promoted'}): {r['reason']}"
         )
 
@@ -151,22 +163,25 @@ def update(
 @app.command()
 def ask(
     question: str,
-    alias: str = typer.Option("champion", help="registry alias of the retro-adapter version"),
+    alias: str = typer.Option("champion", help="registry alias of the <model>-adapter version"),
     k: int = typer.Option(0, help="passages to retrieve (0 = the adapter's own setting)"),
     tracking_uri: str = typer.Option("", help="MLflow store (default: register.tracking_uri)"),
+    model: str = typer.Option("", help=MODEL_HELP),
     max_new_tokens: int = 24,
 ) -> None:
     """Answer from a registered adapter and its linked index; print sources and versions."""
     from components.core.config import load_params_file
+    from components.registry.naming import project_model_name
     from components.serving.answerer import Answerer
 
+    params = load_params_file() if Path("params.yaml").exists() else {}
     if not tracking_uri:
-        params = load_params_file() if Path("params.yaml").exists() else {}
         from components.registry.mlflow_registry import DEFAULT_TRACKING_URI
 
         tracking_uri = params.get("register", {}).get("tracking_uri", DEFAULT_TRACKING_URI)
+    model = model or project_model_name(params)
     try:
-        answerer = Answerer.from_registry(tracking_uri, alias)
+        answerer = Answerer.from_registry(tracking_uri, alias, model_name=model)
     except LookupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -175,9 +190,8 @@ def ask(
     typer.echo("sources:")
     for s in result["sources"]:
         typer.echo(f"  {s['score']:.4f}  {s['doc_id']}  (chunk {s['chunk_id']})")
-    typer.echo(
-        f"versions: retro-adapter v{result['adapter_version']}, retro-index v{result['index_version']}"
-    )
+    adapter, index = result["adapter_version"], result["index_version"]
+    typer.echo(f"versions: {model}-adapter v{adapter}, {model}-index v{index}")
 
 
 @app.command()
@@ -190,6 +204,7 @@ def serve(
         "", help="MLflow store (default: serve.tracking_uri, register.tracking_uri)"
     ),
     redis_url: str = typer.Option("", help="shared L2 cache (default: serve.cache.redis_url)"),
+    model: str = typer.Option("", help=MODEL_HELP),
     params_file: Annotated[Path, typer.Option("--params", help="read the serve section here")] = Path(
         "params.yaml"
     ),
@@ -215,7 +230,11 @@ def serve(
     settings.cache.redis_url = redis_url or settings.cache.redis_url
     uri = tracking_uri or settings.tracking_uri
     uri = uri or params.get("register", {}).get("tracking_uri", DEFAULT_TRACKING_URI)
-    os.environ[SETTINGS_ENV] = json.dumps({"serve": settings.model_dump(), "tracking_uri": uri})
+    from components.registry.naming import project_model_name
+
+    name = model or project_model_name(params)
+    served = {"serve": settings.model_dump(), "tracking_uri": uri, "model_name": name}
+    os.environ[SETTINGS_ENV] = json.dumps(served)
     uvicorn.run(
         "components.serving.app:create_app_from_env",
         factory=True,

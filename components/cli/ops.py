@@ -111,14 +111,16 @@ def watch(
 
 
 def lineage(
-    version: Annotated[str, typer.Argument(help="retro-adapter version number")] = "",
+    version: Annotated[str, typer.Argument(help="<model>-adapter version number")] = "",
     alias: str = typer.Option("", help="or the version holding this alias (champion, challenger)"),
     tracking_uri: str = typer.Option("", help="MLflow store (default: register.tracking_uri)"),
+    model: str = typer.Option("", help="registered model name (default: the corpus's, register.model_name)"),
 ) -> None:
     """Print where a registered adapter came from: flow run, git commit, dvc.lock hashes, index, corpus."""
     from components.core.config import load_params_file
     from components.registry import mlflow_registry as reg
     from components.registry.lineage import lineage as lineage_of
+    from components.registry.naming import project_model_name
 
     if not version and not alias:
         typer.echo("give a version number or --alias", err=True)
@@ -126,7 +128,8 @@ def lineage(
     params = load_params_file("params.yaml") if Path("params.yaml").exists() else {}
     uri = tracking_uri or params.get("register", {}).get("tracking_uri", reg.DEFAULT_TRACKING_URI)
     try:
-        record = lineage_of(reg.configure(uri), version or None, alias or None)
+        names = reg.ModelNames(model or project_model_name(params))
+        record = lineage_of(reg.configure(uri), version or None, alias or None, names)
     except LookupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

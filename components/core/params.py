@@ -170,8 +170,17 @@ class EvaluateParams(StrictModel):
 
 class RegisterParams(StrictModel):
     tracking_uri: str = DEFAULT_TRACKING_URI
+    model_name: str = Field(
+        "auto",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="registered models <name>-adapter and <name>-index; auto: retro for the bundled "
+        "sample, retro-<corpus folder name> otherwise. A name holding another corpus is refused",
+    )
     gate_metric: str = Field("f1", pattern="^(em|f1)$")
-    min_gain: float = Field(0.0, ge=0, description="how much the adapter must beat the champion by")
+    min_gain: float = Field(0.0, ge=0, description="point gain over the champion needed (0: a tie passes)")
+    max_regression: float = Field(
+        0.02, ge=0, description="the lower bound of candidate minus champion must lie above minus this"
+    )
     alias: str = "challenger"
     on_gate_failure: str = Field(
         "skip",

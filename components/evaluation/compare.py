@@ -17,7 +17,7 @@ from components.core.artifacts import versions_in
 from components.evaluation.gold import Gold, gold_counts
 from components.evaluation.harness import SystemResult, markdown_table, paired_gain, run_system
 from components.evaluation.intervals import Estimate
-from components.evaluation.metrics import exact_match, mean, recall_at_k, reciprocal_rank
+from components.evaluation.metrics import exact_match, mean, recall_at_k, reciprocal_rank, token_f1
 
 if TYPE_CHECKING:
     from components.adapters.retro_model import RetroModel
@@ -192,6 +192,21 @@ def write_report(c: Comparison, k: int, table: Path, predictions: Path) -> None:
                 **{key: r.predictions[i] for key, r in zip(SYSTEM_KEYS, c.results, strict=True)},
             }
             fh.write(json.dumps(row) + "\n")
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """The rows of predictions.jsonl (one a question: id, question, gold, each system's answer)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def system_scores(rows: list[dict], system: str, metric: str) -> list[float] | None:
+    """Per-question `metric` (em | f1) of one system's answers in `rows`; None when any is missing."""
+    score = exact_match if metric == "em" else token_f1
+    if any(not isinstance(row.get(system), str) for row in rows):
+        return None
+    return [score(row[system], row["gold"]) for row in rows]
 
 
 def write_no_questions(version: str, k: int, table: Path, predictions: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from components.registry.mlflow_registry import ADAPTER_MODEL, INDEX_MODEL, version_by_alias
+from components.registry.mlflow_registry import DEFAULT_NAMES, ModelNames, version_by_alias
 
 INDEX_KEYS = (
     "content_hash",
@@ -33,17 +33,22 @@ def prefect_ui_url() -> str | None:
     return api.removesuffix("/api") if api.endswith("/api") else None
 
 
-def lineage(client: MlflowClient, version: str | None = None, alias: str | None = None) -> dict[str, Any]:
-    """The lineage record of one `retro-adapter` version (by number or alias)."""
+def lineage(
+    client: MlflowClient,
+    version: str | None = None,
+    alias: str | None = None,
+    names: ModelNames = DEFAULT_NAMES,
+) -> dict[str, Any]:
+    """The lineage record of one adapter version (by number or alias)."""
     if alias:
-        adapter = version_by_alias(client, ADAPTER_MODEL, alias)
+        adapter = version_by_alias(client, names.adapter, alias)
         if adapter is None:
-            raise LookupError(f"no {ADAPTER_MODEL} version has alias {alias!r}")
+            raise LookupError(f"no {names.adapter} version has alias {alias!r}")
     else:
         try:
-            adapter = client.get_model_version(ADAPTER_MODEL, str(version))
+            adapter = client.get_model_version(names.adapter, str(version))
         except MlflowException:
-            raise LookupError(f"{ADAPTER_MODEL} v{version} is not in the registry") from None
+            raise LookupError(f"{names.adapter} v{version} is not in the registry") from None
     tags = dict(adapter.tags)
     record: dict[str, Any] = {
         "adapter_version": str(adapter.version),
@@ -51,6 +56,8 @@ def lineage(client: MlflowClient, version: str | None = None, alias: str | None 
         "mlflow_run_id": adapter.run_id,
         "gate": tags.get("gate"),
         "gate_reason": tags.get("gate_reason"),
+        "model": names.adapter,
+        "corpus": tags.get("corpus"),
         "corpus_version": tags.get("corpus_version"),
         "git_commit": tags.get("git_commit"),
         "prefect_flow_run_id": tags.get("prefect_root_flow_run_id")
@@ -67,10 +74,10 @@ def lineage(client: MlflowClient, version: str | None = None, alias: str | None 
         record["prefect_flow_run_url"] = f"{ui}/runs/flow-run/{record['prefect_flow_run_id']}"
     if record["index_version"]:
         try:
-            index = client.get_model_version(INDEX_MODEL, record["index_version"])
+            index = client.get_model_version(names.index, record["index_version"])
             record["index"] = {k: index.tags.get(k) for k in INDEX_KEYS if index.tags.get(k) is not None}
         except MlflowException:
-            record["index"] = {"error": f"{INDEX_MODEL} v{record['index_version']} is not in the registry"}
+            record["index"] = {"error": f"{names.index} v{record['index_version']} is not in the registry"}
     return record
 
 

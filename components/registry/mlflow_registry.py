@@ -15,9 +15,29 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from components.core.params import DEFAULT_TRACKING_URI  # noqa: E402
 
-INDEX_MODEL = "retro-index"
-ADAPTER_MODEL = "retro-adapter"
 EXPERIMENT = "retro-peft"
+DEFAULT_NAME = "retro"  # the bundled sample corpus's registered models
+
+
+@dataclass(frozen=True)
+class ModelNames:
+    """The registered models of one corpus lineage: `<name>-adapter` and `<name>-index`.
+    (Per-domain adapters will be `<name>-adapter-<domain>`.)"""
+
+    name: str = DEFAULT_NAME
+
+    @property
+    def adapter(self) -> str:
+        return f"{self.name}-adapter"
+
+    @property
+    def index(self) -> str:
+        return f"{self.name}-index"
+
+
+DEFAULT_NAMES = ModelNames()
+ADAPTER_MODEL = DEFAULT_NAMES.adapter
+INDEX_MODEL = DEFAULT_NAMES.index
 
 
 def configure(tracking_uri: str = DEFAULT_TRACKING_URI, artifact_root: str | None = None) -> MlflowClient:
@@ -72,27 +92,31 @@ class LoadedPair:
     tags: dict[str, str]
 
 
-def download_pair(client: MlflowClient, alias: str, dst: Path | None = None) -> LoadedPair:
+def download_pair(
+    client: MlflowClient, alias: str, dst: Path | None = None, names: ModelNames = DEFAULT_NAMES
+) -> LoadedPair:
     """Fetch the adapter version holding `alias` and the index version it is linked to."""
-    adapter = version_by_alias(client, ADAPTER_MODEL, alias)
+    adapter = version_by_alias(client, names.adapter, alias)
     if adapter is None:
         raise LookupError(
-            f"no {ADAPTER_MODEL} version has alias {alias!r}; promote one in the MLflow UI "
+            f"no {names.adapter} version has alias {alias!r}; promote one in the MLflow UI "
             "or use --alias challenger"
         )
-    return download_adapter_version(client, adapter, dst)
+    return download_adapter_version(client, adapter, dst, names)
 
 
-def download_adapter_version(client: MlflowClient, adapter: Any, dst: Path | None = None) -> LoadedPair:
-    """Fetch one `retro-adapter` version and its linked index; LookupError when the link is broken."""
+def download_adapter_version(
+    client: MlflowClient, adapter: Any, dst: Path | None = None, names: ModelNames = DEFAULT_NAMES
+) -> LoadedPair:
+    """Fetch one adapter version and its linked index; LookupError when the link is broken."""
     index_version = adapter.tags.get("index_version")
     if not index_version:
-        raise LookupError(f"{ADAPTER_MODEL} v{adapter.version} has no index_version tag")
+        raise LookupError(f"{names.adapter} v{adapter.version} has no index_version tag")
     try:
-        index = client.get_model_version(INDEX_MODEL, index_version)
+        index = client.get_model_version(names.index, index_version)
     except MlflowException:
         raise LookupError(
-            f"{ADAPTER_MODEL} v{adapter.version} is linked to {INDEX_MODEL} v{index_version}, "
+            f"{names.adapter} v{adapter.version} is linked to {names.index} v{index_version}, "
             "which is not in the registry"
         ) from None
 

@@ -13,7 +13,8 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from components.registry import mlflow_registry as reg
-from components.registry.gate import gate
+from components.registry.gate import GateDecision
+from components.registry.naming import check_lineage, tag_lineage
 from components.stores.manifest import IndexManifest
 
 INDEX_TAG_KEYS = (
@@ -28,7 +29,7 @@ INDEX_TAG_KEYS = (
 )
 
 
-def index_chain_tags(client: MlflowClient, manifest: IndexManifest) -> dict[str, Any]:
+def index_chain_tags(client: MlflowClient, manifest: IndexManifest, index_model: str) -> dict[str, Any]:
     """Tags linking an index version to its parent: content hash, registry version, what changed."""
     parent, update = manifest.parent or {}, manifest.update or {}
     tags = {
@@ -39,7 +40,7 @@ def index_chain_tags(client: MlflowClient, manifest: IndexManifest) -> dict[str,
     }
     if parent.get("content_hash"):
         tags["parent_content_hash"] = parent["content_hash"]
-        found = reg.find_version(client, reg.INDEX_MODEL, "content_hash", parent["content_hash"])
+        found = reg.find_version(client, index_model, "content_hash", parent["content_hash"])
         tags["parent_version"] = found.version if found else "unregistered"
     return tags
 
@@ -58,15 +59,15 @@ def flat_figures(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _index_version(
-    client: MlflowClient, run_id: str, manifest: IndexManifest, index: Path, lineage: dict
+    client: MlflowClient, run_id: str, manifest: IndexManifest, index: Path, lineage: dict, index_model: str
 ) -> Any:
     """The registered version holding this index snapshot, registered now if there is none."""
-    found = reg.find_version(client, reg.INDEX_MODEL, "content_hash", manifest.content_hash)
+    found = reg.find_version(client, index_model, "content_hash", manifest.content_hash)
     if found is not None and found.tags.get("embedder") == manifest.embedder:
         return found
     mlflow.log_artifacts(str(index), "index")
-    tags = {k: getattr(manifest, k) for k in INDEX_TAG_KEYS} | index_chain_tags(client, manifest) | lineage
-    return reg.register_version(client, reg.INDEX_MODEL, run_id, "index", tags)
+    tags = {k: getattr(manifest, k) for k in INDEX_TAG_KEYS} | index_chain_tags(client, manifest, index_model)
+    return reg.register_version(client, index_model, run_id, "index", tags | lineage)
 
 
 def register_pair(
@@ -79,18 +80,24 @@ def register_pair(
     adapter: Path,
     reports: list[Path],
     lineage: dict[str, str],
-    gate_metric: str,
-    min_gain: float,
+    decision: GateDecision,
     alias: str,
     skip_on_failure: bool,
+    names: reg.ModelNames = reg.DEFAULT_NAMES,
+    corpus: str | None = None,
 ) -> dict[str, Any]:
-    """One MLflow run with the figures; the gate's decision; the linked versions unless skipped."""
+    """One MLflow run with the figures and the gate's decision; the linked versions unless skipped.
+    The registered models are tagged with `corpus`; LineageConflict when they hold another."""
+    if corpus is not None:
+        check_lineage(client, names, corpus)
     reg.ensure_registered_model(
         client,
-        reg.INDEX_MODEL,
+        names.index,
         "Vector index versions (store snapshot or server collection + BM25 + manifest).",
     )
-    reg.ensure_registered_model(client, reg.ADAPTER_MODEL, "Retrieval-augmented PEFT adapters.")
+    reg.ensure_registered_model(client, names.adapter, "Retrieval-augmented PEFT adapters.")
+    if corpus is not None:
+        tag_lineage(client, names, corpus)
     flat = flat_figures(metrics)
     with mlflow.start_run(run_name=f"register-{manifest.corpus_version}") as run_info:
         run_id = run_info.info.run_id
@@ -103,22 +110,22 @@ def register_pair(
                 "index_content_hash": manifest.content_hash,
             }
         )
-        mlflow.log_metrics(flat)
+        mlflow.log_metrics(flat | decision.figures)
         mlflow.set_tags(lineage)
         for path in reports:
             if path.exists():
                 mlflow.log_artifact(str(path), "evaluation")
-        champion = reg.version_by_alias(client, reg.ADAPTER_MODEL, "champion")
-        promote, reason = gate(metrics, champion, gate_metric, min_gain)
-        mlflow.set_tag("gate_reason", reason)
+        promote, reason = decision.promote, decision.reason
+        mlflow.set_tags({"gate": "passed" if promote else "refused", "gate_reason": reason})
         # without held-out questions there is no evidence to refuse on: register, let a person judge
         if not promote and skip_on_failure and metrics.get("questions"):
-            return {"run_id": run_id, "registered": False, "promoted": False, "reason": reason}
-        index_version = _index_version(client, run_id, manifest, index, lineage)
+            refused = {"registered": False, "promoted": False, "reason": reason, "model_name": names.name}
+            return {"run_id": run_id, **refused}
+        index_version = _index_version(client, run_id, manifest, index, lineage, names.index)
         mlflow.log_artifacts(str(adapter), "adapter")
         adapter_version = reg.register_version(
             client,
-            reg.ADAPTER_MODEL,
+            names.adapter,
             run_id,
             "adapter",
             {
@@ -130,12 +137,13 @@ def register_pair(
                 "corpus_version": manifest.corpus_version,
                 "gate": "passed" if promote else "failed",
                 "gate_reason": reason,
-                **{k: round(v, 6) for k, v in flat.items()},
+                **({"corpus": corpus} if corpus else {}),
+                **{k: round(v, 6) for k, v in (flat | decision.figures).items()},
                 **lineage,
             },
         )
         if promote:
-            client.set_registered_model_alias(reg.ADAPTER_MODEL, alias, adapter_version.version)
+            client.set_registered_model_alias(names.adapter, alias, adapter_version.version)
     return {
         "run_id": run_id,
         "registered": True,
@@ -144,4 +152,5 @@ def register_pair(
         "promoted": promote,
         "alias": alias if promote else None,
         "reason": reason,
+        "model_name": names.name,
     }

@@ -51,11 +51,15 @@ class Answerer:
         self.lock = threading.Lock()  # one generation at a time (fusion modes hold state on the model)
 
     @classmethod
-    def from_registry(cls, tracking_uri: str, alias: str, cache: Path | None = None) -> Answerer:
+    def from_registry(
+        cls, tracking_uri: str, alias: str, cache: Path | None = None, model_name: str | None = None
+    ) -> Answerer:
+        """The version of `<model_name>-adapter` (default: retro) holding `alias`, with its index."""
         from components.registry import mlflow_registry as reg
 
         client = reg.configure(tracking_uri)
-        pair = reg.download_pair(client, alias, cache or Path(tempfile.mkdtemp(prefix="retro-")))
+        names = reg.ModelNames(model_name) if model_name else reg.DEFAULT_NAMES
+        pair = reg.download_pair(client, alias, cache or Path(tempfile.mkdtemp(prefix="retro-")), names)
         return cls(pair.adapter_dir, pair.index_dir, pair.adapter_version, pair.index_version)
 
     @property
@@ -169,6 +173,12 @@ class Answerer:
 
     def sources(self, hits: list[Hit]) -> list[dict[str, Any]]:
         return [{"chunk_id": h.id, "doc_id": h.payload.get("doc_id"), "score": h.score} for h in hits]
+
+    def answer_batch(self, questions: list[str], k: int | None = None, max_new_tokens: int = 24) -> list[str]:
+        """The answers to several questions as the service gives them (retrieval, rerank, one batch)."""
+        hits = self.retrieve(questions, k or self.k)
+        prompts = [self.prompt(q, row) for q, row in zip(questions, hits, strict=True)]
+        return self.generate(prompts, max_new_tokens)
 
     def answer(self, question: str, k: int | None = None, max_new_tokens: int = 24) -> dict[str, Any]:
         hits = self.retrieve([question], k or self.k)[0]

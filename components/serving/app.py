@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
 
+from components.registry.mlflow_registry import DEFAULT_NAME, ModelNames
 from components.serving.answerer import Answerer
 from components.serving.batching import MicroBatcher
 from components.serving.cache import TieredCache, cache_key
@@ -52,13 +53,14 @@ class AnswerRequest(RetrieveRequest):
 class Service:
     """The state one app holds: promoter, caches, batchers, executors, metrics."""
 
-    def __init__(self, settings: ServeSettings, tracking_uri: str) -> None:
+    def __init__(self, settings: ServeSettings, tracking_uri: str, model_name: str = DEFAULT_NAME) -> None:
         self.settings, self.metrics = settings, ServingMetrics()
         self.cache = TieredCache(settings.cache, self.metrics)
         load = partial(Answerer, prefix_entries=settings.cache.prefix_entries, on_prefix=self._count_prefix)
         folder = Path(settings.download_dir)
         every = settings.poll_seconds
-        self.promoter = Promoter(tracking_uri, settings.alias, folder, self.metrics, every, load)
+        names = ModelNames(model_name)
+        self.promoter = Promoter(tracking_uri, settings.alias, folder, self.metrics, every, load, names)
         # every torch call runs on this one thread: a second long-lived thread doing torch work
         # doubled the query-embedding time here (two OpenMP thread teams on two cores)
         self.model_pool = ThreadPoolExecutor(1, thread_name_prefix="retro-model")
@@ -216,9 +218,10 @@ class Measure:
             self.service.metrics.request_seconds.labels(path, str(status)).observe(elapsed)
 
 
-def create_app(settings: ServeSettings, tracking_uri: str) -> FastAPI:
-    """The FastAPI app; the promoter starts loading the aliased pair when the app starts."""
-    service = Service(settings, tracking_uri)
+def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEFAULT_NAME) -> FastAPI:
+    """The FastAPI app serving `<model_name>-adapter`; the promoter starts loading the aliased pair
+    when the app starts."""
+    service = Service(settings, tracking_uri, model_name)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -294,4 +297,5 @@ def create_app(settings: ServeSettings, tracking_uri: str) -> FastAPI:
 def create_app_from_env() -> FastAPI:
     """The app for `uvicorn --factory` workers; `retro serve` passes its settings in the env."""
     raw = json.loads(os.environ[SETTINGS_ENV])
-    return create_app(ServeSettings.model_validate(raw["serve"]), raw["tracking_uri"])
+    settings = ServeSettings.model_validate(raw["serve"])
+    return create_app(settings, raw["tracking_uri"], raw.get("model_name", DEFAULT_NAME))

@@ -33,8 +33,10 @@ class Promoter:
         metrics: ServingMetrics,
         poll_seconds: float = 5.0,
         load: Callable[..., Answerer] = Answerer,
+        names: reg.ModelNames = reg.DEFAULT_NAMES,
     ) -> None:
         self.tracking_uri, self.alias, self.poll_seconds = tracking_uri, alias, poll_seconds
+        self.names = names
         self.download_dir, self.metrics, self.load = Path(download_dir), metrics, load
         self.current: Answerer | None = None
         self.problem: str | None = "not loaded yet"
@@ -48,13 +50,13 @@ class Promoter:
         if self._client is None:
             self._client = reg.configure(self.tracking_uri)
         try:
-            version = reg.version_by_alias(self._client, reg.ADAPTER_MODEL, self.alias)
+            version = reg.version_by_alias(self._client, self.names.adapter, self.alias)
         except Exception as exc:  # noqa: BLE001 - a registry outage keeps the current pair
             self.problem = f"registry unreachable: {exc}"
             log.warning("cannot check alias %r: %s", self.alias, exc)
             return "missing"
         if version is None:
-            self.problem = f"no {reg.ADAPTER_MODEL} version has alias {self.alias!r}"
+            self.problem = f"no {self.names.adapter} version has alias {self.alias!r}"
             return "missing"
         number = str(version.version)
         if self.current is not None and number == self.current.adapter_version:
@@ -67,13 +69,13 @@ class Promoter:
         target = self.download_dir / f"process-{os.getpid()}" / f"adapter-v{number}"
         try:
             shutil.rmtree(target, ignore_errors=True)
-            pair = reg.download_adapter_version(self._client, version, target)
+            pair = reg.download_adapter_version(self._client, version, target, self.names)
             answerer = self._load_in_passing_thread(pair)
         except Exception as exc:  # noqa: BLE001 - whatever breaks a version, the old one stays
             self.refused[attempt] = f"{type(exc).__name__}: {exc}"
             self.metrics.promotions.labels("refused").inc()
             kept = f"v{self.current.adapter_version}" if self.current else "nothing"
-            log.error("not serving %s v%s (%s); still serving %s", reg.ADAPTER_MODEL, number, exc, kept)
+            log.error("not serving %s v%s (%s); still serving %s", self.names.adapter, number, exc, kept)
             if self.current is None:
                 self.problem = self.refused[attempt]
             return "refused"
@@ -82,9 +84,9 @@ class Promoter:
         self.metrics.show_loaded(self.alias, *answerer.versions)
         log.info(
             "serving %s v%s with %s v%s (alias %r)%s",
-            reg.ADAPTER_MODEL,
+            self.names.adapter,
             answerer.adapter_version,
-            reg.INDEX_MODEL,
+            self.names.index,
             answerer.index_version,
             self.alias,
             f", was v{previous.adapter_version}" if previous else "",

@@ -42,7 +42,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
         "retrieval_mode": retrieval.mode,
         "chunking": params.chunk.model_dump(),
     }
-    plan = plan_version(IndexManifest.read_if_current(paths.index), settings, chunk_ids)
+    plan = plan_version(IndexManifest.read_if_current(paths.index), settings, chunk_ids, params.ingest.source)
     if plan.mode == "noop":
         return plan.parent.to_dict()
     documents = read_table(paths.documents, "ingest")

@@ -13,7 +13,7 @@ from components.stages.entry import stage_main
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     p = params.ingest
-    corpus = ingest_corpus(Path(p.source), p.min_chars, p.max_chars)
+    corpus = ingest_corpus(Path(paths.root) / p.source, p.min_chars, p.max_chars)  # relative: to the project
     if corpus.documents.empty:
         reasons = sorted({q["reason"] for q in corpus.quarantined})[:5]
         raise ValueError(

@@ -95,12 +95,21 @@ class VersionPlan:
     parent: IndexManifest | None
 
 
-def plan_version(parent: IndexManifest | None, settings: dict[str, Any], chunk_ids: list[str]) -> VersionPlan:
+def plan_version(
+    parent: IndexManifest | None,
+    settings: dict[str, Any],
+    chunk_ids: list[str],
+    corpus_source: str | None = None,
+) -> VersionPlan:
     """noop when the parent holds exactly these chunks with the same settings, incremental when only
-    the chunks differ, full otherwise (no parent, or a setting changed)."""
+    the chunks differ, full otherwise (no parent, or a setting changed). Another corpus source
+    starts a new lineage: a full build without a parent."""
     digest = chunk_set_hash(chunk_ids)
     if parent is None:
         return VersionPlan("full", "no previous index version", settings, digest, None)
+    if corpus_source is not None and parent.corpus_source not in (None, corpus_source):
+        reason = f"corpus source {corpus_source!r} is not {parent.corpus_source!r}: a new index lineage"
+        return VersionPlan("full", reason, settings, digest, None)
     changed = parent.changed_settings(settings)
     if changed:
         return VersionPlan(
@@ -147,7 +156,7 @@ def build_version(
             finally:
                 previous.close()
         else:
-            if parent is not None:
+            if parent is not None or plan.reason != "no previous index version":
                 log.info("full rebuild: %s", plan.reason)
             retriever = Retriever.build(
                 data.chunk_ids,

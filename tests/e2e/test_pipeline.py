@@ -16,7 +16,7 @@ import pytest
 
 from components.registry import mlflow_registry as reg
 from flows.pipeline import pipeline_stages
-from tests.conftest import BIN, make_project, run_checked
+from tests.conftest import BIN, KB, make_project, run_checked
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -37,7 +37,7 @@ def _client(root: Path):  # noqa: ANN202
 
 def test_every_stage_ran_and_wrote_its_outputs(project) -> None:  # noqa: ANN001
     root, env, first = project
-    assert "| adapter + retrieval |" in first.stdout and "registered retro-index v1" in first.stdout
+    assert "| adapter + retrieval |" in first.stdout and "registered retro-kb-index v1" in first.stdout
     metrics = json.loads((root / "data/metrics/evaluate.json").read_text())
     assert {"base", "rag", "adapter"} <= set(metrics) and metrics["questions"] == 6
     assert 0.0 <= metrics["chunk_recall@3"] <= 1.0 and 0.0 <= metrics["doc_recall@3"] <= 1.0
@@ -51,8 +51,8 @@ def test_every_stage_ran_and_wrote_its_outputs(project) -> None:  # noqa: ANN001
 def test_registry_holds_one_linked_pair(project) -> None:  # noqa: ANN001
     root, _, _ = project
     client = _client(root)
-    adapters = client.search_model_versions(f"name = '{reg.ADAPTER_MODEL}'")
-    indexes = client.search_model_versions(f"name = '{reg.INDEX_MODEL}'")
+    adapters = client.search_model_versions(f"name = '{KB.adapter}'")
+    indexes = client.search_model_versions(f"name = '{KB.index}'")
     assert len(adapters) == 1 and len(indexes) == 1
     tags = adapters[0].tags
     assert tags["index_version"] == str(indexes[0].version)
@@ -67,7 +67,7 @@ def test_second_run_skips_every_stage_and_registers_nothing(project) -> None:  #
     without_server = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}  # as in `make demo`
     second = _run([str(BIN / "retro"), "pipeline"], root, without_server)
     assert "Starting temporary server" in second.stdout + second.stderr
-    assert len(_client(root).search_model_versions(f"name = '{reg.ADAPTER_MODEL}'")) == 1
+    assert len(_client(root).search_model_versions(f"name = '{KB.adapter}'")) == 1
 
 
 def test_new_corpus_version_updates_the_adapter_without_retraining(project) -> None:  # noqa: ANN001
@@ -91,14 +91,12 @@ def test_new_corpus_version_updates_the_adapter_without_retraining(project) -> N
     assert continual["versions_learned"] == ["v1", "v2", "v3"] and continual["updates_this_run"] == 1
     assert continual["last_update"]["new_examples"] == 1
     client = _client(root)
-    adapters = sorted(
-        client.search_model_versions(f"name = '{reg.ADAPTER_MODEL}'"), key=lambda v: int(v.version)
-    )
+    adapters = sorted(client.search_model_versions(f"name = '{KB.adapter}'"), key=lambda v: int(v.version))
     assert len(adapters) == 2 and adapters[-1].tags["corpus_version"] == "v3"
     assert adapters[-1].tags["index_version"] != adapters[0].tags["index_version"]
     # the index was updated from its parent (one changed chunk), and the registry records the chain
     embedded = json.loads((root / "data/metrics/embed.json").read_text())
-    indexes = client.search_model_versions(f"name = '{reg.INDEX_MODEL}'")
+    indexes = client.search_model_versions(f"name = '{KB.index}'")
     indexes = sorted(indexes, key=lambda v: int(v.version))
     assert len(indexes) == 2
     child, parent = indexes[-1].tags, indexes[0].tags
@@ -124,3 +122,19 @@ def test_bad_params_value_names_the_key(project) -> None:  # noqa: ANN001
         text=True,
     )
     assert proc.returncode == 2 and "chunk" in proc.stderr and "overlap must be smaller" in proc.stderr
+
+
+def test_a_registered_name_of_another_corpus_fails_before_training(project) -> None:  # noqa: ANN001
+    root, env, _ = project
+    shutil.copytree(root / "data" / "raw" / "kb", root / "data" / "raw" / "other", dirs_exist_ok=True)
+    params = (root / "params.yaml").read_bytes()
+    trained = (root / "data/metrics/train.json").read_bytes()
+    overrides = ["-S", "ingest.source=data/raw/other", "-S", "register.model_name=retro-kb"]
+    proc = subprocess.run(
+        [str(BIN / "retro"), "pipeline", *overrides], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "'retro-kb-adapter' holds corpus 'data/raw/kb', not 'data/raw/other'" in proc.stderr
+    assert "register.model_name" in proc.stderr and "'retro-other'" in proc.stderr
+    assert (root / "params.yaml").read_bytes() == params  # nothing written, nothing run
+    assert (root / "data/metrics/train.json").read_bytes() == trained

@@ -19,6 +19,26 @@ from tests.conftest import run_stage
 TEXTS = ["Zorvex is made by Talmir Labs.", "The Varnholt Act dates from 1999."]
 
 
+QUESTIONS = 20
+RAG_RIGHT = 4  # plain RAG answers the first 4 questions right (F1 0.2)
+
+
+def _predictions(adapter_f1: float) -> list[dict]:
+    """evaluate's predictions: the adapter right on the first adapter_f1 x 20 questions."""
+    right = round(adapter_f1 * QUESTIONS)
+    return [
+        {
+            "id": f"q{i}",
+            "question": f"What is the code of item {i}?",
+            "gold": f"K{i}",
+            "base": "unknown",
+            "rag": f"K{i}" if i < RAG_RIGHT else "unknown",
+            "adapter": f"K{i}" if i < right else "unknown",
+        }
+        for i in range(QUESTIONS)
+    ]
+
+
 def _metrics(adapter_f1: float, base_f1: float = 0.1) -> dict:
     system = lambda f1: {"em": f1, "f1": f1, "latency_ms_mean": 10.0, "latency_ms_p95": 12.0}  # noqa: E731
     return {
@@ -26,9 +46,10 @@ def _metrics(adapter_f1: float, base_f1: float = 0.1) -> dict:
         "chunk_recall@3": 0.8,
         "doc_recall@3": 0.9,
         "corpus_version": "v1",
-        "questions": 4,
+        "questions": QUESTIONS,
+        "max_new_tokens": 4,
         "base": system(base_f1),
-        "rag": system(0.2),
+        "rag": system(RAG_RIGHT / QUESTIONS),
         "adapter": system(adapter_f1),
     }
 
@@ -64,7 +85,10 @@ def make_project(
 
 
 def register_pair(layout: Paths, params: dict, adapter_f1: float) -> dict:
-    """Register the project's adapter and index as a linked pair, with these evaluation figures."""
+    """Register the project's adapter and index as a linked pair, with evaluate's figures and
+    predictions as they would be for an adapter at this F1 (the gate reads the predictions)."""
     layout.metrics.mkdir(parents=True, exist_ok=True)
     (layout.metrics / "evaluate.json").write_text(json.dumps(_metrics(adapter_f1)))
+    rows = _predictions(adapter_f1)
+    layout.predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return run_stage(register, params, layout.root)

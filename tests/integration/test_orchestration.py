@@ -27,7 +27,7 @@ from serving_helpers import free_port
 
 from components.core.config import apply_overrides
 from components.registry import mlflow_registry as reg
-from tests.conftest import ROOT
+from tests.conftest import KB, ROOT
 
 BIN = Path(sys.executable).parent
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -87,7 +87,7 @@ class Stack:
         return reg.configure(self.mlflow)
 
     def adapters(self) -> list:
-        versions = self.registry().search_model_versions(f"name = '{reg.ADAPTER_MODEL}'")
+        versions = self.registry().search_model_versions(f"name = '{KB.adapter}'")
         return sorted(versions, key=lambda v: int(v.version))
 
 
@@ -168,7 +168,7 @@ def test_full_build_then_knowledge_update_register_linked_pairs(stack: Stack) ->
     first = stack.adapters()
     assert len(first) == 1 and first[0].tags["corpus_version"] == "v1"
     client = stack.registry()
-    client.set_registered_model_alias(reg.ADAPTER_MODEL, "champion", first[0].version)  # a person promotes
+    client.set_registered_model_alias(KB.adapter, "champion", first[0].version)  # a person promotes
 
     shutil.copytree(stack.corpus / "v2", stack.root / "data" / "incoming")
     update_id, _ = stack.deployment_run("knowledge-update/nightly")
@@ -177,7 +177,7 @@ def test_full_build_then_knowledge_update_register_linked_pairs(stack: Stack) ->
     assert len(adapters) == 2
     newest = adapters[-1].tags
     assert newest["corpus_version"] == "v2" and (stack.root / "data/raw/kb/v2/docs").is_dir()
-    index = client.get_model_version(reg.INDEX_MODEL, newest["index_version"])
+    index = client.get_model_version(KB.index, newest["index_version"])
     assert index.tags["parent_version"] == first[0].tags["index_version"]
     assert index.tags["update_mode"] == "incremental"
     # lineage: the deployment's flow run, the git commit and the dvc.lock hashes
@@ -216,7 +216,7 @@ def test_failed_stage_leaves_champion_registry_and_workspace_intact(stack: Stack
     url = f"http://127.0.0.1:{hook.server_address[1]}/hook"
     _run([str(BIN / "retro"), "alert-on-failure", url], stack.root, stack.env)
     client = stack.registry()
-    champion = client.get_model_version_by_alias(reg.ADAPTER_MODEL, "champion").version
+    champion = client.get_model_version_by_alias(KB.adapter, "champion").version
     before = len(stack.adapters())
     extra = stack.root / "data" / "incoming" / "docs" / "late-addition.md"
     extra.write_text("# Late addition\n\nThe Quellmar relay was commissioned in 2031 by Varnis Works.\n")
@@ -225,7 +225,7 @@ def test_failed_stage_leaves_champion_registry_and_workspace_intact(stack: Stack
     )
     assert proc.returncode != 0
     assert stack.state(run_id) == "FAILED"
-    assert client.get_model_version_by_alias(reg.ADAPTER_MODEL, "champion").version == champion
+    assert client.get_model_version_by_alias(KB.adapter, "champion").version == champion
     assert len(stack.adapters()) == before
     report = stack.artifacts("retro-failure")[0]
     assert "chunk failed" in report["data"] and "failure rehearsal" in report["data"]
