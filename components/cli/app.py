@@ -135,23 +135,47 @@ def _prefect_local_defaults() -> None:
 
 @app.command()
 def update(
-    corpus: Annotated[Path, typer.Option(help="folder of the new version (docs/, optionally qa.jsonl)")],
+    corpus: Annotated[
+        Path | None, typer.Option(help="a full snapshot of the next version (docs/, optionally qa.jsonl)")
+    ] = None,
+    delta: Annotated[
+        Path | None,
+        typer.Option(help="only the added or changed documents (docs/) and questions (qa.jsonl)"),
+    ] = None,
+    remove: Annotated[
+        Path | None, typer.Option(help="a file of document ids to remove, one a line (with --delta or alone)")
+    ] = None,
     name: str = typer.Option("", help="version name (default: the next v<N> or t<NNN>)"),
 ) -> None:
-    """Add a corpus version and run the knowledge-update flow (the incremental path)."""
+    """Add the next corpus version and run the knowledge-update flow (the incremental path).
+
+    With --delta the next snapshot is the newest one with the delta applied: unchanged documents
+    and questions are carried forward. A flat corpus (docs/ at the top) becomes v1 first.
+    """
+    if (corpus is None) == (delta is None and remove is None):
+        typer.echo("give --corpus DIR (a full snapshot) or --delta DIR and/or --remove FILE", err=True)
+        raise typer.Exit(2)
     _prefect_local_defaults()
-    from flows.knowledge_update import add_version, knowledge_update
+    from components.data.delta import read_removals
+    from flows.knowledge_update import add_delta, add_version, knowledge_update, versioned_source
     from flows.pipeline import StageFailed
 
     try:
-        added = add_version(".", corpus, name or None)
+        source, _, converted = versioned_source(".")
+        if converted:
+            typer.echo(f"{source} was a flat corpus: its docs/ and qa.jsonl are now {source}/v1")
+        if corpus is not None:
+            added = add_version(".", corpus, name or None)
+            if added is None:
+                typer.echo(f"{corpus} holds the newest corpus version's content: nothing to add")
+                return
+            typer.echo(f"corpus version {added} added from {corpus}")
+        else:
+            added, summary = add_delta(".", delta, read_removals(remove), name or None)
+            typer.echo(f"corpus version {added} built from the delta: {json.dumps(summary.as_dict())}")
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    if added is None:
-        typer.echo(f"{corpus} holds the newest corpus version's content: nothing to add")
-        return
-    typer.echo(f"corpus version {added} added from {corpus}")
     try:
         results = knowledge_update(root=".")
     except StageFailed as exc:

@@ -78,6 +78,7 @@ class Comparison:
     golds: list[Gold]
     gains: dict[str, Estimate]  # adapter minus RAG, paired
     max_new_tokens: int
+    changes: list[str] | None = None  # per question: new | revised | unchanged since the last version
 
 
 def compare_systems(
@@ -147,6 +148,55 @@ def compare_systems(
     return Comparison(test, results, scores, retrieve_ms, doc_ids, golds, gains, max_new_tokens)
 
 
+CHANGE_KINDS = ("new", "revised", "unchanged")
+
+
+def label_changes(c: Comparison, qa: pd.DataFrame, version: str) -> None:
+    """Mark each test question new, revised or unchanged against the corpus version before
+    `version` (none before it: no labels), so forgetting is measured on every update."""
+    versions = versions_in(qa)
+    at = versions.index(version)
+    if at == 0:
+        return
+    before = qa[qa["version"] == versions[at - 1]]
+    answers = dict(zip(before["id"], before["answer"], strict=True))
+    c.changes = [
+        "new" if t["id"] not in answers else "revised" if answers[t["id"]] != t["answer"] else "unchanged"
+        for t in c.test
+    ]
+
+
+def by_change(c: Comparison) -> dict[str, dict] | None:
+    """Each system's EM and F1 over the new, the revised and the unchanged questions."""
+    if c.changes is None:
+        return None
+    out = {}
+    for kind in CHANGE_KINDS:
+        picked = [i for i, label in enumerate(c.changes) if label == kind]
+        out[kind] = {"questions": len(picked)} | {
+            key: {
+                "em": mean([r.em_scores[i] for i in picked]) if picked else None,
+                "f1": mean([r.f1_scores[i] for i in picked]) if picked else None,
+            }
+            for key, r in zip(SYSTEM_KEYS, c.results, strict=True)
+        }
+    return out
+
+
+def change_table(changes: dict[str, dict], since: str) -> str:
+    """The by-change figures as a markdown table (F1 of each system)."""
+    lines = [
+        f"By change since {since} (F1; unchanged facts show forgetting):",
+        "",
+        "| questions | n | " + " | ".join(SYSTEM_KEYS) + " |",
+        "|---|---:|" + "---:|" * len(SYSTEM_KEYS),
+    ]
+    for kind, row in changes.items():
+        cells = ["n/a" if row[key]["f1"] is None else f"{row[key]['f1']:.3f}" for key in SYSTEM_KEYS]
+        lines.append(f"| {kind} | {row['questions']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def comparison_metrics(c: Comparison, qa: pd.DataFrame, version: str, k: int) -> dict[str, Any]:
     """evaluate.json: the three systems with intervals, adapter minus RAG (paired), retrieval
     scores at chunk and document level, the gold kinds and adapter EM per corpus version."""
@@ -172,6 +222,7 @@ def comparison_metrics(c: Comparison, qa: pd.DataFrame, version: str, k: int) ->
             for v, scores in sorted(by_version.items(), key=lambda item: (len(item[0]), item[0]))
         },
         **{key: r.figures() for key, r in zip(SYSTEM_KEYS, c.results, strict=True)},
+        "by_change": by_change(c),
         "adapter_minus_rag": {m: v for name, e in c.gains.items() for m, v in e.as_dict(name).items()},
     }
 
@@ -179,7 +230,9 @@ def comparison_metrics(c: Comparison, qa: pd.DataFrame, version: str, k: int) ->
 def write_report(c: Comparison, k: int, table: Path, predictions: Path) -> None:
     """The markdown table and one JSON line a question with every system's prediction."""
     table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(markdown_table(c.results, c.retrieval, k, len(c.test), c.gains))
+    text = markdown_table(c.results, c.retrieval, k, len(c.test), c.gains)
+    changes = by_change(c)
+    table.write_text(text + ("\n" + change_table(changes, "the previous corpus version") if changes else ""))
     predictions.parent.mkdir(parents=True, exist_ok=True)
     with predictions.open("w") as fh:
         for i, t in enumerate(c.test):
@@ -189,6 +242,7 @@ def write_report(c: Comparison, k: int, table: Path, predictions: Path) -> None:
                 "gold": t["answer"],
                 "retrieved_docs": c.doc_ids[i],
                 "gold_kind": c.golds[i].kind,
+                "change": c.changes[i] if c.changes else None,
                 **{key: r.predictions[i] for key, r in zip(SYSTEM_KEYS, c.results, strict=True)},
             }
             fh.write(json.dumps(row) + "\n")

@@ -13,6 +13,7 @@ from components.evaluation.compare import (
     compare_systems,
     comparison_metrics,
     held_out,
+    label_changes,
     write_no_questions,
     write_report,
 )
@@ -43,6 +44,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
         budget = answer_token_budget(model.tokenizer, answers, p.answer_percentile)
     seed = params.model.seed
     comparison = compare_systems(model, retriever, test, golds, k, budget, p.batch_size, seed)
+    label_changes(comparison, qa, latest)
     write_report(comparison, k, paths.evaluation_table, paths.predictions)
     source = "evaluate.max_new_tokens" if p.max_new_tokens else f"p{p.answer_percentile:g} of train answers"
     return comparison_metrics(comparison, qa, latest, k) | {"max_new_tokens_source": source}
