@@ -148,9 +148,40 @@ def alert_on_failure(
     typer.echo(f"automation {automation.name!r} ({automation.id}) notifies {url} on Failed or Crashed runs")
 
 
+def forget(
+    doc_ids: Annotated[
+        list[str], typer.Argument(help="document ids (paths under docs/ without the extension)")
+    ],
+) -> None:
+    """Take documents out of the corpus lineage: the registry records them (services stop citing
+    them at their next poll), the next version and index go without them, the replay reservoir
+    drops their questions; then the closed-book figures on their questions, before and after."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    from flows.forget import forget as forget_flow
+    from flows.pipeline import StageFailed
+
+    try:
+        result = forget_flow(doc_ids=doc_ids, root=".")
+    except (ValueError, FileNotFoundError, StageFailed) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({k: result[k] for k in ("documents", "version", "marked", "still_answers")}))
+    for when in ("before", "after"):
+        figures = result[f"closed_book_{when}"]
+        if figures["questions"]:
+            adapter, base = figures["adapter"]["f1"], figures["base"]["f1"]
+            typer.echo(
+                f"closed book {when}: adapter F1 {adapter:.3f}, base F1 {base:.3f} ({figures['questions']} q)"
+            )
+    typer.echo(result["verdict"])
+
+
 def register_ops(app: typer.Typer) -> None:
     """Attach the operations commands to the main `retro` app."""
     app.add_typer(services_app, name="services")
     app.command()(watch)
     app.command()(lineage)
+    app.command()(forget)
     app.command("alert-on-failure")(alert_on_failure)

@@ -17,13 +17,13 @@ from typing import Any
 import pandas as pd
 
 from components.continual.regularizers import OnlineEWC
-from components.continual.replay import ReplayBuffer
+from components.continual.replay import RESERVOIR_FILE, ReplayBuffer
 from components.continual.update import UpdateOptions, unchanged_pairs, update_adapter
 from components.core.params import ContinualParams, ModelParams, TrainParams
 from components.training.examples import Example, new_knowledge, train_items
 
 STATE = "state.json"
-REPLAY = "replay.json"
+REPLAY = RESERVOIR_FILE
 
 ExamplesFor = Callable[[str, list[dict], "set[str] | None"], list[Example]]
 """(version, QA items, chunk ids for the lm objective) -> training examples with retrieval."""

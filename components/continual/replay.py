@@ -6,6 +6,8 @@ import json
 import random
 from pathlib import Path
 
+RESERVOIR_FILE = "replay.json"  # the reservoir's file in the continual chain's folder
+
 
 class ReplayBuffer:
     """Holds at most `capacity` examples, each seen example equally likely to be kept."""
@@ -56,3 +58,16 @@ class ReplayBuffer:
             return cls(capacity, seed)
         state = json.loads(Path(path).read_text())
         return cls(capacity, seed, state["seen"], state["items"])
+
+
+def purge_documents(path: Path, doc_ids: set[str] | frozenset[str]) -> int:
+    """Drop every item of these documents from a saved reservoir; returns how many were dropped."""
+    path = Path(path)
+    if not doc_ids or not path.exists():
+        return 0
+    state = json.loads(path.read_text())
+    kept = [item for item in state["items"] if item.get("doc_id") not in doc_ids]
+    dropped = len(state["items"]) - len(kept)
+    if dropped:
+        path.write_text(json.dumps(state | {"items": kept}))
+    return dropped

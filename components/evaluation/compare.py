@@ -197,6 +197,31 @@ def change_table(changes: dict[str, dict], since: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def closed_book(
+    model: RetroModel, test: list[dict], max_new_tokens: int, batch_size: int, seed: int = 0
+) -> dict[str, SystemResult]:
+    """The base model and the adapter answering without any passage: what the weights alone hold
+    (after a document is forgotten, what the adapter still answers about it unprompted)."""
+    from components.adapters.generation import generate
+    from components.adapters.prompting import build_prompt
+
+    questions, answers = [t["question"] for t in test], [t["answer"] for t in test]
+
+    def base(batch: list[str]) -> list[str]:
+        with model.base_only():
+            prompts = [build_prompt(model.tokenizer, q, None) for q in batch]
+            return generate(model, prompts, max_new_tokens, batch_size)
+
+    def adapter(batch: list[str]) -> list[str]:
+        memory = [[] for _ in batch] if model.uses_memory else None
+        return generate(model, [model.prompt(q, None) for q in batch], max_new_tokens, batch_size, memory)
+
+    return {
+        "base": run_system("base, closed book", base, questions, answers, batch_size, seed=seed),
+        "adapter": run_system("adapter, closed book", adapter, questions, answers, batch_size, seed=seed),
+    }
+
+
 def comparison_metrics(c: Comparison, qa: pd.DataFrame, version: str, k: int) -> dict[str, Any]:
     """evaluate.json: the three systems with intervals, adapter minus RAG (paired), retrieval
     scores at chunk and document level, the gold kinds and adapter EM per corpus version."""

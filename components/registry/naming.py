@@ -22,7 +22,7 @@ CORPUS_TAG = "corpus"
 
 
 class LineageConflict(ValueError):
-    """A registered model name already holds another corpus."""
+    """A registered model name already holds another corpus (or the registry cannot be asked)."""
 
 
 def corpus_identity(source: str | Path, root: Path | str = ".") -> str:
@@ -77,7 +77,14 @@ def check_project_lineage(registration: RegisterParams, source: str, root: Path 
     from components.registry.mlflow_registry import configure
 
     names = registry_name(registration.model_name, source, root)
-    check_lineage(configure(registration.tracking_uri), names, corpus_identity(source, root))
+    try:
+        client = configure(registration.tracking_uri)
+        check_lineage(client, names, corpus_identity(source, root))
+    except (MlflowException, OSError) as exc:
+        raise LineageConflict(
+            f"cannot check register.model_name {names.name!r} in the MLflow registry at "
+            f"{registration.tracking_uri} (register.tracking_uri): {exc}"
+        ) from None
     return names
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from components.continual.replay import RESERVOIR_FILE, purge_documents
 from components.registry.mlflow_registry import version_by_alias
 from components.stores.versions import staged_swap
 
@@ -26,9 +27,11 @@ def last_accepted(client: MlflowClient, adapter_model: str) -> Any | None:
     return max(passed, key=lambda v: int(v.version)) if passed else None
 
 
-def restore_accepted(client: MlflowClient, adapter_model: str, chain: Path) -> str:
-    """Replace `chain` with the last accepted version's adapter artifact; a sentence saying what
-    the next update starts from."""
+def restore_accepted(
+    client: MlflowClient, adapter_model: str, chain: Path, forgotten: frozenset[str] = frozenset()
+) -> str:
+    """Replace `chain` with the last accepted version's adapter artifact, its replay reservoir
+    without the `forgotten` documents; a sentence saying what the next update starts from."""
     accepted = last_accepted(client, adapter_model)
     if accepted is None:
         return "no version was accepted yet, so the next update continues from this candidate"
@@ -36,5 +39,6 @@ def restore_accepted(client: MlflowClient, adapter_model: str, chain: Path) -> s
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=accepted.source, dst_path=tmp))
         with staged_swap(Path(chain)) as staging:
             shutil.copytree(folder, staging)
+            purge_documents(staging / RESERVOIR_FILE, forgotten)
     which = "the champion" if "champion" in (accepted.aliases or []) else "the newest accepted version"
     return f"the next update starts from {which}, {adapter_model} v{accepted.version}"

@@ -7,6 +7,8 @@ batch each one; `answer` chains them for `retro ask`.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -49,6 +51,7 @@ class Answerer:
         self.k = int(self.model.artifact_config.get("retrieval", {}).get("k", 3))
         self.adapter_version, self.index_version = adapter_version, index_version
         self.lock = threading.Lock()  # one generation at a time (fusion modes hold state on the model)
+        self.forgotten: frozenset[str] = frozenset()
 
     @classmethod
     def from_registry(
@@ -65,6 +68,31 @@ class Answerer:
     @property
     def versions(self) -> tuple[str, str]:
         return self.adapter_version, self.index_version
+
+    @property
+    def cache_scope(self) -> tuple[str, str]:
+        """What cached results depend on: the versions and the forgotten documents (a forget
+        makes every earlier cache entry, in every tier, unreachable)."""
+        if not self.forgotten:
+            return self.versions
+        digest = hashlib.sha256(json.dumps(sorted(self.forgotten)).encode()).hexdigest()[:12]
+        return self.adapter_version, f"{self.index_version}.f{digest}"
+
+    def forget(self, doc_ids: frozenset[str]) -> int:
+        """Drop every chunk of these documents from the served index (in memory) and the prompt
+        prefix cache; returns the chunks removed. Retrieval never returns them afterwards."""
+        if doc_ids == self.forgotten:
+            return 0
+        with self.lock:
+            store = self.retriever.store
+            payloads = store.payloads(store.ids())
+            gone = [cid for cid, payload in payloads.items() if payload.get("doc_id") in doc_ids]
+            if gone:
+                store.delete(gone)
+            if self.prefixes is not None:
+                self.prefixes.clear()
+            self.forgotten = doc_ids
+        return len(gone)
 
     def version_fields(self) -> dict[str, str]:
         """The versions as a response carries them."""

@@ -59,7 +59,7 @@ class Service:
         load = partial(Answerer, prefix_entries=settings.cache.prefix_entries, on_prefix=self._count_prefix)
         folder = Path(settings.download_dir)
         every = settings.poll_seconds
-        names = ModelNames(model_name)
+        names, self.model_name = ModelNames(model_name), model_name
         self.promoter = Promoter(tracking_uri, settings.alias, folder, self.metrics, every, load, names)
         # every torch call runs on this one thread: a second long-lived thread doing torch work
         # doubled the query-embedding time here (two OpenMP thread teams on two cores)
@@ -115,6 +115,12 @@ class Service:
         return answers
 
     # -- request flow --------------------------------------------------------------------------
+    def scope(self, answerer: Answerer) -> tuple[str, str]:
+        """Cache keys' versions: the registered model, its versions and the forgotten documents
+        (replicas of different corpus lineages may share one Redis)."""
+        adapter, index = answerer.cache_scope
+        return f"{self.model_name}.{adapter}", index
+
     def serving(self) -> Answerer:
         answerer = self.promoter.current
         if answerer is None:
@@ -137,11 +143,11 @@ class Service:
 
     async def sources(self, answerer: Answerer, question: str, k: int) -> tuple[list[dict], str | None]:
         """The k passages (with text) for a question, from a cache tier or the index."""
-        key = cache_key("retrieval", answerer.versions, question, k)
+        key = cache_key("retrieval", self.scope(answerer), question, k)
         cached, tier = await self.cache.get("retrieval", key)
         if cached is not None:
             return cached, tier
-        vector_key = cache_key("embedding", answerer.versions, question)
+        vector_key = cache_key("embedding", self.scope(answerer), question)
         vector, _ = await self.cache.get("embedding", vector_key)
         encoded, hits = await self.searcher.submit(answerer, (question, k, vector))
         if vector is None:
@@ -153,7 +159,7 @@ class Service:
         return found, None
 
     async def answer(self, answerer: Answerer, question: str, k: int) -> dict[str, Any]:
-        key = cache_key("answer", answerer.versions, question, k, self.settings.max_new_tokens)
+        key = cache_key("answer", self.scope(answerer), question, k, self.settings.max_new_tokens)
         cached, tier = await self.cache.get("answer", key)
         if cached is not None:
             return {**cached, "cache": tier}

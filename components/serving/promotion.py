@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from components.registry import mlflow_registry as reg
+from components.registry.forget import forgotten
 from components.serving.answerer import Answerer
 from components.serving.metrics import ServingMetrics
 
@@ -60,6 +61,7 @@ class Promoter:
             return "missing"
         number = str(version.version)
         if self.current is not None and number == self.current.adapter_version:
+            self._apply_forgotten(self.current)
             return "unchanged"
         attempt = f"{number}:{version.tags.get('index_version')}"  # retried when the link is fixed
         if attempt in self.refused:
@@ -79,6 +81,7 @@ class Promoter:
             if self.current is None:
                 self.problem = self.refused[attempt]
             return "refused"
+        self._apply_forgotten(answerer)
         previous, self.current, self.problem = self.current, answerer, None
         self.metrics.promotions.labels("loaded").inc()
         self.metrics.show_loaded(self.alias, *answerer.versions)
@@ -92,6 +95,23 @@ class Promoter:
             f", was v{previous.adapter_version}" if previous else "",
         )
         return "loaded"
+
+    def _apply_forgotten(self, answerer: Answerer) -> None:
+        """Drop the lineage's forgotten documents from what `answerer` retrieves."""
+        try:
+            doc_ids = forgotten(self._client, self.names)
+        except Exception as exc:  # noqa: BLE001 - a registry outage keeps the current set
+            log.warning("cannot read the forgotten documents: %s", exc)
+            return
+        removed = answerer.forget(doc_ids) if doc_ids != answerer.forgotten else 0
+        if removed:
+            log.info(
+                "forgot %d documents (%d chunks) in %s v%s",
+                len(doc_ids),
+                removed,
+                self.names.index,
+                answerer.index_version,
+            )
 
     def _load_in_passing_thread(self, pair: reg.LoadedPair) -> Answerer:
         """Load on a thread that ends afterwards: torch work left on a long-lived thread (this one

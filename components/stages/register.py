@@ -25,6 +25,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     from components.adapters.peft_adapter import read_artifact_config
     from components.evaluation.compare import read_predictions
     from components.registry import mlflow_registry as reg
+    from components.registry.forget import forgotten
     from components.registry.lineage import lineage_tags
     from components.registry.parent import restore_accepted
     from components.registry.publish import register_pair
@@ -58,7 +59,8 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     )
     result["gate"] = decision.figures
     if not decision.promote and metrics.get("questions"):
-        result["parent"] = restore_accepted(client, names.adapter, paths.current_adapter)
+        gone = forgotten(client, names)
+        result["parent"] = restore_accepted(client, names.adapter, paths.current_adapter, gone)
         log.info("refused candidate: %s", result["parent"])
     return {**result, "tracking_uri": p.tracking_uri}
 

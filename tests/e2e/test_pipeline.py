@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from components.registry import mlflow_registry as reg
+from components.serving.app import create_app
+from components.serving.settings import ServeSettings
+from components.stores.retriever import Retriever
 from flows.pipeline import pipeline_stages
 from tests.conftest import BIN, KB, make_project, run_checked
 
@@ -138,3 +143,49 @@ def test_a_registered_name_of_another_corpus_fails_before_training(project) -> N
     assert "register.model_name" in proc.stderr and "'retro-other'" in proc.stderr
     assert (root / "params.yaml").read_bytes() == params  # nothing written, nothing run
     assert (root / "data/metrics/train.json").read_bytes() == trained
+
+
+def _cited(http: TestClient, question: str) -> list[str]:
+    response = http.post("/v1/retrieve", json={"question": question, "k": 5})
+    assert response.status_code == 200, response.text
+    return [s["doc_id"] for s in response.json()["sources"]]
+
+
+def test_a_forgotten_document_is_gone_everywhere(project, tmp_path: Path) -> None:  # noqa: ANN001
+    """`retro forget`: afterwards retrieval never returns the document, the service (following the
+    champion, a version that still holds it) never cites it, the replay reservoir holds none of its
+    questions and the registry marks the versions that held it."""
+    root, env, _ = project
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    client = reg.configure(uri)
+    first = max(client.search_model_versions(f"name = '{KB.adapter}'"), key=lambda v: int(v.version))
+    client.set_registered_model_alias(KB.adapter, "champion", first.version)  # a person promotes it
+    replayed = json.loads((root / "data/models/current/replay.json").read_text())["items"]
+    target = replayed[0]
+    doc, question = target["doc_id"], target["question"]
+
+    settings = ServeSettings(alias="champion", poll_seconds=3600, download_dir=str(tmp_path / "serve"))
+    with TestClient(create_app(settings, uri, KB.name)) as http:
+        for _ in range(120):
+            if http.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.5)
+        assert doc in _cited(http, question)  # cited before (and now in the cache)
+
+        done = run_checked([str(BIN / "retro"), "forget", doc], root, env)
+        assert "closed book before" in done.stdout
+        http.app.state.service.promoter.poll()  # what the next poll does
+        assert doc not in _cited(http, question)
+        answer = http.post("/v1/answer", json={"question": question})
+        assert answer.status_code == 200 and doc not in [s["doc_id"] for s in answer.json()["sources"]]
+
+    report = json.loads((root / "data/metrics/forget.json").read_text())
+    assert report["documents"] == [doc] and report["closed_book_before"]["questions"] >= 1
+    assert report["marked"]["index_versions"] and str(first.version) in report["marked"]["adapter_versions"]
+    hits = Retriever.load(root / "data" / "index").retrieve([question], 50)[0]
+    assert hits and doc not in {h.payload["doc_id"] for h in hits}
+    items = json.loads((root / "data/models/current/replay.json").read_text())["items"]
+    assert items and all(i["doc_id"] != doc for i in items)
+    index = client.get_model_version(KB.index, report["marked"]["index_versions"][0])
+    assert json.loads(index.tags["forgotten"]) == [doc]
+    assert json.loads(client.get_registered_model(KB.index).tags["forgotten_documents"]) == [doc]

@@ -1,0 +1,133 @@
+"""The `forget` flow: take documents out of the corpus lineage and show that they are gone.
+
+1. The closed-book figure of the current adapter on the documents' questions (and the base
+   model's), before anything changes.
+2. The registry records the documents as forgotten (services drop them at their next poll) and
+   marks the versions that held them.
+3. The next corpus version is the newest one without them (a delta of removals), and the
+   knowledge-update path runs: the next index version deletes their chunks, the replay reservoir
+   drops their questions, evaluate and register record the new pair.
+4. The closed-book figure again, after the update; the report says whether the adapter still
+   answers more about them than the base model does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from components.continual.replay import RESERVOIR_FILE, purge_documents
+from components.core.artifacts import read_table, versions_in, write_json
+from components.core.params import load_params
+from components.registry.mlflow_registry import configure
+from components.registry.naming import registry_name
+from flows.knowledge_update import add_delta
+from flows.pipeline import retro_pipeline
+
+
+def closed_book_figures(root: Path, questions: list[dict], max_new_tokens: int) -> dict[str, Any]:
+    """EM and F1 without passages of the current adapter and the base model on `questions`."""
+    if not questions:
+        return {"questions": 0}
+    from components.adapters.builder import load_retro_model
+    from components.evaluation.compare import closed_book
+
+    params = load_params(root / "params.yaml")
+    model = load_retro_model(params.layout(root).current_adapter)
+    results = closed_book(model, questions, max_new_tokens, params.evaluate.batch_size, params.model.seed)
+    return {"questions": len(questions)} | {
+        name: {"em": r.em, "f1": r.f1, "f1_lo": r.intervals["f1"].low, "f1_hi": r.intervals["f1"].high}
+        for name, r in results.items()
+    }
+
+
+def documents_to_forget(root: Path, doc_ids: set[str]) -> tuple[set[str], list[dict]]:
+    """The corpus versions that held the documents and their questions (newest version's answers);
+    ValueError for an id the newest version does not hold."""
+    paths = load_params(root / "params.yaml").layout(root)
+    documents, qa = read_table(paths.documents, "ingest"), read_table(paths.qa, "ingest")
+    latest = versions_in(documents)[-1]
+    unknown = sorted(doc_ids - set(documents.loc[documents["version"] == latest, "doc_id"]))
+    if unknown:
+        raise ValueError(f"the newest corpus version {latest} holds no document {unknown[:10]}")
+    containing = set(documents.loc[documents["doc_id"].isin(doc_ids), "version"])
+    mine = qa[(qa["version"] == latest) & qa["doc_id"].isin(doc_ids)]
+    return containing, mine.to_dict("records")
+
+
+def _report(doc_ids: set[str], result: dict[str, Any]) -> str:
+    before, after = result["closed_book_before"], result["closed_book_after"]
+
+    def row(name: str, figures: dict) -> str:
+        cells = [f"{figures[s]['f1']:.3f}" if s in figures else "n/a" for s in ("base", "adapter")]
+        return f"| {name} | {figures['questions']} | {cells[0]} | {cells[1]} |"
+
+    return "\n".join(
+        [
+            f"# Forgotten: {', '.join(sorted(doc_ids))}",
+            "",
+            f"New corpus version {result['version']}; marked {result['marked']}.",
+            "",
+            "| closed book on their questions | n | base F1 | adapter F1 |",
+            "|---|---:|---:|---:|",
+            row("before", before),
+            row("after", after),
+            "",
+            result["verdict"],
+        ]
+    )
+
+
+@flow(name="forget", log_prints=True)
+def forget(doc_ids: list[str], root: str = ".") -> dict[str, Any]:
+    """Take `doc_ids` out of the corpus lineage, run the update, report the closed-book figures."""
+    logger = get_run_logger()
+    project, ids = Path(root), set(doc_ids)
+    params = load_params(project / "params.yaml")
+    containing, questions = documents_to_forget(project, ids)
+    metrics = params.layout(project).metrics_of("evaluate")
+    budget = int(json.loads(metrics.read_text()).get("max_new_tokens") or 16) if metrics.exists() else 16
+    before = closed_book_figures(project, questions, budget)
+    from components.registry.forget import record_forgotten
+
+    names = registry_name(params.registration.model_name, params.ingest.source, project)
+    marked = record_forgotten(configure(params.registration.tracking_uri), names, ids, containing)
+    chain = params.layout(project).current_adapter / RESERVOIR_FILE
+    logger.info(
+        "forgotten in %s: %s; marked %s; %d replayed questions dropped",
+        names.name,
+        sorted(ids),
+        marked,
+        purge_documents(chain, ids),
+    )
+    version, summary = add_delta(project, None, ids)
+    logger.info("corpus version %s without them: %s", version, summary.as_dict())
+    results = retro_pipeline(root=root)
+    after = closed_book_figures(project, questions, budget)
+    still = bool(questions) and after["adapter"]["f1"] > after["base"]["f1"]
+    verdict = (
+        "The adapter still answers their questions better than the base model without passages: "
+        "retrain from a version that never saw them to take them out of the weights."
+        if still
+        else "Without passages the adapter answers their questions no better than the base model."
+    )
+    result = {
+        "documents": sorted(ids),
+        "version": version,
+        "corpus_versions_with_them": sorted(containing),
+        "marked": marked,
+        "closed_book_before": before,
+        "closed_book_after": after,
+        "still_answers": still,
+        "verdict": verdict,
+        "register": results.get("register", {}),
+    }
+    write_json(project / "data" / "metrics" / "forget.json", result)
+    create_markdown_artifact(
+        key="retro-forget", markdown=_report(ids, result), description="Forgotten documents"
+    )
+    return result
