@@ -38,11 +38,18 @@ def test_refusals_name_the_problem_and_change_nothing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no docs/ folder"):
         add_version(tmp_path, tmp_path / "kb")
     assert sorted(p.name for p in (tmp_path / "kb").iterdir()) == ["v1", "v2"]
+
+
+def test_a_flat_corpus_becomes_v1_before_the_snapshot_goes_beside_it(tmp_path: Path) -> None:
+    incoming = _project(tmp_path, [])
     flat = tmp_path / "flat"
     (flat / "docs").mkdir(parents=True)
+    (flat / "docs" / "a.md").write_text("# A\n\nOld text.\n")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"ingest": {"source": "flat"}}))
-    with pytest.raises(ValueError, match="not versioned"):
-        add_version(tmp_path, incoming)
+    assert add_version(tmp_path, incoming) == "v2"
+    assert sorted(p.name for p in flat.iterdir()) == ["v1", "v2"]
+    assert (flat / "v1" / "docs" / "a.md").read_text() == "# A\n\nOld text.\n"
+    assert (flat / "v2" / "docs" / "a.md").read_text() == "# A\n\nNew text.\n"
 
 
 def test_the_newest_content_again_adds_nothing(tmp_path: Path) -> None:
