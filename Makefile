@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # offline and telemetry settings: components/core/environment.py (OFFLINE_ENV), applied by
 # the `retro` command, every stage and the test suite
 
-.PHONY: install demo test coverage lint format sample clean-data services services-down
+.PHONY: install demo test test-slow coverage lint format sample clean-data services services-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,12 @@ demo: $(STAMP) sample
 PYTEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
+# the suite without the tests marked slow (under 20 minutes on 2 cores); test-slow runs those
 test: $(STAMP)
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow $(PYTEST_ARGS)
 
 # the suite under coverage (terminal report + coverage.xml); slower, stages in subprocesses are not counted
 coverage: $(STAMP)

@@ -29,6 +29,8 @@ from components.core.config import apply_overrides
 from components.registry import mlflow_registry as reg
 from tests.conftest import KB, ROOT
 
+pytestmark = pytest.mark.slow  # real servers and two whole pipeline runs: `make test-slow`
+
 BIN = Path(sys.executable).parent
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
