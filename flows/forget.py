@@ -9,6 +9,11 @@
    drops their questions, evaluate and register record the new pair.
 4. The closed-book figure again, after the update; the report says whether the adapter still
    answers more about them than the base model does.
+5. If it does and `forget.retrain` is `auto`: the documents go into the corpus's `forgotten.txt`,
+   which ingest leaves out of every version, the continual chain is restarted, and the pipeline
+   runs again. The first-version adapter is trained again when its examples held them (else it
+   never saw them), every later version is learned again from it, and the registry stops taking
+   versions that saw them as parents. The closed-book figure a third time, after retraining.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from components.continual.chain import STATE
 from components.continual.replay import RESERVOIR_FILE, purge_documents
 from components.core.artifacts import read_table, versions_in, write_json
-from components.core.params import load_params
+from components.core.params import PipelineParams, load_params
+from components.data.corpus import FORGOTTEN_FILE, forgotten_documents
 from components.registry.mlflow_registry import configure
 from components.registry.naming import registry_name
 from flows.knowledge_update import add_delta
@@ -59,8 +66,28 @@ def documents_to_forget(root: Path, doc_ids: set[str]) -> tuple[set[str], list[d
     return containing, mine.to_dict("records")
 
 
+def still_answers(figures: dict[str, Any]) -> bool:
+    """Whether the adapter, without passages, answers the questions better than the base model."""
+    return bool(figures["questions"]) and figures["adapter"]["f1"] > figures["base"]["f1"]
+
+
+def retrain_without(project: Path, params: PipelineParams, doc_ids: set[str]) -> list[str]:
+    """List `doc_ids` in the corpus's forgotten.txt and restart the continual chain, so the next
+    pipeline run trains without them from the first version on; the ids now listed."""
+    source = project / params.ingest.source
+    listed = sorted(forgotten_documents(source) | doc_ids)
+    (source / FORGOTTEN_FILE).write_text(
+        "# documents taken out of every version (retro forget); ingest leaves them out\n"
+        + "".join(f"{doc_id}\n" for doc_id in listed),
+        encoding="utf-8",
+    )
+    (params.layout(project).current_adapter / STATE).unlink(missing_ok=True)
+    return listed
+
+
 def _report(doc_ids: set[str], result: dict[str, Any]) -> str:
     before, after = result["closed_book_before"], result["closed_book_after"]
+    retrained = result.get("closed_book_after_retraining")
 
     def row(name: str, figures: dict) -> str:
         cells = [f"{figures[s]['f1']:.3f}" if s in figures else "n/a" for s in ("base", "adapter")]
@@ -76,9 +103,26 @@ def _report(doc_ids: set[str], result: dict[str, Any]) -> str:
             "|---|---:|---:|---:|",
             row("before", before),
             row("after", after),
+            *([row("after retraining", retrained)] if retrained else []),
             "",
             result["verdict"],
         ]
+    )
+
+
+def _verdict(still: bool, retrained: bool) -> str:
+    if not still:
+        done = "After retraining without them, the" if retrained else "The"
+        return f"{done} adapter answers their questions without passages no better than the base model."
+    if retrained:
+        return (
+            "Even after retraining without them, the adapter answers their questions better than the "
+            "base model without passages: that comes from other documents or from what the base "
+            "model learned, not from the forgotten ones, which no training example holds now."
+        )
+    return (
+        "The adapter still answers their questions better than the base model without passages; "
+        "forget.retrain is never, so it was not retrained without them."
     )
 
 
@@ -108,13 +152,17 @@ def forget(doc_ids: list[str], root: str = ".") -> dict[str, Any]:
     logger.info("corpus version %s without them: %s", version, summary.as_dict())
     results = retro_pipeline(root=root)
     after = closed_book_figures(project, questions, budget)
-    still = bool(questions) and after["adapter"]["f1"] > after["base"]["f1"]
-    verdict = (
-        "The adapter still answers their questions better than the base model without passages: "
-        "retrain from a version that never saw them to take them out of the weights."
-        if still
-        else "Without passages the adapter answers their questions no better than the base model."
-    )
+    still, retrained = still_answers(after), None
+    if still and params.forget.retrain == "auto":
+        from components.registry.forget import record_retrained
+
+        listed = retrain_without(project, params, ids)
+        record_retrained(configure(params.registration.tracking_uri), names, ids)
+        logger.info("retraining without %s (%s lists %d documents)", sorted(ids), FORGOTTEN_FILE, len(listed))
+        results = retro_pipeline(root=root)
+        retrained = closed_book_figures(project, questions, budget)
+        still = still_answers(retrained)
+    verdict = _verdict(still, retrained is not None)
     result = {
         "documents": sorted(ids),
         "version": version,
@@ -123,6 +171,8 @@ def forget(doc_ids: list[str], root: str = ".") -> dict[str, Any]:
         "closed_book_before": before,
         "closed_book_after": after,
         "still_answers": still,
+        "retrained": retrained is not None,
+        **({"closed_book_after_retraining": retrained} if retrained else {}),
         "verdict": verdict,
         "register": results.get("register", {}),
     }

@@ -156,7 +156,7 @@ def update(
         typer.echo("give --corpus DIR (a full snapshot) or --delta DIR and/or --remove FILE", err=True)
         raise typer.Exit(2)
     _prefect_local_defaults()
-    from components.data.delta import read_removals
+    from components.data.corpus import read_ids
     from flows.knowledge_update import add_delta, add_version, knowledge_update, versioned_source
     from flows.pipeline import StageFailed
 
@@ -171,7 +171,7 @@ def update(
                 return
             typer.echo(f"corpus version {added} added from {corpus}")
         else:
-            added, summary = add_delta(".", delta, read_removals(remove), name or None)
+            added, summary = add_delta(".", delta, read_ids(remove), name or None)
             typer.echo(f"corpus version {added} built from the delta: {json.dumps(summary.as_dict())}")
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(str(exc), err=True)

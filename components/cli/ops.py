@@ -155,7 +155,8 @@ def forget(
 ) -> None:
     """Take documents out of the corpus lineage: the registry records them (services stop citing
     them at their next poll), the next version and index go without them, the replay reservoir
-    drops their questions; then the closed-book figures on their questions, before and after."""
+    drops their questions; then the closed-book figures on their questions, before and after, and
+    after retraining without them when the adapter still answers them (forget.retrain)."""
     import os
 
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -167,13 +168,15 @@ def forget(
     except (ValueError, FileNotFoundError, StageFailed) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    typer.echo(json.dumps({k: result[k] for k in ("documents", "version", "marked", "still_answers")}))
-    for when in ("before", "after"):
-        figures = result[f"closed_book_{when}"]
+    keys = ("documents", "version", "marked", "still_answers", "retrained")
+    typer.echo(json.dumps({k: result[k] for k in keys}))
+    for when in ("before", "after", "after_retraining"):
+        figures = result.get(f"closed_book_{when}", {"questions": 0})
         if figures["questions"]:
             adapter, base = figures["adapter"]["f1"], figures["base"]["f1"]
             typer.echo(
-                f"closed book {when}: adapter F1 {adapter:.3f}, base F1 {base:.3f} ({figures['questions']} q)"
+                f"closed book {when.replace('_', ' ')}: adapter F1 {adapter:.3f}, base F1 {base:.3f} "
+                f"({figures['questions']} q)"
             )
     typer.echo(result["verdict"])
 

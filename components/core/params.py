@@ -191,6 +191,18 @@ class RegisterParams(StrictModel):
     )
 
 
+class ForgetParams(StrictModel):
+    """`retro forget`: what to do when the adapter still answers the forgotten documents' questions."""
+
+    retrain: Literal["auto", "never"] = Field(
+        "auto",
+        description="auto: when the adapter still answers their questions better than the base model "
+        "without passages, list them in the corpus's forgotten.txt (ingest leaves them out of every "
+        "version) and retrain: the first-version adapter without them, then every later version; "
+        "never: only report the figure",
+    )
+
+
 class WatchParams(StrictModel):
     folder: str = "data/incoming"
     debounce_seconds: float = Field(30.0, gt=0, description="quiet time before a change is announced")
@@ -213,6 +225,7 @@ class PipelineParams(StrictModel):
     continual_update: ContinualParams = Field(default_factory=ContinualParams, alias="continual-update")
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     registration: RegisterParams = Field(default_factory=RegisterParams, alias="register")
+    forget: ForgetParams = Field(default_factory=ForgetParams)
     watch: WatchParams = Field(default_factory=WatchParams)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 DOC_SUFFIXES = (".md", ".txt", ".html", ".htm", ".jsonl")
 QA_FIELDS = ("id", "question", "answer", "doc_id", "split")
+FORGOTTEN_FILE = "forgotten.txt"
+"""Beside the versions: document ids taken out of every version (`retro forget` with retraining)."""
 
 
 @dataclass
@@ -24,6 +26,20 @@ class RawDocument:
     version: str
     metadata: dict
     error: str | None = None
+
+
+def read_ids(path: Path | None) -> set[str]:
+    """Document ids listed one a line (blank lines and `#` comments skipped); empty for None."""
+    if path is None:
+        return set()
+    lines = (line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def forgotten_documents(source: Path) -> set[str]:
+    """The ids in the corpus folder's `forgotten.txt`, which ingest drops from every version."""
+    path = Path(source) / FORGOTTEN_FILE
+    return read_ids(path) if path.is_file() else set()
 
 
 def sha256(text: str) -> str:

@@ -34,14 +34,6 @@ class DeltaSummary:
         return asdict(self)
 
 
-def read_removals(path: Path | None) -> set[str]:
-    """Document ids to remove: one a line (blank lines and `#` comments skipped)."""
-    if path is None:
-        return set()
-    lines = (line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
-    return {line for line in lines if line and not line.startswith("#")}
-
-
 def _jsonl_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from components.data.corpus import list_versions, read_documents, read_qa
+from components.data.corpus import forgotten_documents, list_versions, read_documents, read_qa
 from components.data.validation import validate_documents
 
 log = logging.getLogger("retro")
@@ -24,6 +24,7 @@ class IngestedCorpus:
     qa: pd.DataFrame
     quarantined: list[dict]
     found: int
+    forgotten: dict[str, int] = field(default_factory=lambda: {"documents": 0, "questions": 0})
 
     def summary(self) -> dict[str, int | str]:
         """Counts of the newest version (and of all versions where said)."""
@@ -39,17 +40,26 @@ class IngestedCorpus:
             "questions": int(newest.sum()),
             "train_questions": int((newest & (qa["split"] == "train")).sum()),
             "test_questions": int((newest & (qa["split"] == "test")).sum()),
+            "forgotten_documents": self.forgotten["documents"],
+            "forgotten_questions": self.forgotten["questions"],
         }
 
 
 def ingest_corpus(source: Path, min_chars: int, max_chars: int) -> IngestedCorpus:
-    """Every version's documents and questions; bad documents and orphan questions quarantined."""
+    """Every version's documents and questions; bad documents and orphan questions quarantined.
+    Documents listed in the corpus's `forgotten.txt` and their questions are left out of every
+    version (counted, not quarantined: nothing of them is kept)."""
     versions = list_versions(source)
+    gone = forgotten_documents(source)
     raw, qa_items, quarantined = [], [], []
+    forgotten = {"documents": 0, "questions": 0}
     for version, folder in versions:
-        raw.extend(read_documents(folder / "docs", version))
+        documents = read_documents(folder / "docs", version)
+        raw.extend(d for d in documents if d.doc_id not in gone)
         items, rejected = read_qa(folder / "qa.jsonl", version)
-        qa_items.extend(items)
+        qa_items.extend(q for q in items if q["doc_id"] not in gone)
+        forgotten["documents"] += len(documents) - sum(d.doc_id not in gone for d in documents)
+        forgotten["questions"] += sum(q["doc_id"] in gone for q in items)
         quarantined.extend({"doc_id": None, **r} for r in rejected)
     valid, bad_docs = validate_documents(raw, min_chars, max_chars)
     quarantined = bad_docs + quarantined
@@ -68,7 +78,7 @@ def ingest_corpus(source: Path, min_chars: int, max_chars: int) -> IngestedCorpu
             }
         )
     qa = qa[~orphan].reset_index(drop=True)
-    return IngestedCorpus([v for v, _ in versions], valid, qa, quarantined, len(raw))
+    return IngestedCorpus([v for v, _ in versions], valid, qa, quarantined, len(raw), forgotten)
 
 
 def write_ingested(corpus: IngestedCorpus, documents: Path, qa: Path, quarantine: Path) -> None:

@@ -14,17 +14,21 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from components.continual.replay import RESERVOIR_FILE, purge_documents
+from components.registry.forget import retrained_without, saw_any
 from components.registry.mlflow_registry import version_by_alias
 from components.stores.versions import staged_swap
 
 
 def last_accepted(client: MlflowClient, adapter_model: str) -> Any | None:
-    """The champion version, else the newest version that passed the gate, else None."""
+    """The champion version, else the newest version that passed the gate, else None; a version
+    trained on a document the lineage was retrained without (`retro forget`) is passed over."""
+    gone = retrained_without(client, adapter_model)
     champion = version_by_alias(client, adapter_model, "champion")
-    if champion is not None:
+    if champion is not None and not saw_any(champion, gone):
         return champion
     passed = client.search_model_versions(f"name = '{adapter_model}' and tag.gate = 'passed'")
-    return max(passed, key=lambda v: int(v.version)) if passed else None
+    clean = [v for v in passed if not saw_any(v, gone)]
+    return max(clean, key=lambda v: int(v.version)) if clean else None
 
 
 def restore_accepted(
@@ -34,7 +38,10 @@ def restore_accepted(
     without the `forgotten` documents; a sentence saying what the next update starts from."""
     accepted = last_accepted(client, adapter_model)
     if accepted is None:
-        return "no version was accepted yet, so the next update continues from this candidate"
+        return (
+            "no accepted version to go back to (none yet, or each saw a document retrained out), "
+            "so the next update continues from this candidate"
+        )
     with tempfile.TemporaryDirectory(prefix="retro-parent-") as tmp:
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=accepted.source, dst_path=tmp))
         with staged_swap(Path(chain)) as staging:

@@ -12,59 +12,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from components.continual.chain import weights_hash
-from components.core.config import load_params_file, set_dotted
+from components.core.config import set_dotted
 from components.core.params import parse_params
 from components.core.paths import Paths
 from components.registry import mlflow_registry as reg
 from components.registry.naming import LineageConflict, check_project_lineage
 from components.stages import adapter_train, chunk, continual_update, embed, evaluate, index, ingest, register
-from tests.conftest import ROOT, build_tiny_model, corpus_texts, run_stage
-
-FACTS = {
-    "zorvex": ("Zorvex is made by Talmir Labs.", "Who makes Zorvex?", "Talmir Labs"),
-    "varnholt": ("The Varnholt Act dates from 1999.", "When does the Varnholt Act date from?", "1999"),
-    "quillan": ("Quillan is a town in Norway.", "Where is Quillan?", "Norway"),
-    "belmor": ("The Belmor fund is run by Ostra Capital.", "Who runs the Belmor fund?", "Ostra Capital"),
-}
-
-
-def _corpus(folder: Path, facts: dict = FACTS) -> Path:
-    """One-fact documents; the test questions repeat the train questions, so an adapter can learn
-    them in a few seconds (this file tests the gate, not generalisation)."""
-    (folder / "docs").mkdir(parents=True)
-    lines = []
-    for doc_id, (text, question, answer) in facts.items():
-        (folder / "docs" / f"{doc_id}.md").write_text(f"# {doc_id.title()}\n\n{text}\n")
-        for split in ("train", "test"):
-            item = {"id": f"{doc_id}-{split}", "question": question, "answer": answer, "doc_id": doc_id}
-            lines.append(json.dumps(item | {"split": split}))
-    (folder / "qa.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
+from tests.conftest import run_stage
+from tests.integration.facts_project import FACTS, fact_corpus, trained_project
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Paths, dict, dict, dict]:
-    """The sample project trained, evaluated and registered once: (layout, params, evaluate's
+    """The facts project trained, evaluated and registered once: (layout, params, evaluate's
     metrics, register's result)."""
-    root = tmp_path_factory.mktemp("gate")
-    corpus = _corpus(root / "data" / "raw" / "sample")  # where the demo's sample lives: models retro-*
-    model = build_tiny_model(root / "tiny", corpus_texts(corpus))
-    params = load_params_file(ROOT / "params.yaml")
-    settings = {
-        "ingest.source": "data/raw/sample",
-        "model.base": str(model),
-        "adapter-train.steps": 60,
-        "adapter-train.lr": 0.02,
-        "adapter-train.validation_share": 0.0,
-        "adapter-train.max_trainable_share": 0.5,
-        "evaluate.max_new_tokens": 4,
-        "register.tracking_uri": f"sqlite:///{root}/mlruns/mlflow.db",
-    }
-    for key, value in settings.items():
-        set_dotted(params, key, value)
-    layout = Paths(root)
-    for stage in (ingest, chunk, embed, index, adapter_train, continual_update):
-        run_stage(stage, params, layout.root)
+    layout, params = trained_project(tmp_path_factory.mktemp("gate"))
     metrics, first = _evaluate_and_register(layout, params)
     return layout, params, metrics, first
 
@@ -136,7 +98,7 @@ def test_a_second_corpus_gets_its_own_registered_models_and_index_lineage(
     facts = {
         k: (t.replace("Talmir", "Orbell"), q, a.replace("Talmir", "Orbell")) for k, (t, q, a) in FACTS.items()
     }
-    _corpus(layout.root / "clinic", facts)
+    fact_corpus(layout.root / "clinic", facts)
     other = json.loads(json.dumps(params))
     set_dotted(other, "ingest.source", "clinic")
 

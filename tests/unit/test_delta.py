@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from components.data.corpus import list_versions
-from components.data.delta import build_snapshot, document_ids, make_versioned, read_removals
+from components.data.corpus import list_versions, read_ids
+from components.data.delta import build_snapshot, document_ids, make_versioned
 
 
 def _write(folder: Path, docs: dict[str, str], questions: list[dict]) -> Path:
@@ -79,8 +79,8 @@ def test_bad_removals_are_refused_and_removal_files_allow_comments(previous: Pat
         build_snapshot(previous, delta, {"law/d1"}, tmp_path / "v2b")
     ids = tmp_path / "ids.txt"
     ids.write_text("# taken out on request\nlaw/d3\n\nlaw/d4\n")
-    assert read_removals(ids) == {"law/d3", "law/d4"}
-    only_removed = build_snapshot(previous, None, read_removals(ids), tmp_path / "v2c")
+    assert read_ids(ids) == {"law/d3", "law/d4"}
+    only_removed = build_snapshot(previous, None, read_ids(ids), tmp_path / "v2c")
     assert only_removed.documents_carried == 7 and only_removed.questions_removed == 2
 
 

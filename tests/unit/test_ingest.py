@@ -79,3 +79,26 @@ def test_missing_docs_folder_is_named(tmp_path: Path) -> None:
     (tmp_path / "kb").mkdir()
     with pytest.raises(FileNotFoundError, match="no docs/ folder"):
         run_stage(ingest, {"ingest": {"source": str(tmp_path / "kb")}}, tmp_path)
+
+
+def test_forgotten_documents_leave_every_version_with_their_questions(tmp_path: Path) -> None:
+    for version, text in (("v1", "first"), ("v2", "second")):
+        docs = tmp_path / "kb" / version / "docs"
+        docs.mkdir(parents=True)
+        for doc_id in ("keep", "gone"):
+            (docs / f"{doc_id}.md").write_text(f"{doc_id} document, {text} version, long enough.")
+        qa = [
+            {"id": f"{d}-{version}", "question": "q?", "answer": "a", "doc_id": d, "split": "train"}
+            for d in ("keep", "gone")
+        ]
+        (tmp_path / "kb" / version / "qa.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qa))
+    (tmp_path / "kb" / "forgotten.txt").write_text("# taken out\ngone\n\nunknown-id\n")
+    params = {"ingest": {"source": "kb"}}
+    summary = run_stage(ingest, params, tmp_path)
+    assert summary["forgotten_documents"] == 2 and summary["forgotten_questions"] == 2
+    layout = Paths(tmp_path)
+    documents, qa = pd.read_parquet(layout.documents), pd.read_parquet(layout.qa)
+    assert set(documents["doc_id"]) == {"keep"} and len(documents) == 2
+    assert set(qa["doc_id"]) == {"keep"} and len(qa) == 2
+    quarantined = layout.quarantine.read_text()
+    assert "gone" not in quarantined  # nothing of a forgotten document is kept, not even its name
