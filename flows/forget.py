@@ -106,6 +106,8 @@ def _report(doc_ids: set[str], result: dict[str, Any]) -> str:
             *([row("after retraining", retrained)] if retrained else []),
             "",
             result["verdict"],
+            "",
+            f"The gate on the last version: {result['register'].get('reason', 'no decision recorded')}",
         ]
     )
 
