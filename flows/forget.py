@@ -9,7 +9,7 @@
    drops their questions, evaluate and register record the new pair.
 4. The closed-book figure again, after the update; the report says whether the adapter still
    answers more about them than the base model does.
-5. If it does and `forget.retrain` is `auto`: the documents go into the corpus's `forgotten.txt`,
+5. If it does and `forget.retrain` is `auto`, or whatever it does when it is `always`: the documents go into the corpus's `forgotten.txt`,
    which ingest leaves out of every version, the continual chain is restarted, and the pipeline
    runs again. The first-version adapter is trained again when its examples held them (else it
    never saw them), every later version is learned again from it, and the registry stops taking
@@ -155,7 +155,7 @@ def forget(doc_ids: list[str], root: str = ".") -> dict[str, Any]:
     results = retro_pipeline(root=root)
     after = closed_book_figures(project, questions, budget)
     still, retrained = still_answers(after), None
-    if still and params.forget.retrain == "auto":
+    if params.forget.retrain == "always" or (still and params.forget.retrain == "auto"):
         from components.registry.forget import record_retrained
 
         listed = retrain_without(project, params, ids)

@@ -194,11 +194,12 @@ class RegisterParams(StrictModel):
 class ForgetParams(StrictModel):
     """`retro forget`: what to do when the adapter still answers the forgotten documents' questions."""
 
-    retrain: Literal["auto", "never"] = Field(
+    retrain: Literal["auto", "always", "never"] = Field(
         "auto",
         description="auto: when the adapter still answers their questions better than the base model "
         "without passages, list them in the corpus's forgotten.txt (ingest leaves them out of every "
         "version) and retrain: the first-version adapter without them, then every later version; "
+        "always: retrain whatever the figure (a takedown that must not rest on a measurement); "
         "never: only report the figure",
     )
 
