@@ -9,11 +9,12 @@
    drops their questions, evaluate and register record the new pair.
 4. The closed-book figure again, after the update; the report says whether the adapter still
    answers more about them than the base model does.
-5. If it does and `forget.retrain` is `auto`, or whatever it does when it is `always`: the documents go into the corpus's `forgotten.txt`,
-   which ingest leaves out of every version, the continual chain is restarted, and the pipeline
-   runs again. The first-version adapter is trained again when its examples held them (else it
-   never saw them), every later version is learned again from it, and the registry stops taking
-   versions that saw them as parents. The closed-book figure a third time, after retraining.
+5. If it does and `forget.retrain` is `auto`, or whatever it does when it is `always`: the
+   documents go into the corpus's `forgotten.txt`, which ingest leaves out of every version, the
+   continual chain is restarted, and the pipeline runs again. The first-version adapter is trained
+   again when its examples held them (else it never saw them), every later version is learned
+   again from it, and the registry stops taking versions that saw them as parents. The
+   closed-book figure a third time, after retraining.
 """
 
 from __future__ import annotations
