@@ -58,7 +58,7 @@ def ingest_corpus(source: Path, min_chars: int, max_chars: int) -> IngestedCorpu
         raw.extend(d for d in documents if d.doc_id not in gone)
         items, rejected = read_qa(folder / "qa.jsonl", version)
         qa_items.extend(q for q in items if q["doc_id"] not in gone)
-        forgotten["documents"] += len(documents) - sum(d.doc_id not in gone for d in documents)
+        forgotten["documents"] += sum(d.doc_id in gone for d in documents)
         forgotten["questions"] += sum(q["doc_id"] in gone for q in items)
         quarantined.extend({"doc_id": None, **r} for r in rejected)
     valid, bad_docs = validate_documents(raw, min_chars, max_chars)
