@@ -139,10 +139,11 @@ def forget(doc_ids: list[str], root: str = ".") -> dict[str, Any]:
     metrics = params.layout(project).metrics_of("evaluate")
     budget = int(json.loads(metrics.read_text()).get("max_new_tokens") or 16) if metrics.exists() else 16
     before = closed_book_figures(project, questions, budget)
-    from components.registry.forget import record_forgotten
+    from components.registry.forget import record_forgotten, record_retrained
 
     names = registry_name(params.registration.model_name, params.ingest.source, project)
-    marked = record_forgotten(configure(params.registration.tracking_uri), names, ids, containing)
+    client = configure(params.registration.tracking_uri)
+    marked = record_forgotten(client, names, ids, containing)
     chain = params.layout(project).current_adapter / RESERVOIR_FILE
     logger.info(
         "forgotten in %s: %s; marked %s; %d replayed questions dropped",
@@ -157,10 +158,8 @@ def forget(doc_ids: list[str], root: str = ".") -> dict[str, Any]:
     after = closed_book_figures(project, questions, budget)
     still, retrained = still_answers(after), None
     if params.forget.retrain == "always" or (still and params.forget.retrain == "auto"):
-        from components.registry.forget import record_retrained
-
         listed = retrain_without(project, params, ids)
-        record_retrained(configure(params.registration.tracking_uri), names, ids)
+        record_retrained(client, names, ids)
         logger.info("retraining without %s (%s lists %d documents)", sorted(ids), FORGOTTEN_FILE, len(listed))
         results = retro_pipeline(root=root)
         retrained = closed_book_figures(project, questions, budget)
