@@ -414,7 +414,8 @@ def passages(count: int, seed: int = 0) -> list[dict[str, str]]:
             for entity in kb.add_entities(domain.name, 1):
                 for attr in domain.attributes:
                     template = attr.statements[entity.phrasing[attr.name]]
-                    text = f"{domain.intro.format(e=entity.name)} {template.format(e=entity.name, v=entity.facts[attr.name])}"
+                    fact = template.format(e=entity.name, v=entity.facts[attr.name])
+                    text = f"{domain.intro.format(e=entity.name)} {fact}"
                     out.append(
                         {
                             "id": f"{entity.doc_id}#{attr.name}",

@@ -24,14 +24,16 @@ REASONS = {
 
 def documents_frame(documents: list[RawDocument]) -> pd.DataFrame:
     """One row a document with the derived columns the suite checks."""
-    df = pd.DataFrame({
-        "doc_id": [d.doc_id for d in documents],
-        "version": [d.version for d in documents],
-        "source": [d.source for d in documents],
-        "text": [d.text for d in documents],
-        "metadata": [d.metadata for d in documents],
-        "error": [d.error or "" for d in documents],
-    })
+    df = pd.DataFrame(
+        {
+            "doc_id": [d.doc_id for d in documents],
+            "version": [d.version for d in documents],
+            "source": [d.source for d in documents],
+            "text": [d.text for d in documents],
+            "metadata": [d.metadata for d in documents],
+            "error": [d.error or "" for d in documents],
+        }
+    )
     df["readable"] = df["error"] == ""
     df["n_chars"] = df["text"].str.strip().str.len()
     df["sha256"] = [sha256(t) for t in df["text"]]
@@ -49,14 +51,11 @@ def _run_suite(df: pd.DataFrame, min_chars: int, max_chars: int) -> dict[str, li
 
     context = gx.get_context(mode="ephemeral")
     asset = context.data_sources.add_pandas("corpus").add_dataframe_asset("documents")
-    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
-        batch_parameters={"dataframe": df}
-    )
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": df})
     checks = {
         "readable": gx.expectations.ExpectColumnValuesToBeInSet(column="readable", value_set=[True]),
         "n_chars": gx.expectations.ExpectColumnValuesToBeBetween(column="n_chars", min_value=min_chars),
-        "n_chars_max": gx.expectations.ExpectColumnValuesToBeBetween(
-            column="n_chars", max_value=max_chars),
+        "n_chars_max": gx.expectations.ExpectColumnValuesToBeBetween(column="n_chars", max_value=max_chars),
         "first_copy": gx.expectations.ExpectColumnValuesToBeInSet(column="first_copy", value_set=[True]),
         "first_id": gx.expectations.ExpectColumnValuesToBeInSet(column="first_id", value_set=[True]),
     }
@@ -85,12 +84,20 @@ def validate_documents(
                 continue
             row = df.loc[i]
             reasons[i] = REASONS[check].format(
-                error=row["error"], n_chars=row["n_chars"], min_chars=min_chars,
-                max_chars=max_chars, duplicate_of=row["duplicate_of"], doc_id=row["doc_id"],
+                error=row["error"],
+                n_chars=row["n_chars"],
+                min_chars=min_chars,
+                max_chars=max_chars,
+                duplicate_of=row["duplicate_of"],
+                doc_id=row["doc_id"],
             )
     quarantined = [
-        {"doc_id": df.at[i, "doc_id"], "source": df.at[i, "source"],
-         "version": df.at[i, "version"], "reason": reason}
+        {
+            "doc_id": df.at[i, "doc_id"],
+            "source": df.at[i, "source"],
+            "version": df.at[i, "version"],
+            "reason": reason,
+        }
         for i, reason in sorted(reasons.items())
     ]
     valid = df.drop(index=list(reasons)).reset_index(drop=True)
