@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import re
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 
-DOC_SUFFIXES = (".md", ".txt", ".html", ".htm", ".jsonl")
+from components.data.readers import ReadOptions, Unreadable, read_file
+
 QA_FIELDS = ("id", "question", "answer", "doc_id", "split")
 FORGOTTEN_FILE = "forgotten.txt"
 """Beside the versions: document ids taken out of every version (`retro forget` with retraining)."""
@@ -60,33 +59,6 @@ def list_versions(source: Path) -> list[tuple[str, Path]]:
     raise FileNotFoundError(f"{source} has no docs/ folder (see the data contract in README.md)")
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs) -> None:  # noqa: ANN001
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag in ("p", "br", "div", "li", "h1", "h2", "h3", "h4", "tr"):
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
-def html_to_text(markup: str) -> str:
-    parser = _TextExtractor()
-    parser.feed(markup)
-    return html.unescape("".join(parser.parts))
-
-
 def normalise(text: str) -> str:
     """Unicode-safe whitespace normalisation that keeps paragraph breaks."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
@@ -95,33 +67,50 @@ def normalise(text: str) -> str:
     return text.strip()
 
 
-def read_documents(docs_dir: Path, version: str) -> list[RawDocument]:
-    """Read every supported file under `docs_dir` (with a progress bar); unreadable ones carry an
-    `error`."""
+def read_documents(
+    docs_dir: Path, version: str, options: ReadOptions | None = None, stats: dict | None = None
+) -> list[RawDocument]:
+    """Read every file under `docs_dir` with the reader of its type (components/data/readers.py),
+    with a progress bar; files that cannot be read carry an `error` (their quarantine reason).
+    `stats` collects, per file suffix, the files, pages (a file without pages counts as one) and
+    seconds spent reading."""
+    import time
+
     from tqdm.auto import tqdm
 
+    options = options or ReadOptions()
     documents: list[RawDocument] = []
     files = sorted(p for p in docs_dir.rglob("*") if p.is_file())
     for path in tqdm(files, desc=f"ingest {version}", unit="file", leave=False):
         rel = path.relative_to(docs_dir)
-        doc_id = rel.with_suffix("").as_posix()
-        suffix = path.suffix.lower()
-        if suffix not in DOC_SUFFIXES:
-            documents.append(RawDocument(doc_id, "", str(rel), version, {},
-                                         f"unsupported file type {suffix or '(none)'}"))
-            continue
-        try:
-            raw = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            documents.append(RawDocument(doc_id, "", str(rel), version, {},
-                                         f"undecodable: not UTF-8 ({exc.reason} at byte {exc.start})"))
-            continue
-        if suffix == ".jsonl":
-            documents.extend(_read_jsonl_documents(raw, str(rel), version))
-            continue
-        text = html_to_text(raw) if suffix in (".html", ".htm") else raw
-        documents.append(RawDocument(doc_id, normalise(text), str(rel), version, {}))
+        started = time.perf_counter()
+        read = _read_one(path, rel, version, options)
+        documents += read
+        if stats is not None:
+            entry = stats.setdefault(
+                path.suffix.lower() or "(none)", {"files": 0, "pages": 0, "seconds": 0.0}
+            )
+            entry["files"] += 1
+            entry["pages"] += sum(max(1, len(d.metadata.get("pages", []))) for d in read if not d.error)
+            entry["seconds"] += time.perf_counter() - started
     return documents
+
+
+def _read_one(path: Path, rel: Path, version: str, options: ReadOptions) -> list[RawDocument]:
+    doc_id = rel.with_suffix("").as_posix()
+    try:
+        if path.suffix.lower() == ".jsonl":
+            return _read_jsonl_documents(read_plain_text(path), rel.as_posix(), version)
+        result = read_file(path, options)
+    except Unreadable as exc:
+        return [RawDocument(doc_id, "", rel.as_posix(), version, {}, str(exc))]
+    return [RawDocument(doc_id, normalise(result.text), rel.as_posix(), version, result.metadata())]
+
+
+def read_plain_text(path: Path) -> str:
+    from components.data.readers import decode_utf8
+
+    return decode_utf8(path.read_bytes())
 
 
 def _read_jsonl_documents(raw: str, source: str, version: str) -> list[RawDocument]:
@@ -136,12 +125,20 @@ def _read_jsonl_documents(raw: str, source: str, version: str) -> list[RawDocume
             documents.append(RawDocument(where, "", where, version, {}, f"invalid JSON: {exc.msg}"))
             continue
         if not isinstance(record, dict) or "id" not in record or "text" not in record:
-            documents.append(RawDocument(where, "", where, version, {},
-                                         "a jsonl document needs 'id' and 'text'"))
+            documents.append(
+                RawDocument(where, "", where, version, {}, "a jsonl document needs 'id' and 'text'")
+            )
             continue
         metadata = record.get("metadata") or {}
-        documents.append(RawDocument(str(record["id"]), normalise(str(record["text"])), where,
-                                     version, metadata if isinstance(metadata, dict) else {}))
+        documents.append(
+            RawDocument(
+                str(record["id"]),
+                normalise(str(record["text"])),
+                where,
+                version,
+                metadata if isinstance(metadata, dict) else {},
+            )
+        )
     return documents
 
 
@@ -161,12 +158,18 @@ def read_qa(path: Path, version: str) -> tuple[list[dict], list[dict]]:
             continue
         missing = [f for f in QA_FIELDS if not isinstance(record, dict) or f not in record]
         if missing:
-            rejected.append({"source": where, "version": version,
-                             "reason": f"qa item lacks {', '.join(missing)}"})
+            rejected.append(
+                {"source": where, "version": version, "reason": f"qa item lacks {', '.join(missing)}"}
+            )
             continue
         if record["split"] not in ("train", "test"):
-            rejected.append({"source": where, "version": version,
-                             "reason": f"split must be train or test, got {record['split']!r}"})
+            rejected.append(
+                {
+                    "source": where,
+                    "version": version,
+                    "reason": f"split must be train or test, got {record['split']!r}",
+                }
+            )
             continue
         items.append({**{f: str(record[f]) for f in QA_FIELDS}, "version": version})
     return items, rejected

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from components.data.corpus import forgotten_documents, list_versions, read_documents, read_qa
+from components.data.readers import ReadOptions
 from components.data.validation import validate_documents
 
 log = logging.getLogger("retro")
@@ -25,6 +26,7 @@ class IngestedCorpus:
     quarantined: list[dict]
     found: int
     forgotten: dict[str, int] = field(default_factory=lambda: {"documents": 0, "questions": 0})
+    reading: dict[str, dict] = field(default_factory=dict)  # per file suffix: files, pages, seconds
 
     def summary(self) -> dict[str, int | str]:
         """Counts of the newest version (and of all versions where said)."""
@@ -42,10 +44,24 @@ class IngestedCorpus:
             "test_questions": int((newest & (qa["split"] == "test")).sum()),
             "forgotten_documents": self.forgotten["documents"],
             "forgotten_questions": self.forgotten["questions"],
+            "formats": {
+                suffix: {
+                    **r,
+                    "seconds": round(r["seconds"], 3),
+                    "pages_per_s": _rate(r["pages"], r["seconds"]),
+                }
+                for suffix, r in sorted(self.reading.items())
+            },
         }
 
 
-def ingest_corpus(source: Path, min_chars: int, max_chars: int) -> IngestedCorpus:
+def _rate(count: int, seconds: float) -> float | None:
+    return round(count / seconds, 1) if seconds > 0 else None
+
+
+def ingest_corpus(
+    source: Path, min_chars: int, max_chars: int, options: ReadOptions | None = None
+) -> IngestedCorpus:
     """Every version's documents and questions; bad documents and orphan questions quarantined.
     Documents listed in the corpus's `forgotten.txt` and their questions are left out of every
     version (counted, not quarantined: nothing of them is kept)."""
@@ -53,8 +69,9 @@ def ingest_corpus(source: Path, min_chars: int, max_chars: int) -> IngestedCorpu
     gone = forgotten_documents(source)
     raw, qa_items, quarantined = [], [], []
     forgotten = {"documents": 0, "questions": 0}
+    reading: dict[str, dict] = {}
     for version, folder in versions:
-        documents = read_documents(folder / "docs", version)
+        documents = read_documents(folder / "docs", version, options, reading)
         raw.extend(d for d in documents if d.doc_id not in gone)
         items, rejected = read_qa(folder / "qa.jsonl", version)
         qa_items.extend(q for q in items if q["doc_id"] not in gone)
@@ -78,7 +95,7 @@ def ingest_corpus(source: Path, min_chars: int, max_chars: int) -> IngestedCorpu
             }
         )
     qa = qa[~orphan].reset_index(drop=True)
-    return IngestedCorpus([v for v, _ in versions], valid, qa, quarantined, len(raw), forgotten)
+    return IngestedCorpus([v for v, _ in versions], valid, qa, quarantined, len(raw), forgotten, reading)
 
 
 def write_ingested(corpus: IngestedCorpus, documents: Path, qa: Path, quarantine: Path) -> None:

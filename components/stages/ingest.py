@@ -8,12 +8,14 @@ from typing import Any
 from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.ingest import ingest_corpus, write_ingested
+from components.data.readers import ReadOptions
 from components.stages.entry import stage_main
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     p = params.ingest
-    corpus = ingest_corpus(Path(paths.root) / p.source, p.min_chars, p.max_chars)  # relative: to the project
+    source = Path(paths.root) / p.source  # relative: to the project
+    corpus = ingest_corpus(source, p.min_chars, p.max_chars, ReadOptions(ocr=p.ocr))
     if corpus.documents.empty:
         reasons = sorted({q["reason"] for q in corpus.quarantined})[:5]
         raise ValueError(
