@@ -197,6 +197,7 @@ def ask(
     from components.core.config import load_params_file
     from components.registry.naming import project_model_name
     from components.serving.answerer import Answerer
+    from components.stores.base import format_citation
 
     params = load_params_file() if Path("params.yaml").exists() else {}
     if not tracking_uri:
@@ -213,7 +214,7 @@ def ask(
     typer.echo(f"answer: {result['answer']}")
     typer.echo("sources:")
     for s in result["sources"]:
-        typer.echo(f"  {s['score']:.4f}  {s['doc_id']}  (chunk {s['chunk_id']})")
+        typer.echo(f"  {s['score']:.4f}  {format_citation(s)}  (chunk {s['chunk_id']})")
     adapter, index = result["adapter_version"], result["index_version"]
     typer.echo(f"versions: {model}-adapter v{adapter}, {model}-index v{index}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,11 +24,17 @@ OffsetsFn = Callable[[str], list[tuple[int, int]]]
 
 @dataclass(frozen=True)
 class Chunk:
+    """A window of a document: `start`/`end` are its character span in the document's text,
+    `section` the heading path ("Guide > Dosage"), `page` its first page (0: not paged)."""
+
     chunk_id: str
     doc_id: str
     position: int
     text: str
     section: str = ""
+    start: int = 0
+    end: int = 0
+    page: int = 0
 
 
 def chunk_id(doc_id: str, text: str, occurrence: int = 0) -> str:
@@ -37,23 +44,52 @@ def chunk_id(doc_id: str, text: str, occurrence: int = 0) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
 
-def section_finder(text: str) -> Callable[[int, int], str]:
-    """(start, end character offsets of a chunk) -> the heading of the section the chunk starts
-    in: the nearest markdown heading (`#` to `######`) at or before `start`; before the first
-    heading, the first one inside the chunk; "" when there is none."""
-    found = [(m.start(), m.group(1).strip()) for m in _HEADING.finditer(text)]
+def heading_paths(text: str) -> list[tuple[int, str]]:
+    """(offset, heading path) of every markdown heading: the path joins the enclosing headings
+    with " > " by their level (`#` to `######`)."""
+    found, path = [], []  # path: (level, title) of the open headings
+    for m in _HEADING.finditer(text):
+        level, title = len(m.group(1)), m.group(2).strip().strip("`*_")
+        path = [(lv, t) for lv, t in path if lv < level] + [(level, title)]
+        found.append((m.start(), " > ".join(t for _, t in path)))
+    return found
+
+
+def section_finder(text: str, pages: list[list] | None = None) -> Callable[[int, int], str]:
+    """(start, end character offsets of a chunk) -> the heading path of the section the chunk
+    starts in: of the nearest markdown heading at or before `start`; before the first heading,
+    the first one inside the chunk; else the outline section of the chunk's page (`pages`, PDFs);
+    "" when there is none."""
+    found = heading_paths(text)
     starts = [s for s, _ in found]
+    page_of = page_finder(pages)
+    outline = {int(p[1]): str(p[2]) for p in pages or [] if len(p) > 2}
 
     def section(start: int, end: int) -> str:
         at = bisect.bisect_right(starts, start) - 1
         if at >= 0:
             return found[at][1]
-        return found[0][1] if found and found[0][0] < end else ""
+        if found and found[0][0] < end:
+            return found[0][1]
+        return outline.get(page_of(start), "")
 
     return section
+
+
+def page_finder(pages: list[list] | None) -> Callable[[int], int]:
+    """(character offset) -> the 1-based page it lies on (`pages`: [start offset, page, ...]
+    rows from the PDF reader); 0 for a document without pages."""
+    starts = [int(p[0]) for p in pages or []]
+    numbers = [int(p[1]) for p in pages or []]
+
+    def page(offset: int) -> int:
+        at = bisect.bisect_right(starts, offset) - 1
+        return numbers[max(at, 0)] if numbers else 0
+
+    return page
 
 
 def tokenizer_offsets(tokenizer) -> OffsetsFn:  # noqa: ANN001 - any fast HF tokenizer
@@ -87,12 +123,13 @@ def load_offsets(name: str) -> OffsetsFn:
 
 
 def chunk_text(
-    doc_id: str, text: str, offsets: OffsetsFn, max_tokens: int, overlap: int
+    doc_id: str, text: str, offsets: OffsetsFn, max_tokens: int, overlap: int, pages: list[list] | None = None
 ) -> list[Chunk]:
     """Split `text` into windows of at most `max_tokens` tokens sharing `overlap` tokens.
 
     Windows end at a line or sentence break when one lies in the last third of the window,
-    so chunks rarely cut a sentence.
+    so chunks rarely cut a sentence. `pages` (the PDF reader's page starts) give each chunk
+    its page.
     """
     if max_tokens <= 0 or not 0 <= overlap < max_tokens:
         raise ValueError("need max_tokens > 0 and 0 <= overlap < max_tokens")
@@ -101,22 +138,29 @@ def chunk_text(
         return []
     chunks: list[Chunk] = []
     seen: dict[str, int] = {}  # identical windows so far
-    section = section_finder(text)
+    section, page = section_finder(text, pages), page_finder(pages)
     start = 0
     while start < len(spans):
         end = min(start + max_tokens, len(spans))
         if end < len(spans):
             for cut in range(end - 1, start + (2 * max_tokens) // 3, -1):
-                between = text[spans[cut - 1][1]:spans[cut][0]] + text[spans[cut - 1][0]:spans[cut - 1][1]]
+                between = (
+                    text[spans[cut - 1][1] : spans[cut][0]] + text[spans[cut - 1][0] : spans[cut - 1][1]]
+                )
                 if "\n" in between or between.rstrip().endswith((".", "!", "?", ";")):
                     end = cut
                     break
-        piece = text[spans[start][0]:spans[end - 1][1]].strip()
+        first, last = spans[start][0], spans[end - 1][1]
+        raw = text[first:last]
+        piece = raw.strip()
         if piece:
             occurrence = seen.get(piece, 0)
             seen[piece] = occurrence + 1
-            heading = section(spans[start][0], spans[end - 1][1])
-            chunks.append(Chunk(chunk_id(doc_id, piece, occurrence), doc_id, len(chunks), piece, heading))
+            begin = first + len(raw) - len(raw.lstrip())
+            chunks.append(Chunk(
+                chunk_id(doc_id, piece, occurrence), doc_id, len(chunks), piece, section(first, last),
+                begin, begin + len(piece), page(begin),
+            ))  # fmt: skip
         if end >= len(spans):
             break
         next_start = max(end - overlap, start + 1)
@@ -127,10 +171,22 @@ def chunk_text(
     return chunks
 
 
-CHUNKS_SCHEMA = 2
+CHUNKS_SCHEMA = 3
 """Version of the chunk table's layout (its columns and how chunk ids are made).
-2: a `section` column; identical windows of a document get distinct ids."""
-CHUNK_COLUMNS = ["version", "chunk_id", "doc_id", "position", "text", "section"]
+2: a `section` column; identical windows of a document get distinct ids.
+3: `section` is the heading path; `start`, `end` (character span), `page` and `source` (file)."""
+CHUNK_COLUMNS = [
+    "version",
+    "chunk_id",
+    "doc_id",
+    "position",
+    "text",
+    "section",
+    "start",
+    "end",
+    "page",
+    "source",
+]
 
 
 def chunk_documents(docs: pd.DataFrame, offsets: OffsetsFn, max_tokens: int, overlap: int) -> pd.DataFrame:
@@ -139,9 +195,17 @@ def chunk_documents(docs: pd.DataFrame, offsets: OffsetsFn, max_tokens: int, ove
 
     rows = []
     for doc in tqdm(docs.itertuples(), total=len(docs), desc="chunk", leave=False):
-        for c in chunk_text(doc.doc_id, doc.text, offsets, max_tokens, overlap):
-            rows.append({"version": doc.version, **asdict(c)})
+        pages = _metadata(doc).get("pages")
+        source = str(getattr(doc, "source", "") or "")
+        for c in chunk_text(doc.doc_id, doc.text, offsets, max_tokens, overlap, pages):
+            rows.append({"version": doc.version, **asdict(c), "source": source})
     return pd.DataFrame(rows, columns=CHUNK_COLUMNS)
+
+
+def _metadata(doc) -> dict:  # noqa: ANN001 - a row of the document table
+    raw = getattr(doc, "metadata", None)
+    value = json.loads(raw) if isinstance(raw, str) and raw else raw
+    return value if isinstance(value, dict) else {}
 
 
 def chunk_summary(chunks: pd.DataFrame, documents: int) -> dict[str, float | int]:
@@ -154,6 +218,7 @@ def chunk_summary(chunks: pd.DataFrame, documents: int) -> dict[str, float | int
         "mean_chunks_per_doc": round(len(chunks) / max(1, documents), 3),
         "repeated_windows": int(repeated),
         "share_with_section": round(float((chunks["section"] != "").mean()), 3) if len(chunks) else 0.0,
+        "share_with_page": round(float((chunks["page"] > 0).mean()), 3) if len(chunks) else 0.0,
     }
 
 

@@ -18,6 +18,7 @@ from components.evaluation.gold import Gold, gold_counts
 from components.evaluation.harness import SystemResult, markdown_table, paired_gain, run_system
 from components.evaluation.intervals import Estimate
 from components.evaluation.metrics import exact_match, mean, recall_at_k, reciprocal_rank, token_f1
+from components.stores.base import citation
 
 if TYPE_CHECKING:
     from components.adapters.retro_model import RetroModel
@@ -37,8 +38,13 @@ def introduced_in(qa: pd.DataFrame) -> dict[tuple[str, str], str]:
 
 
 def held_out(qa: pd.DataFrame, version: str, max_questions: int, seed: int) -> list[dict]:
-    """The test questions of `version`, a seeded sample of `max_questions` when there are more."""
-    test = qa[(qa["version"] == version) & (qa["split"] == "test")].sort_values("id").to_dict("records")
+    """The test questions of `version`, a seeded sample of `max_questions` when there are more.
+    When the table has an `origin` column and human test questions, only those (a synthetic test
+    split is scored only where no person wrote test questions)."""
+    test = qa[(qa["version"] == version) & (qa["split"] == "test")]
+    if "origin" in test and (test["origin"] == "human").any():
+        test = test[test["origin"] == "human"]
+    test = test.sort_values("id").to_dict("records")
     if max_questions and len(test) > max_questions:
         test = random.Random(seed).sample(test, max_questions)
     return test
@@ -79,6 +85,7 @@ class Comparison:
     gains: dict[str, Estimate]  # adapter minus RAG, paired
     max_new_tokens: int
     changes: list[str] | None = None  # per question: new | revised | unchanged since the last version
+    citations: list[list[dict]] | None = None  # per question: where the adapter's passages come from
 
 
 def compare_systems(
@@ -144,8 +151,11 @@ def compare_systems(
         ),
     ]
     doc_ids = [[h.payload["doc_id"] for h in row[:k]] for row in reranked]
+    citations = [[citation(h) for h in row[:k]] for row in reranked]
     gains = paired_gain(results[2], results[1], seed)
-    return Comparison(test, results, scores, retrieve_ms, doc_ids, golds, gains, max_new_tokens)
+    return Comparison(
+        test, results, scores, retrieve_ms, doc_ids, golds, gains, max_new_tokens, citations=citations
+    )
 
 
 CHANGE_KINDS = ("new", "revised", "unchanged")
@@ -266,6 +276,7 @@ def write_report(c: Comparison, k: int, table: Path, predictions: Path) -> None:
                 "question": t["question"],
                 "gold": t["answer"],
                 "retrieved_docs": c.doc_ids[i],
+                "citations": c.citations[i] if c.citations else [],
                 "gold_kind": c.golds[i].kind,
                 "change": c.changes[i] if c.changes else None,
                 **{key: r.predictions[i] for key, r in zip(SYSTEM_KEYS, c.results, strict=True)},

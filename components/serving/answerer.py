@@ -25,7 +25,7 @@ from components.adapters.generation import generate
 from components.adapters.prompting import context_prefix
 from components.adapters.retro_model import rerank_hits
 from components.embed.encoder import encode
-from components.stores.base import Hit
+from components.stores.base import Hit, citation
 from components.stores.retriever import Retriever
 
 
@@ -200,7 +200,8 @@ class Answerer:
         return {**inputs, "past_key_values": copy.deepcopy(past)}
 
     def sources(self, hits: list[Hit]) -> list[dict[str, Any]]:
-        return [{"chunk_id": h.id, "doc_id": h.payload.get("doc_id"), "score": h.score} for h in hits]
+        """Each passage's citation (document, page, section, character span) and score."""
+        return [citation(h) | {"score": h.score} for h in hits]
 
     def answer_batch(self, questions: list[str], k: int | None = None, max_new_tokens: int = 24) -> list[str]:
         """The answers to several questions as the service gives them (retrieval, rerank, one batch)."""

@@ -188,8 +188,12 @@ class Service:
         yield event("done", {"answer": answer.strip(), **answerer.version_fields()})
 
 
+SOURCE_FIELDS = ("chunk_id", "doc_id", "source", "page", "section", "span", "score")
+
+
 def public(found: list[dict]) -> list[dict]:
-    return [{key: s[key] for key in ("chunk_id", "doc_id", "score")} for s in found]
+    """The fields of each source a client sees (cached sources of older versions lack some)."""
+    return [{key: s.get(key) for key in SOURCE_FIELDS} for s in found]
 
 
 def event(name: str, data: dict) -> bytes:

@@ -21,6 +21,29 @@ class Hit:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+def citation(hit: Hit) -> dict[str, Any]:
+    """Where a retrieved passage comes from: its chunk and document ids, source file, page (None
+    when the document has no pages), section heading path and the chunk's character span
+    [start, end) in the document's text."""
+    payload = hit.payload
+    return {
+        "chunk_id": hit.id,
+        "doc_id": payload.get("doc_id"),
+        "source": payload.get("source") or None,
+        "page": payload.get("page") or None,
+        "section": payload.get("section") or None,
+        "span": [int(payload.get("start", 0) or 0), int(payload.get("end", 0) or 0)],
+    }
+
+
+def format_citation(cited: dict[str, Any]) -> str:
+    """One line: `doc_id p.3 § Methods > Dosage [120:980]`."""
+    page = f" p.{cited['page']}" if cited.get("page") else ""
+    section = f" § {cited['section']}" if cited.get("section") else ""
+    start, end = cited.get("span") or (0, 0)
+    return f"{cited['doc_id']}{page}{section} [{start}:{end}]"
+
+
 class StoreInputError(ValueError):
     """A batch a store refuses (wrong shape, NaN, duplicate ids); the store is left unchanged."""
 

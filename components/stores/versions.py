@@ -37,7 +37,8 @@ def chunk_set_hash(chunk_ids: list[str]) -> str:
 def chunk_payloads(part: pd.DataFrame, chunks: pd.DataFrame, documents: pd.DataFrame | None) -> list[dict]:
     """Payloads of one version's chunks: ids, position, the corpus version the chunk first appeared
     in (stable across versions, so an unchanged chunk keeps its payload), its domain (metadata
-    `domain`, else the document's top folder) and the document's other scalar metadata fields."""
+    `domain`, else the document's top folder), where it comes from (source file, page, section,
+    character span: what answers cite) and the document's other scalar metadata fields."""
     order = {v: i for i, v in enumerate(versions_in(chunks))}
     first_seen = chunks.assign(rank=chunks["version"].map(order)).sort_values("rank")
     first_version = first_seen.drop_duplicates("chunk_id").set_index("chunk_id")["version"].to_dict()
@@ -60,6 +61,10 @@ def chunk_payloads(part: pd.DataFrame, chunks: pd.DataFrame, documents: pd.DataF
                 "version": first_version[r.chunk_id],
                 "position": int(r.position),
                 "section": str(getattr(r, "section", "") or ""),
+                "source": str(getattr(r, "source", "") or ""),
+                "page": int(getattr(r, "page", 0) or 0),
+                "start": int(getattr(r, "start", 0) or 0),
+                "end": int(getattr(r, "end", 0) or 0),
             }
         )
     return payloads

@@ -54,7 +54,7 @@ def test_identical_windows_get_distinct_ids_that_an_earlier_edit_keeps() -> None
     assert [c.chunk_id for c in edited if c.text == repeated[0].text] == [c.chunk_id for c in repeated]
 
 
-def test_chunks_keep_the_heading_of_their_section() -> None:
+def test_chunks_keep_the_heading_path_of_their_section() -> None:
     text = (
         "Preamble " * 8
         + "\n\n# Title\n\nfirst words.\n\n## Methods\n\n"
@@ -65,8 +65,24 @@ def test_chunks_keep_the_heading_of_their_section() -> None:
     assert chunks[0].section == ""  # before any heading
     by_text = {c.text.split()[0]: c.section for c in chunks}
     assert by_text["#"] == "Title"
-    assert by_text["m"] == "Methods"
-    assert chunks[-1].section == "Results"
+    assert by_text["m"] == "Title > Methods"
+    assert chunks[-1].section == "Title > Results"
+    for c in chunks:  # the span is where the chunk's text lies in the document
+        assert text[c.start : c.end] == c.text
+
+
+def test_chunks_know_their_page_and_the_outline_section_of_it() -> None:
+    pages = ["alpha " * 12, "beta " * 12, "gamma " * 12]
+    text, starts, at = "", [], 0
+    for number, page in enumerate(pages, start=1):
+        starts.append([at, number, f"Part {number}" if number > 1 else ""])
+        text += page.strip() + "\n\n"
+        at = len(text)
+    chunks = chunk_text("doc", text.strip(), words, max_tokens=6, overlap=0, pages=starts)
+    for c in chunks:
+        assert c.page == {"alpha": 1, "beta": 2, "gamma": 3}[c.text.split()[0]]
+        assert c.section == ("" if c.page == 1 else f"Part {c.page}")
+        assert text[c.start : c.end] == c.text
 
 
 def test_bad_window_is_refused() -> None:
