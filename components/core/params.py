@@ -29,6 +29,9 @@ class ModelParams(StrictModel):
     embedder: str = DEFAULT_EMBEDDER
     dtype: Literal["float32", "bfloat16"] = "float32"
     seed: int = 0
+    teacher: str | None = Field(
+        None, description="model that writes synthesized questions: null = `base`, or any HF id / local path"
+    )
 
 
 class RetrievalParams(StrictModel):
@@ -49,6 +52,11 @@ class IngestParams(StrictModel):
     source: str = "data/raw/sample"
     min_chars: int = Field(20, ge=1)
     max_chars: int = Field(200_000, ge=1)
+    ocr: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: a PDF page without a text layer is read by tesseract-ocr when it is installed; "
+        "off: such a PDF is quarantined",
+    )
 
     @model_validator(mode="after")
     def _min_below_max(self) -> IngestParams:
@@ -117,6 +125,28 @@ class SupervisionParams(StrictModel):
     candidates: int = Field(2, ge=1, description="first-stage list = candidates x retrieval.k")
 
 
+class SynthesizeParams(StrictModel):
+    """`adapter-train.synthesize`: questions made from the documents (the synthesize stage)."""
+
+    mode: Literal["auto", "off", "always"] = Field(
+        "auto",
+        description="auto: when a corpus version has fewer than min_questions train questions; "
+        "always: beside any human questions; off: never",
+    )
+    min_questions: int = Field(20, ge=0, description="train questions below which auto synthesizes")
+    max_chunks: int = Field(256, ge=1, description="chunks sampled per version, stratified by document")
+    cloze_per_chunk: int = Field(2, ge=0, description="cloze questions per sampled chunk (no model)")
+    teacher: bool = Field(True, description="also ask model.teacher for one question per sampled chunk")
+    teacher_batch_size: int = Field(8, ge=1)
+    roundtrip_k: int = Field(5, ge=1, description="a question must retrieve its own chunk in this top k")
+    test_share: float = Field(0.2, ge=0, lt=1, description="documents held out for the synthetic test split")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_alone(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
+
+
 class TrainParams(StrictModel):
     method: str = Field("lora", description="any peft method name: lora, adalora, ia3, ...")
     config: dict[str, Any] = Field(default_factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05})
@@ -139,6 +169,7 @@ class TrainParams(StrictModel):
         "auto",
         description="qa: train questions; lm: continue chunks from retrieved neighbours; auto: qa if any",
     )
+    synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
     max_lm_examples: int = Field(512, ge=0, description="chunks sampled for the lm objective (0 = all)")
     max_trainable_share: float | None = Field(0.01, gt=0, description="budget vs base parameters")
     processes: int = Field(1, ge=1, description="data-parallel processes through `accelerate launch`")

@@ -20,6 +20,7 @@ class MetricsFiles(StrictModel):
     chunk: str = "data/metrics/chunk.json"
     embed: str = "data/metrics/embed.json"
     index: str = "data/metrics/index.json"
+    synthesize: str = "data/metrics/synthesize.json"
     adapter_train: str = "data/metrics/train.json"
     continual_update: str = "data/metrics/continual.json"
     evaluate: str = "data/metrics/evaluate.json"
@@ -33,6 +34,7 @@ class PathParams(StrictModel):
     qa: str = "data/interim/qa.parquet"
     quarantine: str = "data/quarantine.jsonl"
     chunks: str = "data/interim/chunks.parquet"
+    questions: str = "data/interim/questions.parquet"
     embeddings: str = "data/interim/embeddings"
     index: str = "data/index"
     base_adapter: str = "data/models/adapter"
@@ -58,6 +60,7 @@ class Paths:
     qa: Path
     quarantine: Path
     chunks: Path
+    questions: Path
     embeddings: Path
     index: Path
     base_adapter: Path

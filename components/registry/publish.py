@@ -116,7 +116,8 @@ def register_pair(
             if path.exists():
                 mlflow.log_artifact(str(path), "evaluation")
         promote, reason = decision.promote, decision.reason
-        mlflow.set_tags({"gate": "passed" if promote else "refused", "gate_reason": reason})
+        questions_tag = {"eval_questions": metrics["eval_questions"]} if metrics.get("eval_questions") else {}
+        mlflow.set_tags({"gate": "passed" if promote else "refused", "gate_reason": reason} | questions_tag)
         # without held-out questions there is no evidence to refuse on: register, let a person judge
         if not promote and skip_on_failure and metrics.get("questions"):
             refused = {"registered": False, "promoted": False, "reason": reason, "model_name": names.name}
@@ -138,6 +139,7 @@ def register_pair(
                 "gate": "passed" if promote else "failed",
                 "gate_reason": reason,
                 **({"corpus": corpus} if corpus else {}),
+                **questions_tag,
                 **{k: round(v, 6) for k, v in (flat | decision.figures).items()},
                 **lineage,
             },

@@ -22,7 +22,7 @@ from components.training.recipe import already_trained, train_adapter, training_
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any] | None:
     p, model, retrieval = params.adapter_train, params.model, params.retrieval
-    qa, chunks = read_table(paths.qa, "ingest"), read_chunks(paths.chunks)
+    qa, chunks = read_table(paths.questions, "synthesize"), read_chunks(paths.chunks)
     first = versions_in(chunks)[0]
     objective, items, lm_ids = first_version_objective(p.objective, qa, chunks, first)
     examples = examples_of_version(params, paths, chunks, first, items, lm_ids, p.ensure_gold)

@@ -20,7 +20,7 @@ from components.training.examples import Example, examples_of_version
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     p, train_p, model = params.continual_update, params.adapter_train, params.model
-    qa, chunks = read_table(paths.qa, "ingest"), read_chunks(paths.chunks)
+    qa, chunks = read_table(paths.questions, "synthesize"), read_chunks(paths.chunks)
     versions = versions_in(chunks)
     chain = AdapterChain.open(
         paths.current_adapter, paths.base_adapter, versions, qa, p.replay_size, model.seed

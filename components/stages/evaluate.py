@@ -20,16 +20,18 @@ from components.evaluation.compare import (
 from components.evaluation.gold import GoldFinder
 from components.stages.entry import stage_main
 from components.stores.manifest import IndexManifest
+from components.synthesis.questions import eval_question_source
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     p, k = params.evaluate, params.retrieval.k
-    qa = read_table(paths.qa, "ingest")
+    qa = read_table(paths.questions, "synthesize")
     chunks = read_chunks(paths.chunks)
     latest = versions_in(chunks)[-1]
     test = held_out(qa, latest, p.max_questions, params.model.seed)
     if not test:  # documents only: nothing to score; register will not promote without a score
         return write_no_questions(latest, k, paths.evaluation_table, paths.predictions)
+    source = {"eval_questions": eval_question_source(qa, latest)}
     from components.adapters.builder import load_retro_model
     from components.stores.retriever import Retriever
 
@@ -46,8 +48,8 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     comparison = compare_systems(model, retriever, test, golds, k, budget, p.batch_size, seed)
     label_changes(comparison, qa, latest)
     write_report(comparison, k, paths.evaluation_table, paths.predictions)
-    source = "evaluate.max_new_tokens" if p.max_new_tokens else f"p{p.answer_percentile:g} of train answers"
-    return comparison_metrics(comparison, qa, latest, k) | {"max_new_tokens_source": source}
+    cap = "evaluate.max_new_tokens" if p.max_new_tokens else f"p{p.answer_percentile:g} of train answers"
+    return comparison_metrics(comparison, qa, latest, k) | {"max_new_tokens_source": cap} | source
 
 
 def main() -> None:

@@ -1,0 +1,163 @@
+"""Training and test questions made from a corpus's chunks when it has too few of its own.
+
+Chunks are sampled stratified by document; each gives cloze questions (no model) and, with a
+teacher, one question written for an answer span of the chunk. Every pair is filtered: the answer
+must occur in its chunk, the question must not contain it, the question must retrieve its own
+chunk in the top k with the off-the-shelf retriever (round-trip consistency), and duplicates go.
+Whole documents are held out as the synthetic test split, so test documents are never trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from components.data.cloze import cloze, pick_spans
+
+QUESTION_COLUMNS = ["id", "question", "answer", "doc_id", "split", "version", "origin", "chunk_id"]
+HUMAN = "human"
+SYNTHETIC_ORIGINS = ("cloze", "teacher")
+
+# (passage, answer) requests -> one question each (None where the teacher gave none)
+Teacher = Callable[[list[tuple[str, str]]], list[str | None]]
+# questions, k -> the chunk ids each retrieves
+RoundTrip = Callable[[list[str], int], list[list[str]]]
+
+
+@dataclass
+class Synthesized:
+    """The kept pairs of one corpus version and why the others were dropped."""
+
+    pairs: list[dict]
+    dropped: Counter = field(default_factory=Counter)
+    generated: Counter = field(default_factory=Counter)
+
+
+def _rank(seed: int, key: str) -> str:
+    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+
+def sample_chunks(chunks: pd.DataFrame, max_chunks: int, seed: int) -> list[dict]:
+    """Up to `max_chunks` chunks, taken in turn from each document (stratified), each document's
+    in a seeded order that depends only on the chunk ids (an unchanged document gives the same)."""
+    by_doc: dict[str, list[dict]] = {}
+    for row in chunks.to_dict("records"):
+        by_doc.setdefault(row["doc_id"], []).append(row)
+    queues = [sorted(rows, key=lambda r: _rank(seed, r["chunk_id"])) for _, rows in sorted(by_doc.items())]
+    picked: list[dict] = []
+    depth = 0
+    while len(picked) < max_chunks and any(depth < len(q) for q in queues):
+        picked += [q[depth] for q in queues if depth < len(q)][: max_chunks - len(picked)]
+        depth += 1
+    return picked
+
+
+def test_documents(doc_ids: list[str], share: float, seed: int) -> set[str]:
+    """The documents held out for the synthetic test split: a seeded share of them, at least one
+    and never all when there are two or more."""
+    ordered = sorted(set(doc_ids), key=lambda d: _rank(seed, d))
+    if share <= 0 or len(ordered) < 2:
+        return set()
+    count = min(len(ordered) - 1, max(1, round(share * len(ordered))))
+    return set(ordered[:count])
+
+
+def normalise_question(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+def candidate_pairs(
+    sampled: list[dict], cloze_per_chunk: int, teacher: Teacher | None, seed: int
+) -> list[dict]:
+    """Cloze pairs of every sampled chunk and, with a teacher, one teacher pair each."""
+    rng = random.Random(seed)
+    pairs, requests = [], []
+    for chunk in sampled:
+        picks = pick_spans(chunk["text"], max(cloze_per_chunk, 1), rng)
+        for sentence, span in picks[:cloze_per_chunk]:
+            pairs.append(_pair(chunk, cloze(sentence, span), span.text, "cloze"))
+        if teacher is not None and picks:
+            requests.append((chunk, picks[-1][1].text))
+    if requests:
+        questions = teacher([(c["text"], answer) for c, answer in requests])
+        pairs += [_pair(c, q, answer, "teacher") for (c, answer), q in zip(requests, questions, strict=True)]
+    return pairs
+
+
+def _pair(chunk: dict, question: str | None, answer: str, origin: str) -> dict:
+    return {"chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"], "text": chunk["text"],
+            "question": question, "answer": answer, "origin": origin}  # fmt: skip
+
+
+def filter_pairs(pairs: list[dict], round_trip: RoundTrip, k: int) -> Synthesized:
+    """The pairs that pass every check, and the count of each reason the others failed."""
+    result = Synthesized([], Counter(), Counter(p["origin"] for p in pairs))
+    checked, seen = [], set()
+    for pair in pairs:
+        reason = _content_problem(pair)
+        key = normalise_question(pair["question"] or "")
+        if reason is None and key in seen:
+            reason = "duplicate question"
+        if reason is not None:
+            result.dropped[reason] += 1
+            continue
+        seen.add(key)
+        checked.append(pair)
+    retrieved = round_trip([p["question"] for p in checked], k) if checked else []
+    for pair, ids in zip(checked, retrieved, strict=True):
+        if pair["chunk_id"] in ids:
+            result.pairs.append(pair)
+        else:
+            result.dropped[f"question does not retrieve its chunk in the top {k}"] += 1
+    return result
+
+
+def _content_problem(pair: dict) -> str | None:
+    question, answer = pair["question"], pair["answer"].strip()
+    if not question:
+        return "the teacher gave no question"
+    if not answer or answer.lower() not in pair["text"].lower():
+        return "answer not in its chunk"
+    if answer.lower() in question.lower():
+        return "question contains its answer"
+    return None
+
+
+def as_questions(kept: list[dict], version: str, held_out_docs: set[str]) -> list[dict]:
+    """Rows of the questions table: stable ids, `split` test for held-out documents."""
+    rows = []
+    for pair in kept:
+        digest = hashlib.sha256(f"{pair['chunk_id']}\n{pair['question']}".encode()).hexdigest()[:12]
+        rows.append({
+            "id": f"syn-{pair['origin']}-{digest}", "question": pair["question"], "answer": pair["answer"],
+            "doc_id": pair["doc_id"], "split": "test" if pair["doc_id"] in held_out_docs else "train",
+            "version": version, "origin": pair["origin"], "chunk_id": pair["chunk_id"],
+        })  # fmt: skip
+    return rows
+
+
+def needs_questions(mode: str, human_train_questions: int, min_questions: int) -> bool:
+    """Whether a corpus version gets synthesized questions under `adapter-train.synthesize.mode`."""
+    return mode == "always" or (mode == "auto" and human_train_questions < min_questions)
+
+
+def human_questions(qa: pd.DataFrame) -> pd.DataFrame:
+    """Ingest's question table in the questions layout (origin `human`, no chunk id)."""
+    return qa.assign(origin=HUMAN, chunk_id="").reindex(columns=QUESTION_COLUMNS)
+
+
+def eval_question_source(questions: pd.DataFrame, version: str) -> str | None:
+    """Which test questions of `version` evaluation uses: `human` when it has any, else
+    `synthetic` when the synthetic test split has some, else None."""
+    test = questions[(questions["version"] == version) & (questions["split"] == "test")]
+    if "origin" in test and (test["origin"] == HUMAN).any():
+        return HUMAN
+    if len(test) and "origin" not in test:
+        return HUMAN
+    return "synthetic" if len(test) else None
