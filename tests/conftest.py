@@ -79,6 +79,7 @@ TINY_OVERRIDES = [
     "continual-update.steps=3",
     "evaluate.max_questions=6",
     "evaluate.max_new_tokens=4",
+    "adapter-train.synthesize.max_chunks=12",
     "register.on_gate_failure=register",  # tiny random models never beat the base model
 ]
 """Settings that keep a whole pipeline run on a tiny model within seconds a stage."""

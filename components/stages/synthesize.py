@@ -23,10 +23,10 @@ from components.synthesis.questions import (
     QUESTION_COLUMNS,
     candidate_pairs,
     filter_pairs,
+    held_out_documents,
     human_questions,
     needs_questions,
     sample_chunks,
-    test_documents,
 )
 from components.synthesis.questions import as_questions as question_rows
 
@@ -46,7 +46,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
         pairs = candidate_pairs(sampled, s.cloze_per_chunk, teacher if s.teacher else None, model.seed)
         with closing(_retriever(params, paths, chunks, version)) as retriever:
             kept = filter_pairs(pairs, _chunk_ids_of(retriever), s.roundtrip_k)
-        held_out = test_documents(part["doc_id"].tolist(), s.test_share, model.seed)
+        held_out = held_out_documents(part["doc_id"].tolist(), s.test_share, model.seed)
         rows = question_rows(kept.pairs, version, held_out)
         frames.append(pd.DataFrame(rows, columns=QUESTION_COLUMNS))
         seconds = time.perf_counter() - started
@@ -99,7 +99,7 @@ def _version_report(human_train, sampled, kept, rows, held_out, seconds, teacher
         "dropped": dict(kept.dropped),
         "train": sum(r["split"] == "train" for r in rows),
         "test": sum(r["split"] == "test" for r in rows),
-        "test_documents": len(held_out),
+        "held_out_documents": len(held_out),
         "seconds": round(seconds, 2),
         "teacher_seconds": round(teacher_seconds, 2),
         "teacher_pairs_per_s": round(teacher_made / teacher_seconds, 3) if teacher_seconds else None,

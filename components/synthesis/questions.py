@@ -58,7 +58,7 @@ def sample_chunks(chunks: pd.DataFrame, max_chunks: int, seed: int) -> list[dict
     return picked
 
 
-def test_documents(doc_ids: list[str], share: float, seed: int) -> set[str]:
+def held_out_documents(doc_ids: list[str], share: float, seed: int) -> set[str]:
     """The documents held out for the synthetic test split: a seeded share of them, at least one
     and never all when there are two or more."""
     ordered = sorted(set(doc_ids), key=lambda d: _rank(seed, d))

@@ -49,7 +49,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_mod
     root = tmp_path_factory.mktemp("declared")
     env = make_project(root, tiny_corpus, tiny_model)
     reads, proc = traced_repro(root, env, tmp_path_factory.mktemp("trace"))
-    assert len(ran(proc)) == 8, proc.stdout[-2000:]
+    assert len(ran(proc)) == 9, proc.stdout[-2000:]
     return root, env, reads
 
 
@@ -60,6 +60,7 @@ def test_every_stage_declares_what_it_reads(traced) -> None:  # noqa: ANN001
         "chunk",
         "embed",
         "index",
+        "synthesize",
         "adapter-train",
         "continual-update",
         "evaluate",
