@@ -60,7 +60,7 @@ def test_answers_come_with_sources_versions_and_metrics(registry: dict, service:
     assert isinstance(body["answer"], str) and body["cache"] is None
     assert versions(body) == pair(registry["v1"])
     assert [s["doc_id"] for s in body["sources"]] == ["a", "b"]
-    assert set(body["sources"][0]) == {"chunk_id", "doc_id", "score"}
+    assert set(body["sources"][0]) == {"chunk_id", "doc_id", "source", "page", "section", "span", "score"}
     again = httpx.post(f"{service.url}/v1/answer", json=QUESTION).json()
     assert again["cache"] == "l1" and again["answer"] == body["answer"]
 
