@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
+from components.core.params import SynthesizeParams
 from components.data.cloze import cloze, pick_spans
 
 QUESTION_COLUMNS = ["id", "question", "answer", "doc_id", "split", "version", "origin", "chunk_id"]
@@ -140,6 +142,58 @@ def as_questions(kept: list[dict], version: str, held_out_docs: set[str]) -> lis
             "version": version, "origin": pair["origin"], "chunk_id": pair["chunk_id"],
         })  # fmt: skip
     return rows
+
+
+def synthesize_version(
+    part: pd.DataFrame,
+    version: str,
+    settings: SynthesizeParams,
+    teacher: Teacher | None,
+    round_trip: RoundTrip,
+    seed: int,
+) -> tuple[list[dict], dict]:
+    """The synthesized question rows of one corpus version's chunks (`part`) and its report."""
+    started = time.perf_counter()
+    teacher_before = getattr(teacher, "seconds", 0.0)
+    sampled = sample_chunks(part, settings.max_chunks, seed)
+    pairs = candidate_pairs(sampled, settings.cloze_per_chunk, teacher, seed)
+    kept = filter_pairs(pairs, round_trip, settings.roundtrip_k)
+    held_out = held_out_documents(part["doc_id"].tolist(), settings.test_share, seed)
+    rows = as_questions(kept.pairs, version, held_out)
+    seconds = time.perf_counter() - started
+    teacher_seconds = getattr(teacher, "seconds", 0.0) - teacher_before
+    teacher_made, cloze_made = kept.generated.get("teacher", 0), kept.generated.get("cloze", 0)
+    report = {
+        "sampled_chunks": len(sampled),
+        "generated": dict(kept.generated),
+        "kept": {o: sum(r["origin"] == o for r in rows) for o in SYNTHETIC_ORIGINS},
+        "dropped": dict(kept.dropped),
+        "train": sum(r["split"] == "train" for r in rows),
+        "test": sum(r["split"] == "test" for r in rows),
+        "test_documents": len(held_out),
+        "seconds": round(seconds, 2),
+        "teacher_seconds": round(teacher_seconds, 2),
+        "teacher_pairs_per_s": round(teacher_made / teacher_seconds, 3) if teacher_seconds else None,
+        "cloze_pairs_per_s": round(cloze_made / max(seconds - teacher_seconds, 1e-6), 1),
+    }
+    return rows, report
+
+
+def questions_summary(questions: pd.DataFrame, reports: dict[str, dict], mode: str) -> dict:
+    """synthesize.json: the newest version's human and synthetic counts, and each synthesized
+    version's report."""
+    latest = max(questions["version"], key=lambda v: (len(v), v)) if len(questions) else None
+    newest = questions[questions["version"] == latest]
+    synthetic = newest[newest["origin"] != HUMAN]
+    return {
+        "mode": mode,
+        "synthesized_versions": sorted(reports, key=lambda v: (len(v), v)),
+        "questions": len(newest),
+        "human_questions": int((newest["origin"] == HUMAN).sum()),
+        "synthetic_train": int((synthetic["split"] == "train").sum()),
+        "synthetic_test": int((synthetic["split"] == "test").sum()),
+        "versions": reports,
+    }
 
 
 def needs_questions(mode: str, human_train_questions: int, min_questions: int) -> bool:

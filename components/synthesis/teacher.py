@@ -73,3 +73,21 @@ def _prompt(tokenizer, passage: str, answer: str) -> str:  # noqa: ANN001
         messages = [{"role": "user", "content": user}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return f"{user}\nQuestion:"
+
+
+class CachedTeacher:
+    """The teacher as the synthesize stage calls it: loaded on first use, each (passage, answer)
+    asked once per run, its seconds summed."""
+
+    def __init__(self, name: str, dtype: str = "float32", batch_size: int = 8) -> None:
+        self.name, self.dtype, self.batch_size = name, dtype, batch_size
+        self.cache: dict[tuple[str, str], str | None] = {}
+        self.seconds = 0.0
+
+    def __call__(self, requests: list[tuple[str, str]]) -> list[str | None]:
+        new = sorted({r for r in requests if r not in self.cache})
+        if new:
+            run = ask_teacher(self.name, new, self.dtype, self.batch_size)
+            self.cache.update(zip(new, run.questions, strict=True))
+            self.seconds += run.seconds
+        return [self.cache[r] for r in requests]
