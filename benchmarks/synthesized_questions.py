@@ -11,9 +11,9 @@ covid: ../shared/corpora/covid-qa twice.
 - `covid-synthetic`: the corpus with its train questions removed (qa.jsonl keeps only the 281
   test questions), so adapter-train learns from synthesized questions alone; evaluation scores the
   human test questions (`eval_questions: human`).
-- `covid-human`: the whole corpus (560 human train questions), trained for as many steps as the
-  synthetic adapter took and evaluated with the same answer-length cap, so the two adapters and
-  RAG answer the same 30 seeded test questions under the same settings.
+- `covid-human`: the whole corpus (560 human train questions).
+Both run with COVID_SETTINGS (the same optimiser steps and answer-length cap), so the two
+adapters and RAG answer the same 30 seeded test questions under the same settings.
 The table pairs every system with RAG and the two adapters with each other (F1, paired 95%
 bootstrap intervals over questions).
 
@@ -104,26 +104,31 @@ def f1_rows(systems: dict[str, list[dict]], key_of: dict[str, str]) -> dict[str,
     return scores
 
 
-def covid(work: Path, overrides: list[str]) -> dict[str, Any]:
+COVID_SETTINGS = ["adapter-train.steps=120", "evaluate.max_new_tokens=79"]
+"""Both covid runs: the same optimiser steps (about 1.5 epochs of the synthesized questions, one
+of the human ones) and the answer cap of the human train answers (their p95 + 1 tokens)."""
+
+
+def run_once(project: Path, corpus_name: str, fill, overrides: list[str]) -> float | None:  # noqa: ANN001
+    """The pipeline in a new project, unless that project already has its evaluation (reused)."""
+    if (project / "data" / "metrics" / "evaluate.json").exists():
+        return None
+    make_project(project, corpus_name, fill)
+    return pipeline(project, f"data/raw/{corpus_name}", overrides)
+
+
+def covid(work: Path, overrides: list[str], only: str | None = None) -> dict[str, Any]:
     from components.evaluation.intervals import bootstrap, paired_difference
 
-    synthetic = work / "covid-synthetic"
-    if not (synthetic / "data" / "metrics" / "evaluate.json").exists():
-        make_project(synthetic, "covid-synthetic", covid_corpus(train_questions=False))
-        seconds_synthetic = pipeline(synthetic, "data/raw/covid-synthetic", overrides)
-    else:
-        seconds_synthetic = None  # already run: its figures are read as they are
-    evaluated, trained = metrics(synthetic, "evaluate"), metrics(synthetic, "train")
-    matched = [
-        f"adapter-train.steps={trained['steps']}",
-        f"evaluate.max_new_tokens={evaluated['max_new_tokens']}",
-    ]
-    human = work / "covid-human"
-    if not (human / "data" / "metrics" / "evaluate.json").exists():
-        make_project(human, "covid-human", covid_corpus(train_questions=True))
-        seconds_human = pipeline(human, "data/raw/covid-human", [*overrides, *matched])
-    else:
-        seconds_human = None
+    settings = [*COVID_SETTINGS, *overrides]
+    synthetic, human = work / "covid-synthetic", work / "covid-human"
+    seconds = {}
+    for name, project, train_questions in (("human", human, True), ("synthetic", synthetic, False)):
+        if only in (None, name):
+            seconds[name] = run_once(project, project.name, covid_corpus(train_questions), settings)
+    if only is not None:
+        return {"seconds": seconds}
+    evaluated = metrics(synthetic, "evaluate")
     runs = {"synthetic": predictions(synthetic), "human": predictions(human)}
     rows = {  # table row: (run, system key in predictions.jsonl)
         "base (no retrieval)": ("synthetic", "base"),
@@ -146,17 +151,17 @@ def covid(work: Path, overrides: list[str]) -> dict[str, Any]:
     return {
         "questions": len(rag),
         "eval_questions": evaluated.get("eval_questions"),
-        "matched_settings": matched,
+        "settings": settings,
         "synthesize": metrics(synthetic, "synthesize"),
-        "train_synthetic": trained,
+        "train_synthetic": metrics(synthetic, "train"),
         "train_human": metrics(human, "train"),
         "table": table,
         "synthetic_minus_human": synthetic_vs_human.as_dict("d"),
-        "seconds": {"synthetic": seconds_synthetic, "human": seconds_human},
+        "seconds": seconds,
     }
 
 
-def python_docs(work: Path, overrides: list[str]) -> dict[str, Any]:
+def python_docs(work: Path, overrides: list[str], only: str | None = None) -> dict[str, Any]:
     if not PYTHON_DOCS.is_dir():
         subprocess.run(["apt-get", "install", "-y", "-q", "python3.11-doc"], check=True)
 
@@ -165,11 +170,7 @@ def python_docs(work: Path, overrides: list[str]) -> dict[str, Any]:
             shutil.copytree(PYTHON_DOCS / folder, target / "docs" / folder, ignore=_only_html)
 
     project = work / "python-docs"
-    if not (project / "data" / "metrics" / "evaluate.json").exists():
-        make_project(project, "python-docs", fill)
-        seconds = pipeline(project, "data/raw/python-docs", overrides)
-    else:
-        seconds = None
+    seconds = run_once(project, "python-docs", fill, overrides)
     return {
         "seconds": seconds,
         **{
@@ -190,9 +191,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("corpus", choices=["covid", "python-docs"])
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / "synthesized" / "work")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--only", choices=["human", "synthetic"], help="covid: run only this project")
     args = parser.parse_args(argv)
     run = covid if args.corpus == "covid" else python_docs
-    report = run(args.work, args.overrides)
+    report = run(args.work, args.overrides, args.only)
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(saved | {args.corpus: report}, indent=2, default=str))

@@ -146,7 +146,7 @@ def check_registry(root: str = ".") -> str:
 
 @flow(name="retro-pipeline", log_prints=True)
 def retro_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
-    """Ingest → chunk → embed → index → adapter-train → continual-update → evaluate → register.
+    """Ingest → chunk → embed → index → synthesize → adapter-train → continual-update → evaluate → register.
 
     A stage that fails (after retries of transient I/O errors) stops the flow before `register`,
     so registered versions and aliases stay as they were; its outputs are restored from the DVC

@@ -134,9 +134,14 @@ class SynthesizeParams(StrictModel):
         "always: beside any human questions; off: never",
     )
     min_questions: int = Field(20, ge=0, description="train questions below which auto synthesizes")
-    max_chunks: int = Field(256, ge=1, description="chunks sampled per version, stratified by document")
-    cloze_per_chunk: int = Field(2, ge=0, description="cloze questions per sampled chunk (no model)")
+    max_chunks: int = Field(192, ge=1, description="chunks sampled per version, stratified by document")
+    cloze_per_chunk: int = Field(1, ge=0, description="cloze questions per sampled chunk (no model)")
+    topic_per_chunk: int = Field(1, ge=0, description="topic questions per sampled chunk (no model)")
     teacher: bool = Field(True, description="also ask model.teacher for one question per sampled chunk")
+    teacher_answer: Literal["sentence", "span"] = Field(
+        "sentence",
+        description="what the teacher's question is answered by: a sentence of the chunk, or a span",
+    )
     teacher_batch_size: int = Field(8, ge=1)
     roundtrip_k: int = Field(5, ge=1, description="a question must retrieve its own chunk in this top k")
     test_share: float = Field(0.2, ge=0, lt=1, description="documents held out for the synthetic test split")

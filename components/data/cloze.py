@@ -1,9 +1,10 @@
-"""Answer spans found in text without a model, and cloze questions made from them.
+"""Answer spans found in text without a model, and the model-free questions made from them.
 
 A span is a number (with its unit), an identifier or code name (`os.path.join`, `SARS-CoV-2`,
 `__init__`) or a capitalised name that does not start its sentence: the things a reader looks
 up in domain documents. A cloze question is the sentence with one span blanked out, asked back;
-the span is its answer, so every answer is a verbatim piece of its chunk.
+the span is its answer. A topic question asks what the text says about a name or code; the
+sentence that states it is the answer. Every answer is a verbatim piece of its chunk.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def answer_spans(sentence: str) -> list[Span]:
 def cloze(sentence: str, span: Span) -> str:
     """The question that asks `span` back: the sentence with the span blanked."""
     return f"{CLOZE_PREFIX}{sentence[: span.start]}{BLANK}{sentence[span.end :]}"
+
+
+def topic_question(topic: str) -> str:
+    """A question about a name, code or identifier whose answer is the sentence that states it."""
+    return f"What does the text say about {topic}?"
 
 
 def pick_spans(text: str, per_chunk: int, rng: random.Random) -> list[tuple[str, Span]]:

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from components.core.params import SynthesizeParams
-from components.data.cloze import cloze, pick_spans
+from components.data.cloze import cloze, pick_spans, topic_question
 
 QUESTION_COLUMNS = ["id", "question", "answer", "doc_id", "split", "version", "origin", "chunk_id"]
 HUMAN = "human"
-SYNTHETIC_ORIGINS = ("cloze", "teacher")
+SYNTHETIC_ORIGINS = ("cloze", "topic", "teacher")
 
 # (passage, answer) requests -> one question each (None where the teacher gave none)
 Teacher = Callable[[list[tuple[str, str]]], list[str | None]]
@@ -75,20 +75,35 @@ def normalise_question(text: str) -> str:
 
 
 def candidate_pairs(
-    sampled: list[dict], cloze_per_chunk: int, teacher: Teacher | None, seed: int
+    sampled: list[dict],
+    cloze_per_chunk: int,
+    teacher: Teacher | None,
+    seed: int,
+    topic_per_chunk: int = 0,
+    teacher_answer: str = "span",
 ) -> list[dict]:
-    """Cloze pairs of every sampled chunk and, with a teacher, one teacher pair each."""
+    """The pairs of every sampled chunk, each generator from its own sentences of the chunk:
+    cloze (a span blanked), topic (a name or code asked about, its sentence the answer) and, with
+    a teacher, one teacher question whose answer is a span or, with `teacher_answer` sentence, a
+    whole sentence (the teacher then sees only that sentence)."""
     rng = random.Random(seed)
     pairs, requests = [], []
     for chunk in sampled:
-        picks = pick_spans(chunk["text"], max(cloze_per_chunk, 1), rng)
+        picks = pick_spans(chunk["text"], cloze_per_chunk + topic_per_chunk + 1, rng)
         for sentence, span in picks[:cloze_per_chunk]:
             pairs.append(_pair(chunk, cloze(sentence, span), span.text, "cloze"))
+        for sentence, span in picks[cloze_per_chunk : cloze_per_chunk + topic_per_chunk]:
+            if span.kind != "number":
+                pairs.append(_pair(chunk, topic_question(span.text), sentence, "topic"))
         if teacher is not None and picks:
-            requests.append((chunk, picks[-1][1].text))
+            sentence, span = picks[-1]
+            requests.append((chunk, sentence if teacher_answer == "sentence" else chunk["text"],
+                             sentence if teacher_answer == "sentence" else span.text))  # fmt: skip
     if requests:
-        questions = teacher([(c["text"], answer) for c, answer in requests])
-        pairs += [_pair(c, q, answer, "teacher") for (c, answer), q in zip(requests, questions, strict=True)]
+        questions = teacher([(passage, answer) for _, passage, answer in requests])
+        pairs += [
+            _pair(c, q, answer, "teacher") for (c, _, answer), q in zip(requests, questions, strict=True)
+        ]
     return pairs
 
 
@@ -156,13 +171,16 @@ def synthesize_version(
     started = time.perf_counter()
     teacher_before = getattr(teacher, "seconds", 0.0)
     sampled = sample_chunks(part, settings.max_chunks, seed)
-    pairs = candidate_pairs(sampled, settings.cloze_per_chunk, teacher, seed)
+    pairs = candidate_pairs(
+        sampled, settings.cloze_per_chunk, teacher, seed, settings.topic_per_chunk, settings.teacher_answer
+    )
     kept = filter_pairs(pairs, round_trip, settings.roundtrip_k)
     held_out = held_out_documents(part["doc_id"].tolist(), settings.test_share, seed)
     rows = as_questions(kept.pairs, version, held_out)
     seconds = time.perf_counter() - started
     teacher_seconds = getattr(teacher, "seconds", 0.0) - teacher_before
-    teacher_made, cloze_made = kept.generated.get("teacher", 0), kept.generated.get("cloze", 0)
+    teacher_made = kept.generated.get("teacher", 0)
+    model_free = kept.generated.get("cloze", 0) + kept.generated.get("topic", 0)
     report = {
         "sampled_chunks": len(sampled),
         "generated": dict(kept.generated),
@@ -174,7 +192,7 @@ def synthesize_version(
         "seconds": round(seconds, 2),
         "teacher_seconds": round(teacher_seconds, 2),
         "teacher_pairs_per_s": round(teacher_made / teacher_seconds, 3) if teacher_seconds else None,
-        "cloze_pairs_per_s": round(cloze_made / max(seconds - teacher_seconds, 1e-6), 1),
+        "cloze_and_topic_pairs_per_s": round(model_free / max(seconds - teacher_seconds, 1e-6), 1),
     }
     return rows, report
 

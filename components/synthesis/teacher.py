@@ -1,5 +1,6 @@
 """Questions written by a teacher language model for answers picked in a chunk (RAFT-style data
-generation, answer first: the answer is a verbatim span, the teacher only phrases the question)."""
+generation, answer first: the answer is a verbatim span or sentence of the chunk, the teacher only
+phrases the question)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import re
 import time
 from dataclasses import dataclass
 
-TEACHER_PROMPT = (
-    'Passage:\n{passage}\n\nWrite one question about this passage whose answer is "{answer}". '
-    "Reply with the question only."
-)
+PROMPTS = {
+    # the answer is a span (a number, name or code) of the passage
+    "span": 'Passage:\n{passage}\n\nWrite one question about this passage whose answer is "{answer}". '
+    "Reply with the question only.",
+    # the answer is the whole text shown (a sentence): small teachers do better without the chunk
+    "sentence": "{answer}\n\nWrite a question that is answered by the text above. "
+    "Reply with the question only.",
+}
 
 
 @dataclass
@@ -41,6 +46,7 @@ def ask_teacher(
     dtype: str = "float32",
     batch_size: int = 8,
     max_new_tokens: int = 40,
+    answer: str = "span",
 ) -> TeacherRun:
     """One question for each (passage, answer) from the teacher model `name` (the built-in
     alias, a Hugging Face id or a local path), greedy, in batches, with a progress bar."""
@@ -54,7 +60,7 @@ def ask_teacher(
         return TeacherRun([], 0.0)
     model, tokenizer = load_base_model(name, dtype)
     tokenizer.padding_side = "left"
-    prompts = [_prompt(tokenizer, passage, answer) for passage, answer in requests]
+    prompts = [_prompt(tokenizer, PROMPTS[answer].format(passage=p, answer=a)) for p, a in requests]
     questions: list[str | None] = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(prompts), batch_size), desc="teacher questions", unit="batch"):
@@ -67,8 +73,7 @@ def ask_teacher(
     return TeacherRun(questions, time.perf_counter() - started)
 
 
-def _prompt(tokenizer, passage: str, answer: str) -> str:  # noqa: ANN001
-    user = TEACHER_PROMPT.format(passage=passage, answer=answer)
+def _prompt(tokenizer, user: str) -> str:  # noqa: ANN001
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": user}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -79,15 +84,15 @@ class CachedTeacher:
     """The teacher as the synthesize stage calls it: loaded on first use, each (passage, answer)
     asked once per run, its seconds summed."""
 
-    def __init__(self, name: str, dtype: str = "float32", batch_size: int = 8) -> None:
-        self.name, self.dtype, self.batch_size = name, dtype, batch_size
+    def __init__(self, name: str, dtype: str = "float32", batch_size: int = 8, answer: str = "span") -> None:
+        self.name, self.dtype, self.batch_size, self.answer = name, dtype, batch_size, answer
         self.cache: dict[tuple[str, str], str | None] = {}
         self.seconds = 0.0
 
     def __call__(self, requests: list[tuple[str, str]]) -> list[str | None]:
         new = sorted({r for r in requests if r not in self.cache})
         if new:
-            run = ask_teacher(self.name, new, self.dtype, self.batch_size)
+            run = ask_teacher(self.name, new, self.dtype, self.batch_size, answer=self.answer)
             self.cache.update(zip(new, run.questions, strict=True))
             self.seconds += run.seconds
         return [self.cache[r] for r in requests]

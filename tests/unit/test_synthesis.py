@@ -125,3 +125,13 @@ def test_human_test_questions_come_first_else_the_synthetic_split() -> None:
     assert eval_question_source(synthetic.iloc[0:0], "v1") is None
     assert needs_questions("auto", 3, 20) and not needs_questions("auto", 30, 20)
     assert needs_questions("always", 300, 20) and not needs_questions("off", 0, 20)
+
+
+def test_topic_questions_are_answered_by_the_sentence_that_names_the_topic() -> None:
+    frame = chunk_frame()
+    pairs = candidate_pairs(frame.to_dict("records"), 0, None, seed=0, topic_per_chunk=1)
+    assert pairs and {p["origin"] for p in pairs} == {"topic"}
+    for pair in pairs:
+        topic = pair["question"].removeprefix("What does the text say about ").removesuffix("?")
+        assert topic in pair["answer"] and pair["answer"] in pair["text"]
+        assert not topic.replace(".", "").isdigit()  # numbers are cloze answers, not topics
