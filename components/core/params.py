@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from components.core.config import ParamsError, StrictModel, load_params_file, validate
 from components.core.paths import PathParams, Paths
@@ -20,6 +20,11 @@ from components.core.serve_params import ServeSettings
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+
+def yaml_off(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads a bare `off` as False: the option value "off" was meant."""
+    return "off" if value is False else value
 
 
 class ModelParams(StrictModel):
@@ -57,6 +62,8 @@ class IngestParams(StrictModel):
         description="auto: a PDF page without a text layer is read by tesseract-ocr when it is installed; "
         "off: such a PDF is quarantined",
     )
+
+    _off = field_validator("ocr", mode="before")(classmethod(lambda cls, v: yaml_off(v)))
 
     @model_validator(mode="after")
     def _min_below_max(self) -> IngestParams:
@@ -149,7 +156,10 @@ class SynthesizeParams(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _mode_alone(cls, value: Any) -> Any:
-        return {"mode": value} if isinstance(value, str) else value
+        """`synthesize: auto` is short for `synthesize: {mode: auto}`."""
+        return {"mode": value} if isinstance(value, (str, bool)) else value
+
+    _off = field_validator("mode", mode="before")(classmethod(lambda cls, v: yaml_off(v)))
 
 
 class TrainParams(StrictModel):

@@ -115,3 +115,16 @@ def test_a_stage_refuses_an_unknown_key_in_the_file(tmp_path: Path) -> None:
         proc.returncode == 2
         and "adapter-train.stepz: unknown key; did you mean adapter-train.steps?" in proc.stderr
     )
+
+
+def test_a_bare_off_means_the_option_off_not_false() -> None:
+    import yaml
+
+    from components.core.params import parse_params
+
+    parsed = parse_params(yaml.safe_load("ingest: {ocr: off}\nadapter-train: {synthesize: off}\n"))
+    assert parsed.ingest.ocr == "off" and parsed.adapter_train.synthesize.mode == "off"
+    nested = parse_params({"adapter-train": {"synthesize": {"mode": "always", "max_chunks": 5}}})
+    assert (
+        nested.adapter_train.synthesize.mode == "always" and nested.adapter_train.synthesize.max_chunks == 5
+    )
