@@ -104,10 +104,11 @@ def f1_rows(systems: dict[str, list[dict]], key_of: dict[str, str]) -> dict[str,
     return scores
 
 
-COVID_SETTINGS = ["adapter-train.steps=120", "evaluate.max_new_tokens=79", "evaluate.max_questions=100"]
+COVID_SETTINGS = ["adapter-train.steps=120", "evaluate.max_new_tokens=79"]
 """Both covid runs: the same optimiser steps (about 2.5 epochs of the synthesized questions, one
-of the human ones), the answer cap of the human train answers (their p95 + 1 tokens) and 100
-seeded test questions (30, the default, leave intervals too wide to tell +0.09 F1 from 0)."""
+of the human ones) and the answer cap of the human train answers (their p95 + 1 tokens), on the
+default 30 seeded test questions (add -S evaluate.max_questions=100 for narrower intervals: about
+10 more minutes of evaluation a run here)."""
 
 
 def run_once(project: Path, corpus_name: str, fill, overrides: list[str]) -> float | None:  # noqa: ANN001
