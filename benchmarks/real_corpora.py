@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "corpora"
 DEFAULT_CORPORA = [f"covid-qa={SHARED / 'covid-qa'}", f"pubmedqa={SHARED / 'pubmedqa'}"]
-STAGES = ["ingest", "chunk", "embed", "index", "adapter_train", "continual_update", "evaluate"]
+STAGES = ["ingest", "chunk", "embed", "index", "synthesize", "adapter_train", "continual_update", "evaluate"]
 FULL_FINETUNE_LR = 5e-5
 REFERENCES = {
     "pubmedqa": "Published reference points (Jin et al. 2019, reasoning-required): majority class 0.552, "

@@ -12,7 +12,7 @@ import yaml
 
 from components.core.config import load_params_file, set_dotted
 from components.core.paths import Paths
-from components.stages import adapter_train, chunk, continual_update, embed, index, ingest
+from components.stages import adapter_train, chunk, continual_update, embed, index, ingest, synthesize
 from tests.conftest import ROOT, build_tiny_model, corpus_texts, run_stage
 
 FACTS = {
@@ -21,7 +21,7 @@ FACTS = {
     "quillan": ("Quillan is a town in Norway.", "Where is Quillan?", "Norway"),
     "belmor": ("The Belmor fund is run by Ostra Capital.", "Who runs the Belmor fund?", "Ostra Capital"),
 }
-TRAINING_STAGES = (ingest, chunk, embed, index, adapter_train, continual_update)
+TRAINING_STAGES = (ingest, chunk, embed, index, synthesize, adapter_train, continual_update)
 
 
 def fact_corpus(folder: Path, facts: dict = FACTS) -> Path:
@@ -47,6 +47,7 @@ def trained_project(root: Path) -> tuple[Paths, dict]:
         "ingest.source": "data/raw/sample",
         "model.base": str(model),
         "adapter-train.steps": 60,
+        "adapter-train.synthesize.mode": "off",  # the facts' own questions only
         "adapter-train.lr": 0.02,
         "adapter-train.validation_share": 0.0,
         "adapter-train.max_trainable_share": 0.5,

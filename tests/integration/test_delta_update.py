@@ -12,11 +12,20 @@ import yaml
 from components.core.config import load_params_file, set_dotted
 from components.core.paths import Paths
 from components.data.synthetic import make_corpus
-from components.stages import adapter_train, chunk, continual_update, embed, evaluate, index, ingest
+from components.stages import (
+    adapter_train,
+    chunk,
+    continual_update,
+    embed,
+    evaluate,
+    index,
+    ingest,
+    synthesize,
+)
 from flows.knowledge_update import add_delta
 from tests.conftest import ROOT, build_tiny_model, corpus_texts, run_stage
 
-STAGES = (ingest, chunk, embed, index, adapter_train, continual_update)
+STAGES = (ingest, chunk, embed, index, synthesize, adapter_train, continual_update)
 
 
 def _questions(path: Path) -> list[dict]:
@@ -62,6 +71,7 @@ def test_a_delta_update_carries_everything_else_forward(tmp_path: Path) -> None:
         "model.base": str(model),
         "adapter-train.steps": 3,
         "adapter-train.max_trainable_share": 0.5,
+        "adapter-train.synthesize.mode": "off",
         "continual-update.steps": 2,
         "evaluate.max_questions": 0,
         "evaluate.max_new_tokens": 3,

@@ -17,7 +17,17 @@ from components.core.params import parse_params
 from components.core.paths import Paths
 from components.registry import mlflow_registry as reg
 from components.registry.naming import LineageConflict, check_project_lineage
-from components.stages import adapter_train, chunk, continual_update, embed, evaluate, index, ingest, register
+from components.stages import (
+    adapter_train,
+    chunk,
+    continual_update,
+    embed,
+    evaluate,
+    index,
+    ingest,
+    register,
+    synthesize,
+)
 from tests.conftest import run_stage
 from tests.integration.facts_project import FACTS, fact_corpus, trained_project
 
@@ -110,7 +120,7 @@ def test_a_second_corpus_gets_its_own_registered_models_and_index_lineage(
         check_project_lineage(parse_params(other).registration, "clinic", layout.root)
 
     set_dotted(other, "register.model_name", "auto")
-    for stage in (ingest, chunk, embed, index):
+    for stage in (ingest, chunk, embed, index, synthesize):
         run_stage(stage, other, layout.root)
     manifest = json.loads((layout.index / "manifest.json").read_text())
     assert manifest["parent"] is None and manifest["update"]["mode"] == "full"  # a new lineage

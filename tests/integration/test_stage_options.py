@@ -9,7 +9,17 @@ from pathlib import Path
 
 from components.core.config import load_params_file, set_dotted
 from components.core.paths import Paths
-from components.stages import adapter_train, chunk, continual_update, embed, evaluate, index, ingest, register
+from components.stages import (
+    adapter_train,
+    chunk,
+    continual_update,
+    embed,
+    evaluate,
+    index,
+    ingest,
+    register,
+    synthesize,
+)
 from tests.conftest import ROOT, run_stage
 
 
@@ -22,10 +32,11 @@ def prepare(layout: Paths, corpus: Path, tiny_model: Path, overrides: dict) -> d
         "model.base": str(tiny_model),
         "adapter-train.steps": 3,
         "adapter-train.max_trainable_share": 0.5,
+        "adapter-train.synthesize.mode": "off",  # the corpus's own questions (or none: the lm objective)
     }
     for key, value in (tiny | overrides).items():
         set_dotted(params, key, value)
-    for stage in (ingest, chunk, embed, index):
+    for stage in (ingest, chunk, embed, index, synthesize):
         run_stage(stage, params, layout.root)
     return params
 
@@ -134,7 +145,7 @@ def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
     doc.write_text(doc.read_text().replace(target["answer"], "Qorvath Prime"))
     target["answer"] = "Qorvath Prime"
     (corpus / "v3" / "qa.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
-    for stage in (ingest, chunk, embed, index):
+    for stage in (ingest, chunk, embed, index, synthesize):
         run_stage(stage, params, layout.root)
     second = run_stage(continual_update, params, layout.root)
     assert second["versions_learned"][-1] == "v3" and second["last_update"]["replay_revised"] >= 0
