@@ -33,9 +33,8 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     s, model, retrieval, index = params.adapter_train.synthesize, params.model, params.retrieval, params.index
     qa, chunks = read_table(paths.qa, "ingest"), read_chunks(paths.chunks)
     frames, reports = [human_questions(qa)], {}
-    teacher = (
-        CachedTeacher(model.teacher or model.base, model.dtype, s.teacher_batch_size) if s.teacher else None
-    )
+    name = model.teacher or model.base
+    teacher = CachedTeacher(name, model.dtype, s.teacher_batch_size, s.teacher_answer) if s.teacher else None
     for version in versions_in(chunks):
         human_train = int(((qa["version"] == version) & (qa["split"] == "train")).sum())
         if not needs_questions(s.mode, human_train, s.min_questions):
