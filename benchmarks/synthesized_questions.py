@@ -15,7 +15,7 @@ covid: ../shared/corpora/covid-qa twice.
 Both run with COVID_SETTINGS (the same optimiser steps and answer-length cap), so the two
 adapters and RAG answer the same 30 seeded test questions under the same settings.
 The table pairs every system with RAG and the two adapters with each other (F1, paired 95%
-bootstrap intervals over questions).
+bootstrap intervals over questions); with `--only synthetic` it has the rows of that run alone.
 
 python-docs: the Python 3.11 library reference and tutorial (Debian's python3.11-doc HTML,
 334 files; installed with apt-get when missing, never committed), no questions at all: the
@@ -128,10 +128,11 @@ def covid(work: Path, overrides: list[str], only: str | None = None) -> dict[str
     for name, project, train_questions in (("human", human, True), ("synthetic", synthetic, False)):
         if only in (None, name):
             seconds[name] = run_once(project, project.name, covid_corpus(train_questions), settings)
-    if only is not None:
+    ran = [p for p in (synthetic, human) if (p / "data" / "metrics" / "evaluate.json").exists()]
+    if synthetic not in ran:
         return {"seconds": seconds}
     evaluated = metrics(synthetic, "evaluate")
-    runs = {"synthetic": predictions(synthetic), "human": predictions(human)}
+    runs = {p.name.removeprefix("covid-"): predictions(p) for p in ran}
     rows = {  # table row: (run, system key in predictions.jsonl)
         "base (no retrieval)": ("synthetic", "base"),
         "base + retrieval (RAG)": ("synthetic", "rag"),
@@ -139,6 +140,7 @@ def covid(work: Path, overrides: list[str], only: str | None = None) -> dict[str
         "adapter, synthesized questions": ("synthetic", "adapter"),
         "adapter, human questions": ("human", "adapter"),
     }
+    rows = {name: row for name, row in rows.items() if row[0] in runs}
     scores = f1_rows(
         {name: runs[run] for name, (run, _) in rows.items()}, {n: k for n, (_, k) in rows.items()}
     )
@@ -147,18 +149,20 @@ def covid(work: Path, overrides: list[str], only: str | None = None) -> dict[str
         name: {"f1": bootstrap(s).as_dict("f1"), "minus_rag": paired_difference(s, rag).as_dict("d")}
         for name, s in scores.items()
     }
-    synthetic_vs_human = paired_difference(
-        scores["adapter, synthesized questions"], scores["adapter, human questions"]
-    )
+    synthetic_vs_human = None
+    if "human" in runs:
+        synthetic_vs_human = paired_difference(
+            scores["adapter, synthesized questions"], scores["adapter, human questions"]
+        ).as_dict("d")
     return {
         "questions": len(rag),
         "eval_questions": evaluated.get("eval_questions"),
         "settings": settings,
         "synthesize": metrics(synthetic, "synthesize"),
         "train_synthetic": metrics(synthetic, "train"),
-        "train_human": metrics(human, "train"),
+        "train_human": metrics(human, "train") if "human" in runs else None,
         "table": table,
-        "synthetic_minus_human": synthetic_vs_human.as_dict("d"),
+        "synthetic_minus_human": synthetic_vs_human,
         "seconds": seconds,
     }
 
@@ -216,6 +220,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {gain['d']:+.3f} [{gain['d_lo']:+.3f}, {gain['d_hi']:+.3f}] |"
         )
     d = report["synthetic_minus_human"]
+    if d is None:
+        return "\n".join(lines)
     lines.append(
         f"\nsynthesized minus human adapter, paired: {d['d']:+.3f} [{d['d_lo']:+.3f}, {d['d_hi']:+.3f}]"
     )
