@@ -45,6 +45,17 @@ class RetrievalParams(StrictModel):
     k: int = Field(3, ge=1, le=50)
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     rrf_k: int = Field(60, ge=1)
+    fusion: Literal["tuned", "equal"] = Field(
+        "tuned",
+        description="hybrid weights: tuned = fitted per index version on validation questions, "
+        "equal = plain RRF",
+    )
+    validation_share: float = Field(
+        0.2, gt=0, lt=1, description="share of the train questions that fit retrieval (by hash of the id)"
+    )
+    tune_min_questions: int = Field(
+        20, ge=1, description="validation questions with a located gold chunk needed to fit the weights"
+    )
     gold_min_overlap: float = Field(
         0.6,
         gt=0,

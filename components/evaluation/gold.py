@@ -85,3 +85,14 @@ def gold_counts(golds: list[Gold]) -> dict[str, int]:
     """How many questions got each kind of gold."""
     counts = Counter(g.kind for g in golds)
     return {kind: counts.get(kind, 0) for kind in KINDS}
+
+
+def located_golds(
+    questions: pd.DataFrame, chunks: pd.DataFrame, min_overlap: float = DEFAULT_MIN_OVERLAP
+) -> tuple[list[str], list[set[str]]]:
+    """The questions (rows with doc_id, question, answer) whose answer was located in particular
+    chunks of `chunks`, and those chunks' ids."""
+    finder = GoldFinder(chunks, min_overlap)
+    golds = [finder.find(d, a) for d, a in zip(questions["doc_id"], questions["answer"], strict=True)]
+    located = [(q, set(g.chunk_ids)) for q, g in zip(questions["question"], golds, strict=True) if g.located]
+    return [q for q, _ in located], [g for _, g in located]

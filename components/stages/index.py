@@ -3,10 +3,13 @@
 When the previous version was built with the same embedder, store and chunking, the new version
 is made from a copy of it (removed chunks deleted, only new chunks upserted); otherwise it is
 built anew. Either way it is swapped in only when complete (components/stores/versions.py).
+The hybrid fusion weights of the new version are fitted on the validation share of its train
+questions (`retrieval.fusion: tuned`) and recorded in its manifest.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -16,6 +19,7 @@ from components.core.paths import Paths
 from components.data.chunking import read_chunks
 from components.embed.table import EmbeddingTable
 from components.stages.entry import stage_main
+from components.stores.fusion_fit import FusionTask
 from components.stores.manifest import IndexManifest
 from components.stores.versions import (
     VersionInput,
@@ -42,7 +46,10 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
         "retrieval_mode": retrieval.mode,
         "chunking": params.chunk.model_dump(),
     }
+    fusion = FusionTask.of(read_table(paths.qa, "ingest"), part, latest, retrieval)
     plan = plan_version(IndexManifest.read_if_current(paths.index), settings, chunk_ids, params.ingest.source)
+    if plan.mode == "noop" and fusion.changed_since(plan.parent.fusion):
+        plan = replace(plan, mode="incremental", reason="fusion settings or validation questions changed")
     if plan.mode == "noop":
         return plan.parent.to_dict()
     documents = read_table(paths.documents, "ingest")
@@ -61,7 +68,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
         from flows.sharded_index import upsert_sharded  # a Prefect flow over a Dask or Ray cluster
 
         fill = partial(upsert_sharded, p=p.sharding)
-    return build_version(plan, data, paths.index, fill, p.sharding.shards).to_dict()
+    return build_version(plan, data, paths.index, fill, p.sharding.shards, fusion).to_dict()
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from components.core.artifacts import check_schema
 
 MANIFEST = "manifest.json"
-INDEX_SCHEMA = 1
+INDEX_SCHEMA = 2  # 2: BM25 terms keep identifiers whole; fusion weights
 
 COMPATIBILITY_KEYS = ("embedder", "dim", "store", "store_params", "retrieval_mode", "chunking")
 """Fields that must match for a new version to be built as an update of the previous one."""
@@ -43,6 +43,7 @@ class IndexManifest(BaseModel):
     parent: dict[str, Any] | None = None
     update: dict[str, Any] = Field(default_factory=lambda: {"mode": "full"})
     store_info: dict[str, Any] = Field(default_factory=dict)
+    fusion: dict[str, Any] = Field(default_factory=dict)  # hybrid weights and how they were fitted
 
     @classmethod
     def read(cls, folder: Path) -> IndexManifest:

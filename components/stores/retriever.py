@@ -1,4 +1,10 @@
-"""Retrieval over a vector store: dense, BM25 (bm25s) or both fused by reciprocal rank."""
+"""Retrieval over a vector store: dense, BM25 (bm25s) or both fused, by weighted reciprocal rank
+or by a weighted sum of min-max normalised scores.
+
+The fusion method and weights are fitted per index version on validation questions
+(components/stores/fusion_fit.py) and saved with the snapshot, so serving fuses as the index
+stage measured; BM25 terms keep identifiers whole (components/stores/lexical.py).
+"""
 
 from __future__ import annotations
 
@@ -12,21 +18,50 @@ import numpy as np
 
 from components.embed.encoder import encode
 from components.stores.base import STORES, Hit, VectorStore, matches
+from components.stores.lexical import TOKENIZER, tokenize_all
 
 MODES = ("dense", "bm25", "hybrid")
+FUSION_METHODS = ("rrf", "score")
+EQUAL_WEIGHTS = {"method": "rrf", "dense": 0.5, "bm25": 0.5}
+
+
+def candidate_depth(k: int) -> int:
+    """Hits taken from each half of a hybrid retriever before fusing them into the top k."""
+    return max(4 * k, 20)
 
 
 def _upsert(store: VectorStore, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
     store.upsert(ids, vectors, payloads)
 
 
-def reciprocal_rank_fusion(rankings: list[list[Hit]], k: int, rrf_k: int = 60) -> list[Hit]:
-    """Fuse ranked lists: score(d) = sum over lists of 1 / (rrf_k + rank)."""
+def reciprocal_rank_fusion(
+    rankings: list[list[Hit]], k: int, rrf_k: int = 60, weights: list[float] | None = None
+) -> list[Hit]:
+    """Fuse ranked lists: score(d) = sum over lists of weight / (rrf_k + rank); weights default to 1."""
     scores: dict[str, float] = {}
     payloads: dict[str, dict[str, Any]] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
+        if weight <= 0:
+            continue
         for rank, hit in enumerate(ranking, start=1):
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (rrf_k + rank)
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (rrf_k + rank)
+            payloads.setdefault(hit.id, hit.payload)
+    best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return [Hit(i, s, payloads[i]) for i, s in best]
+
+
+def score_fusion(rankings: list[list[Hit]], k: int, weights: list[float]) -> list[Hit]:
+    """Fuse ranked lists by score: sum over lists of weight * min-max normalised score (a hit
+    missing from a list adds 0), so a BM25 score far above the rest counts as such."""
+    scores: dict[str, float] = {}
+    payloads: dict[str, dict[str, Any]] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        if weight <= 0 or not ranking:
+            continue
+        values = [h.score for h in ranking]
+        low, span = min(values), (max(values) - min(values)) or 1.0
+        for hit in ranking:
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight * (hit.score - low) / span
             payloads.setdefault(hit.id, hit.payload)
     best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
     return [Hit(i, s, payloads[i]) for i, s in best]
@@ -45,7 +80,10 @@ class Retriever:
         bm25_ids: list[str] | None = None,
         store_kind: str = "faiss",
         store_params: dict[str, Any] | None = None,
+        weights: dict[str, float] | None = None,
     ) -> None:
+        """`weights`: how hybrid fusion combines the halves ({"method": "rrf" | "score",
+        "dense": w, "bm25": w}); equal-weight RRF when not given."""
         if mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {MODES}, got {mode!r}")
         if mode != "dense" and bm25 is None:
@@ -53,6 +91,7 @@ class Retriever:
         self.store, self.embedder, self.mode, self.rrf_k = store, embedder, mode, rrf_k
         self.bm25, self.bm25_ids = bm25, bm25_ids or []
         self.store_kind, self.store_params = store_kind, store_params or {}
+        self.weights = dict(weights or EQUAL_WEIGHTS)
 
     @classmethod
     def build(
@@ -149,6 +188,7 @@ class Retriever:
         retriever = self._with_bm25(
             store, texts, ids, self.embedder, self.mode, self.rrf_k, self.store_kind, self.store_params
         )
+        retriever.weights = dict(self.weights)
         return retriever, change
 
     def close(self) -> None:
@@ -164,21 +204,44 @@ class Retriever:
         """Top-k hits per query; payloads carry the chunk text and its document id.
 
         `vectors` are the queries' embeddings when the caller already has them (a cache)."""
-        depth = k if self.mode == "dense" else max(4 * k, 20)
-        dense = [[] for _ in queries]
+        depth = k if self.mode == "dense" else candidate_depth(k)
+        dense, sparse = self.rankings(queries, depth, where, vectors)
+        if self.mode == "dense":
+            return [hits[:k] for hits in dense]
+        if self.mode == "bm25":
+            return [hits[:k] for hits in sparse]
+        return [self.fuse(d, s, k) for d, s in zip(dense, sparse, strict=True)]
+
+    def rankings(
+        self,
+        queries: list[str],
+        depth: int,
+        where: dict[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> tuple[list[list[Hit]], list[list[Hit]]]:
+        """(dense, BM25) rankings of `depth` hits per query, each empty where the mode has no such half."""
+        dense: list[list[Hit]] = [[] for _ in queries]
+        sparse: list[list[Hit]] = [[] for _ in queries]
         if self.mode != "bm25":
             dense = self.store.search(
                 encode(queries, self.embedder) if vectors is None else vectors, depth, where
             )
-        if self.mode == "dense":
-            return [hits[:k] for hits in dense]
-        sparse = self._bm25_search(queries, depth, where)
-        if self.mode == "bm25":
-            return [hits[:k] for hits in sparse]
-        return [reciprocal_rank_fusion([d, s], k, self.rrf_k) for d, s in zip(dense, sparse, strict=True)]
+        if self.mode != "dense":
+            sparse = self._bm25_search(queries, depth, where)
+        return dense, sparse
+
+    def fuse(
+        self, dense: list[Hit], sparse: list[Hit], k: int, weights: dict[str, float] | None = None
+    ) -> list[Hit]:
+        """The top k of one query's two rankings, fused with `weights` (default: this retriever's)."""
+        w = weights or self.weights
+        halves, by = [dense, sparse], [w["dense"], w["bm25"]]
+        if w.get("method", "rrf") == "score":
+            return score_fusion(halves, k, by)
+        return reciprocal_rank_fusion(halves, k, self.rrf_k, by)
 
     def _bm25_search(self, queries: list[str], depth: int, where: dict[str, Any] | None) -> list[list[Hit]]:
-        tokens = _bm25s().tokenize(queries, stopwords="en", return_ids=False, show_progress=False)
+        tokens = tokenize_all(queries)
         n = min(depth, len(self.bm25_ids))
         docs, scores = self.bm25.retrieve(tokens, k=n, show_progress=False, n_threads=1)
         results = []
@@ -208,6 +271,8 @@ class Retriever:
             "store": self.store_kind,
             "store_params": self.store_params,
             "dim": self.store.dim,
+            "fusion": self.weights,
+            "bm25_tokenizer": TOKENIZER,
         }
         (folder / "retriever.json").write_text(json.dumps(settings, indent=2))
 
@@ -217,6 +282,11 @@ class Retriever:
         bm25s = _bm25s()
         folder = Path(folder)
         settings = json.loads((folder / "retriever.json").read_text())
+        if (folder / "bm25").exists() and settings.get("bm25_tokenizer") != TOKENIZER:
+            raise ValueError(
+                f"the BM25 index in {folder} was tokenized by {settings.get('bm25_tokenizer', 'bm25s')!r}, "
+                f"not {TOKENIZER!r}: rebuild it (`dvc repro -f index`)"
+            )
         store = STORES.build(
             settings["store"],
             dim=settings["dim"],
@@ -236,6 +306,7 @@ class Retriever:
             bm25_ids,
             settings["store"],
             settings["store_params"],
+            settings.get("fusion"),
         )
 
 
@@ -250,5 +321,5 @@ def _bm25s():  # noqa: ANN202
 def _build_bm25(texts: list[str]):  # noqa: ANN202
     bm25s = _bm25s()
     bm25 = bm25s.BM25()
-    bm25.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    bm25.index(tokenize_all(texts), show_progress=False)
     return bm25

@@ -27,6 +27,7 @@ from components.stores.retriever import Retriever
 log = logging.getLogger(__name__)
 
 Fill = Callable[..., None]
+Tune = Callable[[Retriever], dict[str, Any]]
 
 
 def chunk_set_hash(chunk_ids: list[str]) -> str:
@@ -142,12 +143,18 @@ class VersionInput:
 
 
 def build_version(
-    plan: VersionPlan, data: VersionInput, index_folder: Path, fill: Fill | None = None, shards: int = 0
+    plan: VersionPlan,
+    data: VersionInput,
+    index_folder: Path,
+    fill: Fill | None = None,
+    shards: int = 0,
+    tune: Tune | None = None,
 ) -> IndexManifest:
     """Make the planned index version in a staging folder and swap it in; returns its manifest.
 
     `fill(store, ids, vectors, payloads)` replaces the single upsert of a full build: a sharded
-    build over `shards` shard tasks.
+    build over `shards` shard tasks. `tune(retriever)` fits the new version's fusion weights
+    (a dict with `weights`, recorded in the manifest); without it the weights stay as they were.
     """
     s, parent = plan.settings, plan.parent
     name = f"retro_{plan.content_hash}"
@@ -180,6 +187,8 @@ def build_version(
             change = {"added": len(data.chunk_ids), "removed": 0, "kept": 0}
             if shards > 1 and len(data.chunk_ids) > 1:
                 change["shards"] = min(shards, len(data.chunk_ids))
+        fusion = tune(retriever) if tune is not None else {"weights": retriever.weights, "tuned": False}
+        retriever.weights = dict(fusion["weights"])
         retriever.save(staging)
         manifest = IndexManifest(
             **s,
@@ -194,6 +203,7 @@ def build_version(
             count=retriever.store.count(),
             documents=data.documents,
             content_hash=plan.content_hash,
+            fusion=fusion,
         )
         retriever.close()
         manifest.write(staging)
@@ -215,7 +225,8 @@ def version_retriever(
 
     When the index's current version holds exactly these chunks it is opened instead (the newest
     version costs no build). Otherwise it uses FAISS with the configured factory, or exact FAISS
-    when the index lives on a server, so that building one never creates server collections.
+    when the index lives on a server, so that building one never creates server collections,
+    and fuses with the current version's weights.
     """
     part = chunks[chunks["version"] == version]
     built = IndexManifest.read_if_current(index_folder)
@@ -228,7 +239,7 @@ def version_retriever(
         return Retriever.load(index_folder)
     vectors = EmbeddingTable.open(embeddings_folder)
     local_store, local_params = (store, store_params) if store == "faiss" else ("faiss", {})
-    return Retriever.build(
+    retriever = Retriever.build(
         part["chunk_id"].tolist(),
         part["text"].tolist(),
         vectors.rows(part["chunk_id"].tolist()),
@@ -239,6 +250,9 @@ def version_retriever(
         local_store,
         local_params,
     )
+    if built is not None and built.fusion.get("weights"):  # fuse as the current index version does
+        retriever.weights = dict(built.fusion["weights"])
+    return retriever
 
 
 def require_vectors(chunk_ids: list[str], vectors: EmbeddingTable, version: str) -> None:

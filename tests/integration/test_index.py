@@ -180,7 +180,7 @@ def _assert_still(layout: Paths, manifest: dict, changes: list[dict]) -> None:
 def test_snapshots_of_another_schema_are_rebuilt_or_refused(tmp_path: Path, corpus) -> None:  # noqa: ANN001
     from components.core.artifacts import SchemaMismatch
     from components.data.chunking import read_chunks
-    from components.stores.manifest import IndexManifest
+    from components.stores.manifest import INDEX_SCHEMA, IndexManifest
 
     source, layout, params, first = _flat_v1(tmp_path, corpus[0])
     # an index written before manifests had a schema version: readers refuse it, the stage rebuilds it
@@ -191,7 +191,9 @@ def test_snapshots_of_another_schema_are_rebuilt_or_refused(tmp_path: Path, corp
         IndexManifest.read(layout.index)
     rebuilt = run_stage(index, params, layout.root)
     assert (
-        rebuilt["schema_version"] == 1 and rebuilt["update"]["mode"] == "full" and rebuilt["parent"] is None
+        rebuilt["schema_version"] == INDEX_SCHEMA
+        and rebuilt["update"]["mode"] == "full"
+        and rebuilt["parent"] is None
     )
     # a chunk table without a schema version is refused with the command that rebuilds it
     pd.read_parquet(layout.chunks).to_parquet(layout.chunks, index=False)
@@ -200,3 +202,27 @@ def test_snapshots_of_another_schema_are_rebuilt_or_refused(tmp_path: Path, corp
     with pytest.raises(SchemaMismatch):
         run_stage(index, params, layout.root)
     assert IndexManifest.read(layout.index).content_hash == first["content_hash"]  # left as it was
+
+
+def test_index_stage_fits_fusion_weights_that_the_snapshot_serves(tmp_path: Path, corpus) -> None:  # noqa: ANN001
+    """The manifest records the fitted fusion (on the validation share of the train questions,
+    never the test ones) and every reader of the snapshot fuses with it."""
+    from components.stores.manifest import IndexManifest
+
+    full, _ = corpus
+    source, layout, params, first = _flat_v1(tmp_path, full)
+    fusion = first["fusion"]
+    qa = pd.read_parquet(layout.qa)
+    train = int((qa["split"] == "train").sum())
+    assert fusion["tuned"] and 20 <= fusion["questions"] < train / 2, fusion
+    assert fusion["chosen_mrr"] >= fusion["equal_mrr"] and set(fusion["mrr"]) == {"rrf", "score"}
+    loaded = Retriever.load(layout.index)
+    assert loaded.weights == fusion["weights"] == IndexManifest.read(layout.index).fusion["weights"]
+    assert run_stage(index, params, layout.root)["index_version"] == 1  # nothing changed: no new version
+    # equal weights, asked for with the same chunks: a new version, recorded and served as such
+    set_dotted(params, "retrieval.fusion", "equal")
+    second = run_stage(index, params, layout.root)
+    equal = second["fusion"]
+    assert second["index_version"] == 2 and second["update"]["added"] == second["update"]["removed"] == 0
+    assert not equal["tuned"] and Retriever.load(layout.index).weights == equal["weights"]
+    assert equal["weights"] == {"method": "rrf", "dense": 0.5, "bm25": 0.5}
