@@ -49,7 +49,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     fusion = FusionTask.of(read_table(paths.qa, "ingest"), part, latest, retrieval)
     plan = plan_version(IndexManifest.read_if_current(paths.index), settings, chunk_ids, params.ingest.source)
     if plan.mode == "noop" and fusion.changed_since(plan.parent.fusion):
-        plan = replace(plan, mode="incremental", reason="fusion settings or validation questions changed")
+        plan = replace(plan, mode="incremental", reason="fusion settings changed")
     if plan.mode == "noop":
         return plan.parent.to_dict()
     documents = read_table(paths.documents, "ingest")

@@ -24,7 +24,7 @@ from components.stores.base import Hit
 from components.stores.retriever import EQUAL_WEIGHTS, FUSION_METHODS, Retriever, candidate_depth
 
 TUNING_KEYS = {"fusion", "validation_share", "tune_min_questions", "gold_min_overlap", "k", "rrf_k"}
-"""The `retrieval` options a fit depends on: when they or the questions change, it is refitted."""
+"""The `retrieval` options a fit depends on: when one changes, the index stage refits."""
 GRID = tuple(round(0.1 * i, 1) for i in range(11))
 EQUAL = 0.5
 MRR_DEPTH = 10
@@ -133,8 +133,11 @@ class FusionTask:
         return cls(questions, golds, {**options, "questions": question_digest(questions, golds)})
 
     def changed_since(self, fusion: dict[str, Any]) -> bool:
-        """True when a version's recorded fusion was fitted with other options or questions."""
-        return fusion.get("settings") != self.options
+        """True when a version's recorded fusion was fitted with other options. Questions alone
+        do not count: a corpus version that changes only its questions keeps its index version
+        (a version with new chunks is refitted as it is built)."""
+        recorded = {k: v for k, v in fusion.get("settings", {}).items() if k != "questions"}
+        return recorded != {k: v for k, v in self.options.items() if k != "questions"}
 
     def __call__(self, retriever: Retriever) -> dict[str, Any]:
         """The fusion for the manifest: fitted (`fusion` tuned) or equal-weight RRF (equal)."""

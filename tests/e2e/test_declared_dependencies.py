@@ -96,11 +96,12 @@ def test_the_check_rejects_undeclared_reads(traced, tmp_path: Path) -> None:  # 
 def test_retrieval_k_reruns_exactly_the_stages_that_read_it(traced) -> None:  # noqa: ANN001
     root, env, reads = traced
     readers = {stage for stage, seen in reads.items() if "retrieval.k" in seen.params}
-    assert readers == {"adapter-train", "continual-update", "evaluate"}
+    assert readers == {"index", "adapter-train", "continual-update", "evaluate"}  # index fits fusion for k
     apply_overrides(root / "params.yaml", ["retrieval.k=5"])
     changed = ran(run_checked([str(BIN / "dvc"), "repro"], root, env))
-    # register reruns because evaluate.json, which it reads, changed; nothing upstream reruns
-    assert changed == readers | {"register"}
+    # synthesize and register rerun because index and evaluate.json, which they read, changed;
+    # nothing upstream of index reruns
+    assert changed == readers | {"synthesize", "register"}
     assert ran(run_checked([str(BIN / "dvc"), "repro"], root, env)) == set()
 
 
