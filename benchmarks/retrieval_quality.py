@@ -1,0 +1,203 @@
+"""Chunk-level retrieval quality of every way the index can rank, on four corpora.
+
+    .venv/bin/python -m benchmarks.retrieval_quality [--corpus NAME ...] [--work DIR] [-S key=value ...]
+
+Corpora: the synthetic sample (`retro make-corpus`, seed 7), ../shared/corpora/covid-qa,
+../shared/corpora/pubmedqa and an identifier-heavy corpus of service bulletins
+(benchmarks/identifier_corpus.py, seed 0). Each runs ingest, chunk, embed and index in a project
+folder of its own under --work with the repository's params.yaml (plus -S overrides), as
+`dvc repro` would, so the tuned row uses exactly the fusion the index stage fitted and recorded
+in its manifest (on the validation share of the train questions).
+
+Scored on the test questions whose answer lies in particular chunks (chunk-level gold,
+components/evaluation/gold.py): recall@1/3/10 and MRR@10, from the same 40 candidates of each
+half. Where no answer lies in a chunk (pubmedqa's yes / no / maybe labels) every chunk of the
+gold document counts: document level, over every test question. Rows:
+- dense (MiniLM), BM25 with bm25s' default terms (before) and with identifier terms (now);
+- hybrid, equal-weight RRF over dense and default-term BM25: the default before;
+- hybrid, equal-weight RRF over dense and identifier BM25;
+- hybrid, tuned: the fusion recorded in the index manifest.
+Query latency p50 (one question at a time, the embedder warm) of dense, BM25 and hybrid.
+
+Prints one markdown table per corpus and writes benchmarks/results/retrieval_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.real_corpora import SHARED, prepare_project, run_stages
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "retrieval_quality.json"
+STAGES = ["ingest", "chunk", "embed", "index"]
+DEPTH = 40  # candidates of each half: candidate_depth(10)
+LATENCY_QUERIES = 50
+
+
+def make_corpora(work: Path) -> dict[str, Path]:
+    """Every corpus folder, generated where needed."""
+    from benchmarks.identifier_corpus import write
+
+    sample, bulletins = work / "corpora" / "sample", work / "corpora" / "bulletins"
+    if not (sample / "v1").exists():
+        retro = Path(sys.executable).parent / "retro"
+        subprocess.run([str(retro), "make-corpus", str(sample), "--seed", "7", "--versions", "1"], check=True)
+    if not (bulletins / "qa.jsonl").exists():
+        write(bulletins)
+    return {
+        "synthetic sample": sample,
+        "covid-qa": SHARED / "covid-qa",
+        "pubmedqa": SHARED / "pubmedqa",
+        "bulletins (identifiers)": bulletins,
+    }
+
+
+def default_term_bm25(texts: list[str], ids: list[str]):  # noqa: ANN201
+    """BM25 over bm25s' default terms (two or more word characters): the tokenization before."""
+    import bm25s
+
+    index = bm25s.BM25()
+    index.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+
+    def search(queries: list[str], payload_of: dict[str, dict]) -> list[list]:
+        from components.stores.base import Hit
+
+        words = bm25s.tokenize(queries, stopwords="en", show_progress=False)
+        docs, scores = index.retrieve(words, k=min(DEPTH, len(ids)), show_progress=False, n_threads=1)
+        return [
+            [Hit(ids[j], float(s), payload_of[ids[j]]) for j, s in zip(row, srow, strict=True) if s > 0]
+            for row, srow in zip(docs.tolist(), scores.tolist(), strict=True)
+        ]
+
+    return search
+
+
+def scores_of(rankings: list[list], golds: list[set[str]]) -> dict[str, float]:
+    """Chunk-level recall@1/3/10 and MRR@10 of ranked hits against each question's gold chunks."""
+    first = [
+        next((i for i, h in enumerate(hits[:10]) if h.id in gold), None)
+        for hits, gold in zip(rankings, golds, strict=True)
+    ]
+    n = len(first)
+    row = {f"recall@{k}": sum(i is not None and i < k for i in first) / n for k in (1, 3, 10)}
+    row["mrr"] = sum(1.0 / (i + 1) for i in first if i is not None) / n
+    return {k: round(v, 4) for k, v in row.items()}
+
+
+def latency_p50(call, queries: list[str]) -> float:  # noqa: ANN001
+    """Median milliseconds of `call([query])`, one query at a time."""
+    times = []
+    for query in queries:
+        began = time.perf_counter()
+        call([query])
+        times.append((time.perf_counter() - began) * 1000)
+    return round(statistics.median(times), 2)
+
+
+def measure(project: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """Every row's scores on one built project, and the latencies."""
+    from components.core.artifacts import read_table, versions_in
+    from components.core.params import parse_params
+    from components.data.chunking import read_chunks
+    from components.evaluation.gold import located_golds
+    from components.stores.manifest import IndexManifest
+    from components.stores.retriever import EQUAL_WEIGHTS, Retriever
+
+    params = parse_params(raw)
+    paths = params.layout(project)
+    chunks, qa = read_chunks(paths.chunks), read_table(paths.qa, "ingest")
+    latest = versions_in(chunks)[-1]
+    part = chunks[chunks["version"] == latest]
+    test = qa[(qa["version"] == latest) & (qa["split"] == "test")]
+    questions, golds = located_golds(test, part, params.retrieval.gold_min_overlap)
+    level = "chunk"
+    if not questions:  # label answers (yes / no / maybe): any chunk of the gold document counts
+        level, by_doc = "document", part.groupby("doc_id")["chunk_id"].apply(set).to_dict()
+        questions, golds = test["question"].tolist(), [by_doc.get(d, set()) for d in test["doc_id"]]
+    manifest = IndexManifest.read(paths.index)
+    retriever = Retriever.load(paths.index)
+    dense, sparse = retriever.rankings(questions, DEPTH)
+    payload_of = dict(zip(part["chunk_id"], [{"doc_id": d} for d in part["doc_id"]], strict=True))
+    old_sparse = default_term_bm25(part["text"].tolist(), part["chunk_id"].tolist())(questions, payload_of)
+    tuned = manifest.fusion["weights"]
+
+    def fused(a: list[list], b: list[list], weights: dict) -> list[list]:
+        return [retriever.fuse(x, y, 10, weights) for x, y in zip(a, b, strict=True)]
+
+    rows = {
+        "dense": dense,
+        "BM25, default terms (before)": old_sparse,
+        "BM25, identifier terms": sparse,
+        "hybrid, equal RRF, default terms (default before)": fused(dense, old_sparse, EQUAL_WEIGHTS),
+        "hybrid, equal RRF, identifier terms": fused(dense, sparse, EQUAL_WEIGHTS),
+        f"hybrid, tuned ({tuned['method']}, dense {tuned['dense']})": fused(dense, sparse, tuned),
+    }
+    sample = questions[:LATENCY_QUERIES]
+    retriever.retrieve(sample[:1], 3)
+    latency = {}
+    for mode in ("dense", "bm25", "hybrid"):
+        retriever.mode = mode
+        latency[mode] = latency_p50(lambda q: retriever.retrieve(q, 3), sample)  # noqa: B023
+    return {
+        "chunks": len(part),
+        "test_questions": int(len(test)),
+        "located_questions": len(questions),
+        "level": level,
+        "fusion": manifest.fusion,
+        "rows": {name: scores_of(ranked, golds) for name, ranked in rows.items()},
+        "latency_p50_ms": latency,
+    }
+
+
+def markdown(name: str, report: dict[str, Any]) -> str:
+    lines = [
+        f"**{name}**: {report['chunks']} chunks, {report['located_questions']} of {report['test_questions']} "
+        f"test questions scored at {report['level']} level",
+        "",
+        "| ranking | recall@1 | recall@3 | recall@10 | MRR@10 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row, s in report["rows"].items():
+        lines.append(
+            f"| {row} | {s['recall@1']:.3f} | {s['recall@3']:.3f} | {s['recall@10']:.3f} | {s['mrr']:.3f} |"
+        )
+    ms = report["latency_p50_ms"]
+    lines.append(f"\nquery p50: dense {ms['dense']} ms, BM25 {ms['bm25']} ms, hybrid {ms['hybrid']} ms")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpus", action="append", help="only these corpora (names as in the tables)")
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / "benchmarks" / "results" / "retrieval_quality" / "work"
+    )
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    reports = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name, folder in make_corpora(args.work).items():
+        if args.corpus and name not in args.corpus:
+            continue
+        print(f"{name}:", flush=True)
+        slug = name.split(" ")[0]
+        project, raw = prepare_project(slug, folder, args.work, args.overrides)
+        seconds = run_stages(project, raw, STAGES)
+        reports[name] = {**measure(project, raw), "seconds": seconds, "overrides": args.overrides}
+        print(markdown(name, reports[name]), flush=True)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(reports, indent=2, default=str))
+    return reports
+
+
+if __name__ == "__main__":
+    main()
