@@ -47,7 +47,7 @@ def make_corpora(work: Path) -> dict[str, Path]:
     from benchmarks.identifier_corpus import write
 
     sample, bulletins = work / "corpora" / "sample", work / "corpora" / "bulletins"
-    if not (sample / "v1").exists():
+    if not (sample / "qa.jsonl").exists():
         retro = Path(sys.executable).parent / "retro"
         subprocess.run([str(retro), "make-corpus", str(sample), "--seed", "7", "--versions", "1"], check=True)
     if not (bulletins / "qa.jsonl").exists():
