@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -106,6 +107,29 @@ def pipeline(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     _report(results)
+
+
+@app.command()
+def reindex(
+    finetune: Annotated[
+        bool, typer.Option("--finetune", help="fine-tune the embedder again (retrieval.finetune)")
+    ] = False,
+    params: Path = Path("params.yaml"),
+) -> None:
+    """Start a new index lineage version built in full: with --finetune, the fine-tuned embedder
+    of this corpus is removed, so the embed stage fine-tunes it again on the current questions,
+    and every later stage runs on the new index (as `retro pipeline` does)."""
+    from components.core.params import load_params
+    from components.embed.choice import FINETUNED
+
+    if not finetune:
+        typer.echo("nothing to do: `retro reindex --finetune` fine-tunes the embedder again", err=True)
+        raise typer.Exit(2)
+    folder = load_params(params).layout(".").embeddings / FINETUNED
+    if folder.exists():
+        shutil.rmtree(folder)
+        typer.echo(f"removed the fine-tuned embedder {folder}; the embed stage fine-tunes it again")
+    pipeline(set_=None, stage=None, params=params)
 
 
 def _report(results: dict) -> None:

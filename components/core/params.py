@@ -56,12 +56,25 @@ class RetrievalParams(StrictModel):
     tune_min_questions: int = Field(
         20, ge=1, description="validation questions with a located gold chunk needed to fit the weights"
     )
+    finetune: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="fine-tune the embedder on (train question, gold chunk) pairs once per corpus lineage: "
+        "auto = when there are finetune_min_pairs pairs, on = always, off = never",
+    )
+    finetune_min_pairs: int = Field(200, ge=1, description="auto: fewer pairs keep the embedder as it is")
+    finetune_epochs: float = Field(3.0, gt=0)
+    finetune_learning_rate: float = Field(3e-5, gt=0)
+    finetune_batch_size: int = Field(
+        32, ge=2, description="in-batch negatives: larger batches, more negatives"
+    )
     gold_min_overlap: float = Field(
         0.6,
         gt=0,
         le=1,
         description="an answer not found verbatim is located in the chunk holding this share of its tokens",
     )
+
+    _off = field_validator("finetune", mode="before")(classmethod(lambda cls, v: yaml_off(v)))
 
 
 class IngestParams(StrictModel):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -21,9 +23,16 @@ def resolve_embedder(name: str) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=4)
 def load_embedder(name: str = DEFAULT_EMBEDDER, device: str = "cpu"):  # noqa: ANN201
-    """Load (once per process) a SentenceTransformer by name, path or packaged alias."""
+    """Load (once per process) a SentenceTransformer by name, path or packaged alias. A folder
+    is loaded again when its fine-tuning report names another model (a new model in the same place)."""
+    report = Path(name) / "finetune.json"
+    version = json.loads(report.read_text()).get("model_hash", "") if report.is_file() else ""
+    return _load(name, device, version)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, device: str, version: str):  # noqa: ANN202
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sentence_transformers import SentenceTransformer
 

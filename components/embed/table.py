@@ -34,11 +34,16 @@ class EmbeddingTable:
             raise FileNotFoundError(f"{folder} is missing: run the embed stage first")
         return cls(json.loads((folder / IDS).read_text()), np.load(folder / VECTORS))
 
+    @staticmethod
+    def manifest(folder: Path) -> dict[str, Any]:
+        """What the embed stage recorded with the table in `folder` (the embedder among it)."""
+        path = Path(folder) / MANIFEST
+        return json.loads(path.read_text()) if path.exists() else {}
+
     @classmethod
     def reusable(cls, folder: Path, embedder: str) -> dict[str, np.ndarray]:
         """Vectors of the previous run in `folder` when it used the same embedder, by chunk id."""
-        manifest = Path(folder) / MANIFEST
-        if not manifest.exists() or json.loads(manifest.read_text()).get("embedder") != embedder:
+        if cls.manifest(folder).get("embedder") != embedder:
             return {}
         try:
             table = cls.open(folder)

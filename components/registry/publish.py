@@ -20,6 +20,7 @@ from components.stores.manifest import IndexManifest
 INDEX_TAG_KEYS = (
     "content_hash",
     "embedder",
+    "embedder_hash",  # a fine-tuned embedder, carried in the snapshot ("None": the named one)
     "dim",
     "count",
     "corpus_version",

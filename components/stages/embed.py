@@ -1,7 +1,9 @@
 """embed: encode each unique chunk once with the sentence-transformers embedder.
 
-Vectors of chunks seen in an earlier run (same embedder, same chunk id, which hashes the text)
-are reused, so a new corpus version costs only its new or changed chunks.
+The embedder is the configured one, or a copy fine-tuned on the corpus's train questions once
+per corpus lineage (`retrieval.finetune`, components/embed/choice.py). Vectors of chunks seen in
+an earlier run (same embedder, same chunk id, which hashes the text) are reused, so a new corpus
+version costs only its new or changed chunks.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import numpy as np
 from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.chunking import read_chunks
+from components.embed.choice import embedder_for
 from components.embed.encoder import encode
 from components.embed.table import EmbeddingTable
 from components.stages.entry import stage_main
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
-    p, embedder = params.embed, params.model.embedder
-    chunks = read_chunks(paths.chunks).drop_duplicates("chunk_id")
-    cache = EmbeddingTable.reusable(paths.embeddings, embedder)
+    p, every = params.embed, read_chunks(paths.chunks)
+    chosen = embedder_for(params, paths, every)
+    embedder, chunks = chosen.name, every.drop_duplicates("chunk_id")
+    cache = EmbeddingTable.reusable(paths.embeddings, chosen.identity)
     missing = chunks[~chunks["chunk_id"].isin(cache.keys())]
     texts = missing["text"].tolist()
     if p.sharding.active:
@@ -38,7 +42,9 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
         "embedded": len(missing),
         "reused": len(ids) - len(missing),
         "dim": table.dim,
-        "embedder": embedder,
+        "embedder": chosen.identity,
+        "embedder_hash": chosen.model_hash,
+        "finetune": chosen.finetune,
         "shards": p.sharding.shards if p.sharding.shards > 1 and len(missing) > 1 else 1,
     }
     table.write(paths.embeddings, metrics)

@@ -17,6 +17,7 @@ from components.core.artifacts import read_table, versions_in
 from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.chunking import read_chunks
+from components.embed.choice import embedder_in_use
 from components.embed.table import EmbeddingTable
 from components.stages.entry import stage_main
 from components.stores.fusion_fit import FusionTask
@@ -38,8 +39,10 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     vectors = EmbeddingTable.open(paths.embeddings)
     chunk_ids = part["chunk_id"].tolist()
     require_vectors(chunk_ids, vectors, latest)
+    embedder, embedder_path = embedder_in_use(paths.embeddings, params.model.embedder)
     settings = {
-        "embedder": params.model.embedder,
+        "embedder": embedder,  # its identity: a fine-tuned embedder is named by its hash
+        "embedder_hash": EmbeddingTable.manifest(paths.embeddings).get("embedder_hash"),
         "dim": vectors.dim,
         "store": p.store,
         "store_params": p.store_params,
@@ -54,15 +57,9 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
         return plan.parent.to_dict()
     documents = read_table(paths.documents, "ingest")
     data = VersionInput(
-        chunk_ids,
-        part["text"].tolist(),
-        chunk_payloads(part, chunks, documents),
-        vectors,
-        retrieval.rrf_k,
-        latest,
-        params.ingest.source,
-        int(part["doc_id"].nunique()),
-    )
+        chunk_ids, part["text"].tolist(), chunk_payloads(part, chunks, documents), vectors, retrieval.rrf_k,
+        latest, params.ingest.source, int(part["doc_id"].nunique()), embedder_path,
+    )  # fmt: skip
     fill = None
     if p.sharding.active:
         from flows.sharded_index import upsert_sharded  # a Prefect flow over a Dask or Ray cluster

@@ -29,7 +29,7 @@ class IndexManifest(BaseModel):
 
     schema_version: int = INDEX_SCHEMA
     content_hash: str
-    embedder: str
+    embedder: str  # the base embedder's name, or `name+finetuned@hash` (the snapshot holds it)
     dim: int
     store: str
     retrieval_mode: str
@@ -43,6 +43,7 @@ class IndexManifest(BaseModel):
     parent: dict[str, Any] | None = None
     update: dict[str, Any] = Field(default_factory=lambda: {"mode": "full"})
     store_info: dict[str, Any] = Field(default_factory=dict)
+    embedder_hash: str | None = None  # content hash of the fine-tuned embedder in the snapshot
     fusion: dict[str, Any] = Field(default_factory=dict)  # hybrid weights and how they were fitted
 
     @classmethod

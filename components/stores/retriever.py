@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from components.stores.base import STORES, Hit, VectorStore, matches
 from components.stores.lexical import TOKENIZER, tokenize_all
 
 MODES = ("dense", "bm25", "hybrid")
+SNAPSHOT_EMBEDDER = "embedder"
+"""A fine-tuned embedder's folder inside an index snapshot: serving embeds queries with it."""
 FUSION_METHODS = ("rrf", "score")
 EQUAL_WEIGHTS = {"method": "rrf", "dense": 0.5, "bm25": 0.5}
 
@@ -274,6 +277,14 @@ class Retriever:
             "fusion": self.weights,
             "bm25_tokenizer": TOKENIZER,
         }
+        embedder = Path(self.embedder)
+        if (embedder / "finetune.json").is_file():  # a fine-tuned embedder travels with its index
+            inside = folder / SNAPSHOT_EMBEDDER
+            if embedder.resolve() != inside.resolve():
+                shutil.rmtree(inside, ignore_errors=True)
+                shutil.copytree(embedder, inside)
+            settings["embedder"] = SNAPSHOT_EMBEDDER
+            settings["embedder_in_snapshot"] = True
         (folder / "retriever.json").write_text(json.dumps(settings, indent=2))
 
     @classmethod
@@ -297,9 +308,12 @@ class Retriever:
         if (folder / "bm25").exists():
             bm25 = bm25s.BM25.load(str(folder / "bm25"))
             bm25_ids = json.loads((folder / "bm25_ids.json").read_text())
+        embedder = settings["embedder"]
+        if settings.get("embedder_in_snapshot"):
+            embedder = str(folder / SNAPSHOT_EMBEDDER)
         return cls(
             store,
-            settings["embedder"],
+            embedder,
             mode or settings["mode"],
             settings["rrf_k"],
             bm25,

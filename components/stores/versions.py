@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from components.core.artifacts import versions_in
+from components.embed.choice import embedder_in_use
 from components.embed.table import EmbeddingTable
 from components.stores.manifest import IndexManifest
 from components.stores.retriever import Retriever
@@ -140,6 +141,7 @@ class VersionInput:
     corpus_version: str
     corpus_source: str | None
     documents: int
+    embedder_path: str | None = None  # what encode() loads, when not the embedder's name (fine-tuned)
 
 
 def build_version(
@@ -175,7 +177,7 @@ def build_version(
                 data.texts,
                 data.vectors.rows(data.chunk_ids),
                 data.payloads,
-                s["embedder"],
+                data.embedder_path or s["embedder"],
                 s["retrieval_mode"],
                 data.rrf_k,
                 s["store"],
@@ -221,7 +223,8 @@ def version_retriever(
     store: str,
     store_params: dict[str, Any],
 ) -> Retriever:
-    """A transient in-memory retriever over one corpus version's chunks (training, evaluation).
+    """A transient in-memory retriever over one corpus version's chunks (training, evaluation),
+    with the embedder the embed stage used (`embedder` unless it fine-tuned one).
 
     When the index's current version holds exactly these chunks it is opened instead (the newest
     version costs no build). Otherwise it uses FAISS with the configured factory, or exact FAISS
@@ -230,6 +233,7 @@ def version_retriever(
     """
     part = chunks[chunks["version"] == version]
     built = IndexManifest.read_if_current(index_folder)
+    embedder, encoder_name = embedder_in_use(embeddings_folder, embedder)  # a fine-tuned one, if used
     if (
         built is not None
         and built.content_hash == chunk_set_hash(part["chunk_id"].tolist())
@@ -244,7 +248,7 @@ def version_retriever(
         part["text"].tolist(),
         vectors.rows(part["chunk_id"].tolist()),
         chunk_payloads(part, chunks, None),
-        embedder,
+        encoder_name,
         mode,
         rrf_k,
         local_store,
