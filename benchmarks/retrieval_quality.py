@@ -16,8 +16,11 @@ gold document counts: document level, over every test question. Rows:
 - dense (MiniLM), BM25 with bm25s' default terms (before) and with identifier terms (now);
 - hybrid, equal-weight RRF over dense and default-term BM25: the default before;
 - hybrid, equal-weight RRF over dense and identifier BM25;
-- hybrid, tuned: the fusion recorded in the index manifest.
-Query latency p50 (one question at a time, the embedder warm) of dense, BM25 and hybrid.
+- hybrid, tuned: the fusion recorded in the index manifest;
+- the same corpus again with `retrieval.finetune=on` (a project of its own): fine-tuned dense,
+  fine-tuned hybrid with equal RRF and with the fusion fitted for it.
+Query latency p50 (one question at a time, k=3, the embedder warm) of dense, BM25 and hybrid,
+and of the retrieval path before (dense + default-term BM25 + equal RRF, emulated here).
 
 Prints one markdown table per corpus and writes benchmarks/results/retrieval_quality.json.
 """
@@ -102,59 +105,86 @@ def latency_p50(call, queries: list[str]) -> float:  # noqa: ANN001
     return round(statistics.median(times), 2)
 
 
-def measure(project: Path, raw: dict[str, Any]) -> dict[str, Any]:
-    """Every row's scores on one built project, and the latencies."""
-    from components.core.artifacts import read_table, versions_in
+def measure(project: Path, raw: dict[str, Any], finetuned: bool) -> dict[str, Any]:
+    """Every row's scores on one built project (the fine-tuned embedder's rows when `finetuned`),
+    and the query latencies."""
     from components.core.params import parse_params
-    from components.data.chunking import read_chunks
-    from components.evaluation.gold import located_golds
+    from components.embed.encoder import encode
     from components.stores.manifest import IndexManifest
-    from components.stores.retriever import EQUAL_WEIGHTS, Retriever
+    from components.stores.retriever import EQUAL_WEIGHTS, Retriever, reciprocal_rank_fusion
 
     params = parse_params(raw)
     paths = params.layout(project)
-    chunks, qa = read_chunks(paths.chunks), read_table(paths.qa, "ingest")
-    latest = versions_in(chunks)[-1]
-    part = chunks[chunks["version"] == latest]
-    test = qa[(qa["version"] == latest) & (qa["split"] == "test")]
-    questions, golds = located_golds(test, part, params.retrieval.gold_min_overlap)
-    level = "chunk"
-    if not questions:  # label answers (yes / no / maybe): any chunk of the gold document counts
-        level, by_doc = "document", part.groupby("doc_id")["chunk_id"].apply(set).to_dict()
-        questions, golds = test["question"].tolist(), [by_doc.get(d, set()) for d in test["doc_id"]]
+    part, test, questions, golds, level = scored_questions(params, paths)
     manifest = IndexManifest.read(paths.index)
     retriever = Retriever.load(paths.index)
     dense, sparse = retriever.rankings(questions, DEPTH)
-    payload_of = dict(zip(part["chunk_id"], [{"doc_id": d} for d in part["doc_id"]], strict=True))
-    old_sparse = default_term_bm25(part["text"].tolist(), part["chunk_id"].tolist())(questions, payload_of)
     tuned = manifest.fusion["weights"]
 
     def fused(a: list[list], b: list[list], weights: dict) -> list[list]:
         return [retriever.fuse(x, y, 10, weights) for x, y in zip(a, b, strict=True)]
 
-    rows = {
-        "dense": dense,
-        "BM25, default terms (before)": old_sparse,
-        "BM25, identifier terms": sparse,
-        "hybrid, equal RRF, default terms (default before)": fused(dense, old_sparse, EQUAL_WEIGHTS),
-        "hybrid, equal RRF, identifier terms": fused(dense, sparse, EQUAL_WEIGHTS),
-        f"hybrid, tuned ({tuned['method']}, dense {tuned['dense']})": fused(dense, sparse, tuned),
-    }
+    tuned_name = f"hybrid, tuned ({tuned['method']}, dense {tuned['dense']})"
+    if finetuned:
+        rows = {
+            "fine-tuned dense": dense,
+            "fine-tuned hybrid, equal RRF": fused(dense, sparse, EQUAL_WEIGHTS),
+            f"fine-tuned {tuned_name}": fused(dense, sparse, tuned),
+        }
+    else:
+        payload_of = dict(zip(part["chunk_id"], [{"doc_id": d} for d in part["doc_id"]], strict=True))
+        old_bm25 = default_term_bm25(part["text"].tolist(), part["chunk_id"].tolist())
+        old_sparse = old_bm25(questions, payload_of)
+        rows = {
+            "dense": dense,
+            "BM25, default terms (before)": old_sparse,
+            "BM25, identifier terms": sparse,
+            "hybrid, equal RRF, default terms (default before)": fused(dense, old_sparse, EQUAL_WEIGHTS),
+            "hybrid, equal RRF, identifier terms": fused(dense, sparse, EQUAL_WEIGHTS),
+            tuned_name: fused(dense, sparse, tuned),
+        }
     sample = questions[:LATENCY_QUERIES]
     retriever.retrieve(sample[:1], 3)
     latency = {}
+    if not finetuned:  # the retrieval path before, emulated: dense + default-term BM25, equal RRF
+
+        def before(query: list[str]) -> list:
+            hits = retriever.store.search(encode(query, retriever.embedder), 20, None)[0]
+            return reciprocal_rank_fusion([hits, old_bm25(query, payload_of)[0]], 3, retriever.rrf_k)
+
+        latency["hybrid before"] = latency_p50(before, sample)
     for mode in ("dense", "bm25", "hybrid"):
         retriever.mode = mode
         latency[mode] = latency_p50(lambda q: retriever.retrieve(q, 3), sample)  # noqa: B023
+    embed = json.loads(paths.metrics_of("embed").read_text())
     return {
         "chunks": len(part),
         "test_questions": int(len(test)),
         "located_questions": len(questions),
         "level": level,
         "fusion": manifest.fusion,
+        "finetune": embed.get("finetune"),
         "rows": {name: scores_of(ranked, golds) for name, ranked in rows.items()},
         "latency_p50_ms": latency,
     }
+
+
+def scored_questions(params, paths):  # noqa: ANN001, ANN201
+    """(chunks, test rows, questions, their gold chunk ids, level) of the newest corpus version."""
+    from components.core.artifacts import read_table, versions_in
+    from components.data.chunking import read_chunks
+    from components.evaluation.gold import located_golds
+
+    chunks, qa = read_chunks(paths.chunks), read_table(paths.qa, "ingest")
+    latest = versions_in(chunks)[-1]
+    part = chunks[chunks["version"] == latest]
+    test = qa[(qa["version"] == latest) & (qa["split"] == "test")]
+    questions, golds = located_golds(test, part, params.retrieval.gold_min_overlap)
+    if questions:
+        return part, test, questions, golds, "chunk"
+    # label answers (yes / no / maybe): any chunk of the gold document counts
+    by_doc = part.groupby("doc_id")["chunk_id"].apply(set).to_dict()
+    return part, test, test["question"].tolist(), [by_doc.get(d, set()) for d in test["doc_id"]], "document"
 
 
 def markdown(name: str, report: dict[str, Any]) -> str:
@@ -169,8 +199,14 @@ def markdown(name: str, report: dict[str, Any]) -> str:
         lines.append(
             f"| {row} | {s['recall@1']:.3f} | {s['recall@3']:.3f} | {s['recall@10']:.3f} | {s['mrr']:.3f} |"
         )
-    ms = report["latency_p50_ms"]
-    lines.append(f"\nquery p50: dense {ms['dense']} ms, BM25 {ms['bm25']} ms, hybrid {ms['hybrid']} ms")
+    ms = ", ".join(f"{k} {v} ms" for k, v in report["latency_p50_ms"].items())
+    tuned = report.get("finetune") or {}
+    lines.append(f"\nquery p50 (k=3, one query at a time): {ms}")
+    if tuned.get("state") == "trained":
+        lines.append(
+            f"fine-tuning: {tuned['pairs']} pairs, {tuned['steps']} steps, {tuned['seconds']} s "
+            f"(final train loss {tuned['train_loss']})"
+        )
     return "\n".join(lines)
 
 
@@ -190,9 +226,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             continue
         print(f"{name}:", flush=True)
         slug = name.split(" ")[0]
-        project, raw = prepare_project(slug, folder, args.work, args.overrides)
-        seconds = run_stages(project, raw, STAGES)
-        reports[name] = {**measure(project, raw), "seconds": seconds, "overrides": args.overrides}
+        report: dict[str, Any] = {"overrides": args.overrides, "seconds": {}}
+        for finetuned in (False, True):
+            if finetuned and report.get("level") == "document":
+                break  # label answers (pubmedqa): no answer lies in a chunk, so no training pair
+            variant = f"{slug}-finetuned" if finetuned else slug
+            overrides = [*args.overrides, f"retrieval.finetune={'on' if finetuned else 'off'}"]
+            project, raw = prepare_project(variant, folder, args.work, overrides)
+            report["seconds"][variant] = run_stages(project, raw, STAGES)
+            measured = measure(project, raw, finetuned)
+            rows = {**report.get("rows", {}), **measured.pop("rows")}
+            latency = {**report.get("latency_p50_ms", {}), **{
+                (f"fine-tuned {k}" if finetuned else k): v for k, v in measured.pop("latency_p50_ms").items()
+            }}  # fmt: skip
+            fusion = measured.pop("fusion")
+            report |= {**measured, "rows": rows, "latency_p50_ms": latency}
+            report["fine-tuned fusion" if finetuned else "fusion"] = fusion
+        reports[name] = report
         print(markdown(name, reports[name]), flush=True)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(reports, indent=2, default=str))

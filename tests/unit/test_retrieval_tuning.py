@@ -93,3 +93,19 @@ def test_validation_share_is_stable_and_near_the_share() -> None:
     assert chosen == validation_share(list(ids), 0.2)
     assert 0.17 < sum(chosen) / len(ids) < 0.23
     assert validation_share(ids[::-1], 0.2) == chosen[::-1]  # by id, not by position
+
+
+def test_score_fusion_counts_how_far_a_hit_stands_out() -> None:
+    """Ranks alone tie a and b; normalised scores see that BM25 found `b` by far."""
+    from components.stores.base import Hit
+    from components.stores.retriever import reciprocal_rank_fusion, score_fusion
+
+    dense = [Hit("a", 0.62, {}), Hit("b", 0.61, {}), Hit("c", 0.10, {})]
+    sparse = [Hit("b", 9.0, {}), Hit("a", 0.2, {}), Hit("c", 0.1, {})]
+    by_rank = reciprocal_rank_fusion([dense, sparse], 3, 60)
+    assert by_rank[0].score == by_rank[1].score  # a and b: ranks 1 + 2 each
+    by_score = score_fusion([dense, sparse], 3, [0.5, 0.5])
+    assert [h.id for h in by_score] == ["b", "a", "c"] and by_score[0].score == pytest.approx(
+        0.5 * (0.51 / 0.52) + 0.5
+    )
+    assert [h.id for h in score_fusion([dense, sparse], 3, [1.0, 0.0])] == ["a", "b", "c"]  # dense alone
