@@ -23,8 +23,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 
 def yaml_off(value: Any) -> Any:
-    """YAML 1.1 (PyYAML) reads a bare `off` as False: the option value "off" was meant."""
-    return "off" if value is False else value
+    """YAML 1.1 (PyYAML) reads a bare `off` as False and `on` as True: the option values "off"
+    and "on" were meant."""
+    return "off" if value is False else "on" if value is True else value
 
 
 class ModelParams(StrictModel):

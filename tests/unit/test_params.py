@@ -124,6 +124,8 @@ def test_a_bare_off_means_the_option_off_not_false() -> None:
 
     parsed = parse_params(yaml.safe_load("ingest: {ocr: off}\nadapter-train: {synthesize: off}\n"))
     assert parsed.ingest.ocr == "off" and parsed.adapter_train.synthesize.mode == "off"
+    for word in ("on", "off"):
+        assert parse_params(yaml.safe_load(f"retrieval: {{finetune: {word}}}")).retrieval.finetune == word
     nested = parse_params({"adapter-train": {"synthesize": {"mode": "always", "max_chunks": 5}}})
     assert (
         nested.adapter_train.synthesize.mode == "always" and nested.adapter_train.synthesize.max_chunks == 5
