@@ -207,7 +207,65 @@ def markdown(name: str, report: dict[str, Any]) -> str:
             f"fine-tuning: {tuned['pairs']} pairs, {tuned['steps']} steps, {tuned['seconds']} s "
             f"(final train loss {tuned['train_loss']})"
         )
+    curve = report.get("pairs_curve")
+    if curve:
+        lines += [
+            f"\nfine-tuned on a sample of the {curve['available_pairs']} pairs (dense alone, test questions):",
+            "",
+            "| pairs | recall@1 | recall@3 | recall@10 | MRR@10 | seconds |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for size, s in curve.items():
+            if size != "available_pairs":
+                figures = " | ".join(f"{s[key]:.3f}" for key in ("recall@1", "recall@3", "recall@10", "mrr"))
+                lines.append(f"| {size} | {figures} | {s.get('seconds', 0)} |")
     return "\n".join(lines)
+
+
+def pairs_curve(project: Path, raw: dict[str, Any], sizes: list[int]) -> dict[str, dict[str, float]]:
+    """Dense recall@1/3/10 and MRR on the test questions of an embedder fine-tuned on a seeded
+    sample of `sizes` (question, gold chunk) pairs each, with the pipeline's recipe ("0": none)."""
+    import random
+
+    import numpy as np
+
+    from components.core.artifacts import read_table
+    from components.core.params import parse_params
+    from components.embed.encoder import encode
+    from components.embed.finetune import bm25_negatives, finetune_embedder, training_pairs
+    from components.evaluation.gold import located_golds
+    from components.stores.base import Hit
+    from components.stores.fusion_fit import validation_split
+
+    params = parse_params(raw)
+    paths, r = params.layout(project), params.retrieval
+    part, _, questions, golds, _ = scored_questions(params, paths)
+    qa = read_table(paths.qa, "ingest")
+    version = part["version"].iloc[0]
+    train = qa[(qa["version"] == version) & (qa["split"] == "train")]
+    fit = train[~train["id"].isin(validation_split(qa, version, r.validation_share)["id"])]
+    text_of = dict(zip(part["chunk_id"], part["text"], strict=True))
+    fit_questions, fit_golds = located_golds(fit, part, r.gold_min_overlap)
+    anchors, positives = training_pairs(fit_questions, fit_golds, text_of)
+    paired = [g for g in fit_golds if any(c in text_of for c in g)]
+    ids, texts = part["chunk_id"].tolist(), part["text"].tolist()
+    negatives = bm25_negatives(anchors, paired, ids, texts, positives)
+    curve = {}
+    for size in [0, *sizes]:
+        name = params.model.embedder
+        if size:
+            chosen = sorted(random.Random(size).sample(range(len(anchors)), min(size, len(anchors))))
+            out = project.parent / f"{project.name}-curve-{size}"
+            rows = [[column[i] for i in chosen] for column in (anchors, positives, negatives)]
+            recipe = {"epochs": r.finetune_epochs, "batch_size": r.finetune_batch_size}
+            recipe |= {"learning_rate": r.finetune_learning_rate, "seed": params.model.seed}
+            report = finetune_embedder(name, *rows, out, **recipe)
+            name = str(out)
+        top = np.argsort(-(encode(questions, name) @ encode(texts, name).T), axis=1)[:, :10]
+        ranked = [[Hit(ids[j], 0.0, {}) for j in row] for row in top]
+        curve[str(size)] = scores_of(ranked, golds) | ({"seconds": report["seconds"]} if size else {})
+        print(f"  {size} pairs: {curve[str(size)]}", flush=True)
+    return {"available_pairs": len(anchors), **curve}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -219,6 +277,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--work", type=Path, default=ROOT / "benchmarks" / "results" / "retrieval_quality" / "work"
     )
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--pairs-curve", type=int, nargs="+", metavar="N",
+        help="then fine-tune on N sampled pairs for each N and report dense recall (the finetune threshold)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     reports = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name, folder in make_corpora(args.work).items():
@@ -242,6 +304,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fusion = measured.pop("fusion")
             report |= {**measured, "rows": rows, "latency_p50_ms": latency}
             report["fine-tuned fusion" if finetuned else "fusion"] = fusion
+        if args.pairs_curve and report.get("level") == "chunk":
+            base_project, raw = prepare_project(
+                slug, folder, args.work, [*args.overrides, "retrieval.finetune=off"]
+            )
+            run_stages(base_project, raw, ["ingest", "chunk"])
+            report["pairs_curve"] = pairs_curve(base_project, raw, args.pairs_curve)
         reports[name] = report
         print(markdown(name, reports[name]), flush=True)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
