@@ -210,7 +210,7 @@ def markdown(name: str, report: dict[str, Any]) -> str:
     curve = report.get("pairs_curve")
     if curve:
         lines += [
-            f"\nfine-tuned on a sample of the {curve['available_pairs']} pairs (dense alone, test questions):",
+            f"\nfine-tuned on a sample of the {curve['available_pairs']} pairs (dense, test questions):",
             "",
             "| pairs | recall@1 | recall@3 | recall@10 | MRR@10 | seconds |",
             "|---:|---:|---:|---:|---:|---:|",
