@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.real_corpora import SHARED, prepare_project, run_stages
+from components.core.config import load_params_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "retrieval_quality.json"
@@ -281,6 +282,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--pairs-curve", type=int, nargs="+", metavar="N",
         help="then fine-tune on N sampled pairs for each N and report dense recall (the finetune threshold)",
     )  # fmt: skip
+    parser.add_argument(
+        "--measure-only", action="store_true", help="measure the projects an earlier run built (quiet cores)"
+    )
     args = parser.parse_args(argv)
     reports = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name, folder in make_corpora(args.work).items():
@@ -289,13 +293,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name}:", flush=True)
         slug = name.split(" ")[0]
         report: dict[str, Any] = {"overrides": args.overrides, "seconds": {}}
+        if args.measure_only:
+            report["seconds"] = reports.get(name, {}).get("seconds", {})
         for finetuned in (False, True):
             if finetuned and report.get("level") == "document":
                 break  # label answers (pubmedqa): no answer lies in a chunk, so no training pair
             variant = f"{slug}-finetuned" if finetuned else slug
             overrides = [*args.overrides, f"retrieval.finetune={'on' if finetuned else 'off'}"]
-            project, raw = prepare_project(variant, folder, args.work, overrides)
-            report["seconds"][variant] = run_stages(project, raw, STAGES)
+            if args.measure_only:  # the projects of an earlier run, measured again
+                project = args.work / variant
+                raw = load_params_file(project / "params.yaml")
+            else:
+                project, raw = prepare_project(variant, folder, args.work, overrides)
+                report["seconds"][variant] = run_stages(project, raw, STAGES)
             measured = measure(project, raw, finetuned)
             rows = {**report.get("rows", {}), **measured.pop("rows")}
             latency = {**report.get("latency_p50_ms", {}), **{
