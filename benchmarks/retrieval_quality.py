@@ -84,6 +84,23 @@ def default_term_bm25(texts: list[str], ids: list[str]):  # noqa: ANN201
     return search
 
 
+BEFORE = "hybrid, equal RRF, default terms (default before)"
+
+
+def hits_at_3(rankings: list[list], golds: list[set[str]]) -> list[float]:
+    """Per question: 1.0 when a gold chunk is in the top 3."""
+    return [float(any(h.id in g for h in r[:3])) for r, g in zip(rankings, golds, strict=True)]
+
+
+def recall3_gains(hits: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Each row's recall@3 minus the default before's, paired over the same questions, with its
+    95% bootstrap interval."""
+    from components.evaluation.intervals import paired_difference
+
+    before = hits[BEFORE]
+    return {name: paired_difference(h, before).as_dict("d") for name, h in hits.items() if name != BEFORE}
+
+
 def scores_of(rankings: list[list], golds: list[set[str]]) -> dict[str, float]:
     """Chunk-level recall@1/3/10 and MRR@10 of ranked hits against each question's gold chunks."""
     first = [
@@ -166,6 +183,7 @@ def measure(project: Path, raw: dict[str, Any], finetuned: bool) -> dict[str, An
         "fusion": manifest.fusion,
         "finetune": embed.get("finetune"),
         "rows": {name: scores_of(ranked, golds) for name, ranked in rows.items()},
+        "hits@3": {name: hits_at_3(ranked, golds) for name, ranked in rows.items()},
         "latency_p50_ms": latency,
     }
 
@@ -193,13 +211,15 @@ def markdown(name: str, report: dict[str, Any]) -> str:
         f"**{name}**: {report['chunks']} chunks, {report['located_questions']} of {report['test_questions']} "
         f"test questions scored at {report['level']} level",
         "",
-        "| ranking | recall@1 | recall@3 | recall@10 | MRR@10 |",
-        "|---|---:|---:|---:|---:|",
+        "| ranking | recall@1 | recall@3 | recall@10 | MRR@10 | recall@3 minus before, paired |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    gains = report.get("recall@3_minus_before", {})
     for row, s in report["rows"].items():
-        lines.append(
-            f"| {row} | {s['recall@1']:.3f} | {s['recall@3']:.3f} | {s['recall@10']:.3f} | {s['mrr']:.3f} |"
-        )
+        figures = " | ".join(f"{s[key]:.3f}" for key in ("recall@1", "recall@3", "recall@10", "mrr"))
+        d = gains.get(row)
+        gain = f"{d['d']:+.3f} [{d['d_lo']:+.3f}, {d['d_hi']:+.3f}]" if d else "0"
+        lines.append(f"| {row} | {figures} | {gain} |")
     ms = ", ".join(f"{k} {v} ms" for k, v in report["latency_p50_ms"].items())
     tuned = report.get("finetune") or {}
     lines.append(f"\nquery p50 (k=3, one query at a time): {ms}")
@@ -293,8 +313,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name}:", flush=True)
         slug = name.split(" ")[0]
         report: dict[str, Any] = {"overrides": args.overrides, "seconds": {}}
-        if args.measure_only:
-            report["seconds"] = reports.get(name, {}).get("seconds", {})
+        if args.measure_only:  # what measuring does not redo is kept
+            earlier = reports.get(name, {})
+            report |= {key: earlier[key] for key in ("seconds", "pairs_curve") if key in earlier}
         for finetuned in (False, True):
             if finetuned and report.get("level") == "document":
                 break  # label answers (pubmedqa): no answer lies in a chunk, so no training pair
@@ -308,18 +329,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 report["seconds"][variant] = run_stages(project, raw, STAGES)
             measured = measure(project, raw, finetuned)
             rows = {**report.get("rows", {}), **measured.pop("rows")}
+            hits = {**report.get("hits@3", {}), **measured.pop("hits@3")}
             latency = {**report.get("latency_p50_ms", {}), **{
                 (f"fine-tuned {k}" if finetuned else k): v for k, v in measured.pop("latency_p50_ms").items()
             }}  # fmt: skip
             fusion = measured.pop("fusion")
-            report |= {**measured, "rows": rows, "latency_p50_ms": latency}
+            report |= {**measured, "rows": rows, "hits@3": hits, "latency_p50_ms": latency}
             report["fine-tuned fusion" if finetuned else "fusion"] = fusion
         if args.pairs_curve and report.get("level") == "chunk":
-            base_project, raw = prepare_project(
-                slug, folder, args.work, [*args.overrides, "retrieval.finetune=off"]
-            )
-            run_stages(base_project, raw, ["ingest", "chunk"])
-            report["pairs_curve"] = pairs_curve(base_project, raw, args.pairs_curve)
+            off = [*args.overrides, "retrieval.finetune=off"]
+            curve_project, raw = prepare_project(f"{slug}-curve", folder, args.work, off)
+            run_stages(curve_project, raw, ["ingest", "chunk"])
+            report["pairs_curve"] = pairs_curve(curve_project, raw, args.pairs_curve)
+        report["recall@3_minus_before"] = recall3_gains(report.pop("hits@3"))
         reports[name] = report
         print(markdown(name, reports[name]), flush=True)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
