@@ -55,18 +55,27 @@ def _metrics(adapter_f1: float, base_f1: float = 0.1) -> dict:
 
 
 def make_project(
-    root: Path, tiny_model: Path, texts: list[str] = TEXTS, content_hash: str = "abc123"
+    root: Path,
+    tiny_model: Path,
+    texts: list[str] = TEXTS,
+    content_hash: str = "abc123",
+    embedder: str = "all-MiniLM-L6-v2",
+    embedder_hash: str | None = None,
 ) -> Paths:
-    """A project folder with a built index and a fresh tiny adapter, ready for `register`."""
+    """A project folder with a built index and a fresh tiny adapter, ready for `register`;
+    `embedder` a name or a fine-tuned embedder's folder (then `embedder_hash` is its hash)."""
     layout = Paths(root)
     ids = [f"c{i + 1}" for i in range(len(texts))]
     payloads = [{"doc_id": "ab"[i] if i < 2 else f"d{i}"} for i in range(len(texts))]
-    retriever = Retriever.build(ids, texts, encode(texts), payloads, "all-MiniLM-L6-v2")
+    retriever = Retriever.build(ids, texts, encode(texts, embedder), payloads, embedder)
     shutil.rmtree(layout.index, ignore_errors=True)
     retriever.save(layout.index)
     IndexManifest(
         content_hash=content_hash,
-        embedder="all-MiniLM-L6-v2",
+        embedder="all-MiniLM-L6-v2"
+        if embedder_hash is None
+        else f"all-MiniLM-L6-v2+finetuned@{embedder_hash}",
+        embedder_hash=embedder_hash,
         dim=384,
         count=len(texts),
         corpus_version="v1",

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from registry_project import make_project, register_pair
+from registry_project import TEXTS, make_project, register_pair
 
 from components.core.paths import Paths
 from components.registry import mlflow_registry as reg
@@ -76,3 +76,36 @@ def test_answerer_serves_the_aliased_pair(project: tuple[Paths, dict]) -> None:
         str(first["adapter_version"]),
         str(first["index_version"]),
     )
+
+
+def test_the_registered_index_carries_its_finetuned_embedder_to_serving(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """Serving a registered pair embeds questions with the fine-tuned embedder the index was built
+    with: the registered snapshot holds it, and the version is tagged with its hash."""
+    import numpy as np
+
+    from components.embed.encoder import encode
+    from components.embed.finetune import finetune_embedder
+    from components.serving.answerer import Answerer
+
+    tuned = tmp_path / "finetuned"
+    anchors = ["Who makes Zorvex?", "When is the Varnholt Act from?"]
+    report = finetune_embedder(
+        "all-MiniLM-L6-v2", anchors, TEXTS, None, tuned, epochs=3, batch_size=2, learning_rate=1e-3
+    )
+    params = {"register": {"tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}}
+    layout = make_project(
+        tmp_path / "project", tiny_model, embedder=str(tuned), embedder_hash=report["model_hash"]
+    )
+    registered = register_pair(layout, params, 0.5)
+    client = reg.configure(params["register"]["tracking_uri"])
+    version = client.get_model_version("retro-index", str(registered["index_version"]))
+    assert version.tags["embedder_hash"] == report["model_hash"]
+    answerer = Answerer.from_registry(params["register"]["tracking_uri"], "challenger", tmp_path / "serve")
+    served = Path(answerer.retriever.embedder)
+    assert served.name == "embedder" and (tmp_path / "serve") in served.parents
+    question = ["Who makes Zorvex?"]
+    assert np.allclose(encode(question, str(served)), encode(question, str(tuned)), atol=1e-5)
+    assert not np.allclose(encode(question, str(served)), encode(question, "all-MiniLM-L6-v2"), atol=1e-4)
+    assert [s["doc_id"] for s in answerer.answer("Who makes Zorvex?", max_new_tokens=3)["sources"]][0] == "a"
