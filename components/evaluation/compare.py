@@ -111,7 +111,11 @@ def compare_systems(
     hits = retriever.retrieve(questions, depth)
     retrieve_ms = (time.perf_counter() - began) * 1000 / len(questions)
     reranked = rerank_hits(model, questions, hits, depth)
-    ranking = {"first_stage": hits, **({"reranked": reranked} if model.reranker is not None else {})}
+    ranking = {"first_stage": hits}
+    if retriever.reranker is not None:  # the index's reranker already ordered `hits`
+        ranking = {"first_stage": retriever.first_stage(questions, depth), "reranked": hits}
+    if model.reranker is not None:  # the adapter's own reranker orders them last
+        ranking["reranked"] = reranked
     scores = {name: retrieval_scores(rows, test, k, golds) for name, rows in ranking.items()}
 
     def top_texts(rows: list) -> dict[str, list[str]]:

@@ -49,7 +49,8 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
         "retrieval_mode": retrieval.mode,
         "chunking": params.chunk.model_dump(),
     }
-    fusion = FusionTask.of(read_table(paths.qa, "ingest"), part, latest, retrieval)
+    qa, model = read_table(paths.qa, "ingest"), params.model
+    fusion = FusionTask.of(qa, part, latest, retrieval, model.embedder, model.seed)
     plan = plan_version(IndexManifest.read_if_current(paths.index), settings, chunk_ids, params.ingest.source)
     if plan.mode == "noop" and fusion.changed_since(plan.parent.fusion):
         plan = replace(plan, mode="incremental", reason="fusion settings changed")

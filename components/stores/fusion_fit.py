@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,7 +24,10 @@ import pandas as pd
 from components.stores.base import Hit
 from components.stores.retriever import EQUAL_WEIGHTS, FUSION_METHODS, Retriever, candidate_depth
 
-TUNING_KEYS = {"fusion", "validation_share", "tune_min_questions", "gold_min_overlap", "k", "rrf_k"}
+TUNING_KEYS = {
+    "fusion", "validation_share", "tune_min_questions", "gold_min_overlap", "k", "rrf_k",
+    "rerank", "rerank_min_pairs", "rerank_epochs", "rerank_learning_rate",
+}  # fmt: skip
 """The `retrieval` options a fit depends on: when one changes, the index stage refits."""
 GRID = tuple(round(0.1 * i, 1) for i in range(11))
 EQUAL = 0.5
@@ -115,22 +119,32 @@ def fit_weights(
 
 @dataclass
 class FusionTask:
-    """Fits a new index version's fusion (the `tune` hook of build_version) from the validation
-    questions of its corpus version and the `retrieval` options."""
+    """Fits a new index version's retrieval (the `tune` hook of build_version): its fusion on the
+    validation questions and, where asked, a reranker trained on the other train questions and
+    judged on the validation ones (components/stores/rerank.py)."""
 
     questions: list[str]
     golds: list[set[str]]
-    options: dict[str, Any]  # TUNING_KEYS and the questions' digest: what the fit depends on
+    options: dict[str, Any]  # TUNING_KEYS, the base embedder, the seed and the questions' digest
+    fit: tuple[list[str], list[set[str]]] = ([], [])
+    text_of: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, qa: pd.DataFrame, chunks: pd.DataFrame, version: str, retrieval: Any) -> FusionTask:
-        """The validation questions of `version` located in `chunks`, with `retrieval`'s options."""
+    def of(
+        cls, qa: pd.DataFrame, chunks: pd.DataFrame, version: str, retrieval: Any, base: str, seed: int
+    ) -> FusionTask:
+        """The train questions of `version` located in `chunks`, split into validation and fit,
+        with `retrieval`'s options."""
         from components.evaluation.gold import located_golds
 
         split = validation_split(qa, version, retrieval.validation_share)
         questions, golds = located_golds(split, chunks, retrieval.gold_min_overlap)
+        train = qa[(qa["version"] == version) & (qa["split"] == "train") & ~qa["id"].isin(split["id"])]
+        fit = located_golds(train, chunks, retrieval.gold_min_overlap)
         options = {key: getattr(retrieval, key) for key in sorted(TUNING_KEYS)}
-        return cls(questions, golds, {**options, "questions": question_digest(questions, golds)})
+        options |= {"base": base, "seed": seed, "questions": question_digest(questions, golds)}
+        text_of = dict(zip(chunks["chunk_id"], chunks["text"], strict=True))
+        return cls(questions, golds, options, fit, text_of)
 
     def changed_since(self, fusion: dict[str, Any]) -> bool:
         """True when a version's recorded fusion was fitted with other options. Questions alone
@@ -139,13 +153,18 @@ class FusionTask:
         recorded = {k: v for k, v in fusion.get("settings", {}).items() if k != "questions"}
         return recorded != {k: v for k, v in self.options.items() if k != "questions"}
 
-    def __call__(self, retriever: Retriever) -> dict[str, Any]:
-        """The fusion for the manifest: fitted (`fusion` tuned) or equal-weight RRF (equal)."""
+    def __call__(self, retriever: Retriever, staging: Path) -> dict[str, Any]:
+        """The manifest's `fusion` (fitted, or equal-weight RRF when `fusion` is equal) and
+        `rerank` (a reranker trained into `staging`, kept or not)."""
+        from components.stores.rerank import RERANKER, fit_reranker
+
         o = self.options
         if o["fusion"] == "equal":
             fit = {"weights": dict(EQUAL_WEIGHTS), "tuned": False, "reason": "retrieval.fusion is equal"}
         else:
-            fit = fit_weights(
-                retriever, self.questions, self.golds, o["tune_min_questions"], o["k"]
-            ).to_dict()
-        return {**fit, "settings": self.options}
+            fitted = fit_weights(retriever, self.questions, self.golds, o["tune_min_questions"], o["k"])
+            fit = fitted.to_dict()
+        retriever.weights = dict(fit["weights"])
+        validation = (self.questions, self.golds)
+        rerank = fit_reranker(retriever, self.fit, validation, self.text_of, Path(staging) / RERANKER, o)
+        return {"fusion": {**fit, "settings": self.options}, "rerank": rerank}

@@ -45,6 +45,7 @@ class IndexManifest(BaseModel):
     store_info: dict[str, Any] = Field(default_factory=dict)
     embedder_hash: str | None = None  # content hash of the fine-tuned embedder in the snapshot
     fusion: dict[str, Any] = Field(default_factory=dict)  # hybrid weights and how they were fitted
+    rerank: dict[str, Any] = Field(default_factory=dict)  # the reranker: trained, kept or not, and why
 
     @classmethod
     def read(cls, folder: Path) -> IndexManifest:

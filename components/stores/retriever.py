@@ -95,6 +95,7 @@ class Retriever:
         self.bm25, self.bm25_ids = bm25, bm25_ids or []
         self.store_kind, self.store_params = store_kind, store_params or {}
         self.weights = dict(weights or EQUAL_WEIGHTS)
+        self.reranker: Any = None  # a CrossEncoderReranker (components/stores/rerank.py) or None
 
     @classmethod
     def build(
@@ -191,7 +192,7 @@ class Retriever:
         retriever = self._with_bm25(
             store, texts, ids, self.embedder, self.mode, self.rrf_k, self.store_kind, self.store_params
         )
-        retriever.weights = dict(self.weights)
+        retriever.weights, retriever.reranker = dict(self.weights), self.reranker
         return retriever, change
 
     def close(self) -> None:
@@ -206,7 +207,23 @@ class Retriever:
     ) -> list[list[Hit]]:
         """Top-k hits per query; payloads carry the chunk text and its document id.
 
-        `vectors` are the queries' embeddings when the caller already has them (a cache)."""
+        `vectors` are the queries' embeddings when the caller already has them (a cache). With a
+        reranker, the top RERANK_DEPTH first-stage hits are reordered by it."""
+        if self.reranker is None:
+            return self.first_stage(queries, k, where, vectors)
+        from components.stores.rerank import RERANK_DEPTH
+
+        first = self.first_stage(queries, max(k, RERANK_DEPTH), where, vectors)
+        return [self.reranker.rerank(q, hits, k) for q, hits in zip(queries, first, strict=True)]
+
+    def first_stage(
+        self,
+        queries: list[str],
+        k: int,
+        where: dict[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[list[Hit]]:
+        """Top-k hits per query before any reranking: dense, BM25 or both fused."""
         depth = k if self.mode == "dense" else candidate_depth(k)
         dense, sparse = self.rankings(queries, depth, where, vectors)
         if self.mode == "dense":
@@ -279,12 +296,12 @@ class Retriever:
         }
         embedder = Path(self.embedder)
         if (embedder / "finetune.json").is_file():  # a fine-tuned embedder travels with its index
-            inside = folder / SNAPSHOT_EMBEDDER
-            if embedder.resolve() != inside.resolve():
-                shutil.rmtree(inside, ignore_errors=True)
-                shutil.copytree(embedder, inside)
+            _copy_folder(embedder, folder / SNAPSHOT_EMBEDDER)
             settings["embedder"] = SNAPSHOT_EMBEDDER
             settings["embedder_in_snapshot"] = True
+        if self.reranker is not None:  # the reranker travels with its index too
+            _copy_folder(Path(self.reranker.path), folder / "reranker")
+            settings["reranker"] = True
         (folder / "retriever.json").write_text(json.dumps(settings, indent=2))
 
     @classmethod
@@ -311,7 +328,7 @@ class Retriever:
         embedder = settings["embedder"]
         if settings.get("embedder_in_snapshot"):
             embedder = str(folder / SNAPSHOT_EMBEDDER)
-        return cls(
+        retriever = cls(
             store,
             embedder,
             mode or settings["mode"],
@@ -322,6 +339,18 @@ class Retriever:
             settings["store_params"],
             settings.get("fusion"),
         )
+        if settings.get("reranker"):
+            from components.stores.rerank import CrossEncoderReranker
+
+            retriever.reranker = CrossEncoderReranker(folder / "reranker")
+        return retriever
+
+
+def _copy_folder(source: Path, target: Path) -> None:
+    """Copy a model folder into a snapshot (nothing to do when it is already there)."""
+    if source.resolve() != target.resolve():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
 
 
 def _bm25s():  # noqa: ANN202

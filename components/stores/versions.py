@@ -28,7 +28,7 @@ from components.stores.retriever import Retriever
 log = logging.getLogger(__name__)
 
 Fill = Callable[..., None]
-Tune = Callable[[Retriever], dict[str, Any]]
+Tune = Callable[[Retriever, Path], dict[str, Any]]
 
 
 def chunk_set_hash(chunk_ids: list[str]) -> str:
@@ -155,8 +155,9 @@ def build_version(
     """Make the planned index version in a staging folder and swap it in; returns its manifest.
 
     `fill(store, ids, vectors, payloads)` replaces the single upsert of a full build: a sharded
-    build over `shards` shard tasks. `tune(retriever)` fits the new version's fusion weights
-    (a dict with `weights`, recorded in the manifest); without it the weights stay as they were.
+    build over `shards` shard tasks. `tune(retriever, staging)` fits the new version's retrieval
+    and returns manifest fields (`fusion` with its `weights`, `rerank`); without it the weights
+    stay as they were.
     """
     s, parent = plan.settings, plan.parent
     name = f"retro_{plan.content_hash}"
@@ -189,8 +190,9 @@ def build_version(
             change = {"added": len(data.chunk_ids), "removed": 0, "kept": 0}
             if shards > 1 and len(data.chunk_ids) > 1:
                 change["shards"] = min(shards, len(data.chunk_ids))
-        fusion = tune(retriever) if tune is not None else {"weights": retriever.weights, "tuned": False}
-        retriever.weights = dict(fusion["weights"])
+        fitted = tune(retriever, staging) if tune is not None else {}
+        fitted.setdefault("fusion", {"weights": retriever.weights, "tuned": False})
+        retriever.weights = dict(fitted["fusion"]["weights"])
         retriever.save(staging)
         manifest = IndexManifest(
             **s,
@@ -205,7 +207,7 @@ def build_version(
             count=retriever.store.count(),
             documents=data.documents,
             content_hash=plan.content_hash,
-            fusion=fusion,
+            **fitted,
         )
         retriever.close()
         manifest.write(staging)
