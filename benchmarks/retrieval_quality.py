@@ -18,7 +18,9 @@ gold document counts: document level, over every test question. Rows:
 - hybrid, equal-weight RRF over dense and identifier BM25;
 - hybrid, tuned: the fusion recorded in the index manifest;
 - the same corpus again with `retrieval.finetune=on` (a project of its own): fine-tuned dense,
-  fine-tuned hybrid with equal RRF and with the fusion fitted for it.
+  fine-tuned hybrid with equal RRF and with the fusion fitted for it;
+- with `-S retrieval.rerank=on`, each row's top 20 reordered by the cross-encoder the index stage
+  trained ("+ reranker"), and whether `rerank: auto` would have kept it (its validation MRR).
 Query latency p50 (one question at a time, k=3, the embedder warm) of dense, BM25 and hybrid,
 and of the retrieval path before (dense + default-term BM25 + equal RRF, emulated here).
 
@@ -129,6 +131,7 @@ def measure(project: Path, raw: dict[str, Any], finetuned: bool) -> dict[str, An
     from components.core.params import parse_params
     from components.embed.encoder import encode
     from components.stores.manifest import IndexManifest
+    from components.stores.rerank import RERANK_DEPTH
     from components.stores.retriever import EQUAL_WEIGHTS, Retriever, reciprocal_rank_fusion
 
     params = parse_params(raw)
@@ -140,7 +143,7 @@ def measure(project: Path, raw: dict[str, Any], finetuned: bool) -> dict[str, An
     tuned = manifest.fusion["weights"]
 
     def fused(a: list[list], b: list[list], weights: dict) -> list[list]:
-        return [retriever.fuse(x, y, 10, weights) for x, y in zip(a, b, strict=True)]
+        return [retriever.fuse(x, y, RERANK_DEPTH, weights) for x, y in zip(a, b, strict=True)]
 
     tuned_name = f"hybrid, tuned ({tuned['method']}, dense {tuned['dense']})"
     if finetuned:
@@ -150,7 +153,8 @@ def measure(project: Path, raw: dict[str, Any], finetuned: bool) -> dict[str, An
             f"fine-tuned {tuned_name}": fused(dense, sparse, tuned),
         }
     else:
-        payload_of = dict(zip(part["chunk_id"], [{"doc_id": d} for d in part["doc_id"]], strict=True))
+        payloads = [{"doc_id": d, "text": t} for d, t in zip(part["doc_id"], part["text"], strict=True)]
+        payload_of = dict(zip(part["chunk_id"], payloads, strict=True))
         old_bm25 = default_term_bm25(part["text"].tolist(), part["chunk_id"].tolist())
         old_sparse = old_bm25(questions, payload_of)
         rows = {
@@ -161,6 +165,12 @@ def measure(project: Path, raw: dict[str, Any], finetuned: bool) -> dict[str, An
             "hybrid, equal RRF, identifier terms": fused(dense, sparse, EQUAL_WEIGHTS),
             tuned_name: fused(dense, sparse, tuned),
         }
+    reranker, retriever.reranker = retriever.reranker, None
+    if reranker is not None:  # each row's top RERANK_DEPTH reordered by the index's reranker
+        for name in [n for n in rows if "default terms" not in n]:
+            rows[f"{name} + reranker"] = [
+                reranker.rerank(q, r[:RERANK_DEPTH], 10) for q, r in zip(questions, rows[name], strict=True)
+            ]
     sample = questions[:LATENCY_QUERIES]
     retriever.retrieve(sample[:1], 3)
     latency = {}
@@ -174,6 +184,9 @@ def measure(project: Path, raw: dict[str, Any], finetuned: bool) -> dict[str, An
     for mode in ("dense", "bm25", "hybrid"):
         retriever.mode = mode
         latency[mode] = latency_p50(lambda q: retriever.retrieve(q, 3), sample)  # noqa: B023
+    if reranker is not None:
+        retriever.reranker = reranker
+        latency["hybrid + reranker"] = latency_p50(lambda q: retriever.retrieve(q, 3), sample)
     embed = json.loads(paths.metrics_of("embed").read_text())
     return {
         "chunks": len(part),
@@ -181,6 +194,7 @@ def measure(project: Path, raw: dict[str, Any], finetuned: bool) -> dict[str, An
         "located_questions": len(questions),
         "level": level,
         "fusion": manifest.fusion,
+        "rerank": manifest.rerank,
         "finetune": embed.get("finetune"),
         "rows": {name: scores_of(ranked, golds) for name, ranked in rows.items()},
         "hits@3": {name: hits_at_3(ranked, golds) for name, ranked in rows.items()},
@@ -228,6 +242,14 @@ def markdown(name: str, report: dict[str, Any]) -> str:
             f"fine-tuning: {tuned['pairs']} pairs, {tuned['steps']} steps, {tuned['seconds']} s "
             f"(final train loss {tuned['train_loss']})"
         )
+    for key in ("rerank", "fine-tuned rerank"):
+        r = report.get(key) or {}
+        if r.get("state") == "trained":
+            verdict = "keep" if r["reranked_mrr"] > r["first_stage_mrr"] else "drop"
+            lines.append(
+                f"{key}er: {r['rows']} rows, {r['steps']} steps, {r['seconds']} s; validation MRR@10 "
+                f"{r['first_stage_mrr']} first stage, {r['reranked_mrr']} reranked: auto would {verdict} it"
+            )
     curve = report.get("pairs_curve")
     if curve:
         lines += [
@@ -333,9 +355,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             latency = {**report.get("latency_p50_ms", {}), **{
                 (f"fine-tuned {k}" if finetuned else k): v for k, v in measured.pop("latency_p50_ms").items()
             }}  # fmt: skip
-            fusion = measured.pop("fusion")
+            fusion, rerank = measured.pop("fusion"), measured.pop("rerank")
             report |= {**measured, "rows": rows, "hits@3": hits, "latency_p50_ms": latency}
             report["fine-tuned fusion" if finetuned else "fusion"] = fusion
+            report["fine-tuned rerank" if finetuned else "rerank"] = rerank
         if args.pairs_curve and report.get("level") == "chunk":
             off = [*args.overrides, "retrieval.finetune=off"]
             curve_project, raw = prepare_project(f"{slug}-curve", folder, args.work, off)
