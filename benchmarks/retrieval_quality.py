@@ -335,9 +335,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name}:", flush=True)
         slug = name.split(" ")[0]
         report: dict[str, Any] = {"overrides": args.overrides, "seconds": {}}
-        if args.measure_only:  # what measuring does not redo is kept
-            earlier = reports.get(name, {})
-            report |= {key: earlier[key] for key in ("seconds", "pairs_curve") if key in earlier}
+        earlier = reports.get(name, {})  # what this run does not redo is kept
+        kept = ("seconds", "pairs_curve") if args.measure_only else ("pairs_curve",)
+        report |= {key: earlier[key] for key in kept if key in earlier}
         for finetuned in (False, True):
             if finetuned and report.get("level") == "document":
                 break  # label answers (pubmedqa): no answer lies in a chunk, so no training pair
