@@ -278,15 +278,14 @@ def pairs_curve(project: Path, raw: dict[str, Any], sizes: list[int]) -> dict[st
     from components.embed.finetune import bm25_negatives, finetune_embedder, training_pairs
     from components.evaluation.gold import located_golds
     from components.stores.base import Hit
-    from components.stores.fusion_fit import validation_split
+    from components.stores.fusion_fit import fit_split
 
     params = parse_params(raw)
     paths, r = params.layout(project), params.retrieval
     part, _, questions, golds, _ = scored_questions(params, paths)
     qa = read_table(paths.qa, "ingest")
     version = part["version"].iloc[0]
-    train = qa[(qa["version"] == version) & (qa["split"] == "train")]
-    fit = train[~train["id"].isin(validation_split(qa, version, r.validation_share)["id"])]
+    fit = fit_split(qa, version, r.validation_share)
     text_of = dict(zip(part["chunk_id"], part["text"], strict=True))
     fit_questions, fit_golds = located_golds(fit, part, r.gold_min_overlap)
     anchors, positives = training_pairs(fit_questions, fit_golds, text_of)

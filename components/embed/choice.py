@@ -109,7 +109,7 @@ def embedder_for(params: Any, paths: Any, chunks: pd.DataFrame) -> Embedder:
     outside the validation share (which fits fusion), with their located gold chunks."""
     from components.core.artifacts import read_table, versions_in
     from components.evaluation.gold import located_golds
-    from components.stores.fusion_fit import validation_split
+    from components.stores.fusion_fit import fit_split
 
     r, seed = params.retrieval, params.model.seed
     recipe = {
@@ -123,10 +123,7 @@ def embedder_for(params: Any, paths: Any, chunks: pd.DataFrame) -> Embedder:
         return choose_embedder(paths.embeddings, lineage, r.finetune, 0, pd.DataFrame(), chunks, [], recipe)
     latest = versions_in(chunks)[-1]
     part = chunks[chunks["version"] == latest]
-    qa = read_table(paths.qa, "ingest")
-    train = qa[(qa["version"] == latest) & (qa["split"] == "train")]
-    held = validation_split(qa, latest, r.validation_share)["id"]
-    fit = train[~train["id"].isin(held)]
+    fit = fit_split(read_table(paths.qa, "ingest"), latest, r.validation_share)
     questions, golds = located_golds(fit, part, r.gold_min_overlap)
     rows = pd.DataFrame({"question": questions})
     return choose_embedder(

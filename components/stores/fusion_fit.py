@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from components.stores.base import Hit
@@ -56,10 +57,26 @@ def validation_share(question_ids: list[str], share: float) -> list[bool]:
     return [int(hashlib.sha1(str(q).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share for q in question_ids]
 
 
+QUESTION_COLUMNS = ["id", "question", "answer", "doc_id", "split", "version"]
+
+
+def train_split(qa: pd.DataFrame, version: str) -> pd.DataFrame:
+    """`version`'s train questions (none, with the columns, for a corpus without questions)."""
+    if qa.empty or not set(QUESTION_COLUMNS) <= set(qa.columns):
+        return pd.DataFrame(columns=QUESTION_COLUMNS)
+    return qa[(qa["version"] == version) & (qa["split"] == "train")]
+
+
 def validation_split(qa: pd.DataFrame, version: str, share: float) -> pd.DataFrame:
     """The validation share of `version`'s train questions (test questions are never taken)."""
-    train = qa[(qa["version"] == version) & (qa["split"] == "train")]
-    return train[validation_share(train["id"].tolist(), share)]
+    train = train_split(qa, version)
+    return train.loc[np.array(validation_share(train["id"].tolist(), share), dtype=bool)]
+
+
+def fit_split(qa: pd.DataFrame, version: str, share: float) -> pd.DataFrame:
+    """`version`'s train questions outside the validation share: what embedders and rerankers learn from."""
+    train = train_split(qa, version)
+    return train.loc[~np.array(validation_share(train["id"].tolist(), share), dtype=bool)]
 
 
 def question_digest(questions: list[str], golds: list[set[str]]) -> str:
@@ -139,8 +156,9 @@ class FusionTask:
 
         split = validation_split(qa, version, retrieval.validation_share)
         questions, golds = located_golds(split, chunks, retrieval.gold_min_overlap)
-        train = qa[(qa["version"] == version) & (qa["split"] == "train") & ~qa["id"].isin(split["id"])]
-        fit = located_golds(train, chunks, retrieval.gold_min_overlap)
+        fit = located_golds(
+            fit_split(qa, version, retrieval.validation_share), chunks, retrieval.gold_min_overlap
+        )
         options = {key: getattr(retrieval, key) for key in sorted(TUNING_KEYS)}
         options |= {"base": base, "seed": seed, "questions": question_digest(questions, golds)}
         text_of = dict(zip(chunks["chunk_id"], chunks["text"], strict=True))
