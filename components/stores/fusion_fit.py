@@ -85,8 +85,13 @@ def question_digest(questions: list[str], golds: list[set[str]]) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
-def _reciprocal_rank(hits: list[Hit], gold: set[str]) -> float:
-    return next((1.0 / rank for rank, h in enumerate(hits, start=1) if h.id in gold), 0.0)
+def mean_reciprocal_rank(rankings: list[list[Hit]], golds: list[set[str]], depth: int = MRR_DEPTH) -> float:
+    """Mean over queries of 1 / rank of the first gold hit in the top `depth` (0 when none)."""
+    ranks = [
+        next((1.0 / rank for rank, h in enumerate(hits[:depth], start=1) if h.id in gold), 0.0)
+        for hits, gold in zip(rankings, golds, strict=True)
+    ]
+    return round(sum(ranks) / len(ranks), 4) if ranks else 0.0
 
 
 def fit_weights(
@@ -111,11 +116,8 @@ def fit_weights(
     for method in FUSION_METHODS:
         for w in GRID:
             weights = {"method": method, "dense": w, "bm25": round(1.0 - w, 1)}
-            ranks = [
-                _reciprocal_rank(retriever.fuse(d, s, depth, weights), gold)
-                for d, s, gold in zip(dense, sparse, golds, strict=True)
-            ]
-            mrr.setdefault(method, {})[f"{w:.1f}"] = round(sum(ranks) / len(ranks), 4)
+            fused = [retriever.fuse(d, s, depth, weights) for d, s in zip(dense, sparse, strict=True)]
+            mrr.setdefault(method, {})[f"{w:.1f}"] = mean_reciprocal_rank(fused, golds, depth)
 
     def preference(choice: tuple[str, float]) -> tuple:
         method, w = choice  # the best MRR; then equal RRF, then the weight nearest equal (both halves), RRF

@@ -21,6 +21,7 @@ import numpy as np
 
 from components.embed.encoder import resolve_embedder
 from components.stores.base import Hit
+from components.stores.fusion_fit import mean_reciprocal_rank
 
 RERANKER = "reranker"
 """The reranker's folder inside an index snapshot."""
@@ -118,15 +119,6 @@ def train_reranker(
     return report
 
 
-def mrr_at_10(rankings: list[list[Hit]], golds: list[set[str]]) -> float:
-    """Mean reciprocal rank of the first gold hit in the top 10 (0 when none)."""
-    ranks = [
-        next((1.0 / r for r, h in enumerate(hits[:10], start=1) if h.id in g), 0.0)
-        for hits, g in zip(rankings, golds, strict=True)
-    ]
-    return round(sum(ranks) / len(ranks), 4) if ranks else 0.0
-
-
 def fit_reranker(
     retriever: Any,
     fit: tuple[list[str], list[set[str]]],
@@ -157,7 +149,7 @@ def fit_reranker(
     reranker = CrossEncoderReranker(out)
     first = retriever.first_stage(validation[0], RERANK_DEPTH)
     reranked = [reranker.rerank(q, hits, 10) for q, hits in zip(validation[0], first, strict=True)]
-    before, after = mrr_at_10(first, validation[1]), mrr_at_10(reranked, validation[1])
+    before, after = mean_reciprocal_rank(first, validation[1]), mean_reciprocal_rank(reranked, validation[1])
     kept = mode == "on" or after > before
     retriever.reranker = reranker if kept else None
     if not kept:
