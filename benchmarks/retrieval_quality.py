@@ -274,11 +274,11 @@ def pairs_curve(project: Path, raw: dict[str, Any], sizes: list[int]) -> dict[st
 
     from components.core.artifacts import read_table
     from components.core.params import parse_params
+    from components.data.splits import fit_split
     from components.embed.encoder import encode
     from components.embed.finetune import bm25_negatives, finetune_embedder, training_pairs
     from components.evaluation.gold import located_golds
     from components.stores.base import Hit
-    from components.stores.fusion_fit import fit_split
 
     params = parse_params(raw)
     paths, r = params.layout(project), params.retrieval

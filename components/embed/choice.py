@@ -108,8 +108,8 @@ def embedder_for(params: Any, paths: Any, chunks: pd.DataFrame) -> Embedder:
     the base embedder and the recipe; pairs are the train questions of the newest corpus version
     outside the validation share (which fits fusion), with their located gold chunks."""
     from components.core.artifacts import read_table, versions_in
+    from components.data.splits import fit_split
     from components.evaluation.gold import located_golds
-    from components.stores.fusion_fit import fit_split
 
     r, seed = params.retrieval, params.model.seed
     recipe = {

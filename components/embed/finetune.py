@@ -51,7 +51,7 @@ def bm25_negatives(
     repeat the positive's text (a random other chunk when BM25 finds none)."""
     import bm25s
 
-    from components.stores.lexical import tokenize_all
+    from components.data.lexical import tokenize_all
 
     index = bm25s.BM25()
     index.index(tokenize_all(texts), show_progress=False)

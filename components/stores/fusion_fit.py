@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from components.stores.base import Hit
+from components.data.splits import fit_split, validation_split
+from components.stores.rerank import mean_reciprocal_rank
 from components.stores.retriever import EQUAL_WEIGHTS, FUSION_METHODS, Retriever, candidate_depth
 
 TUNING_KEYS = {
@@ -51,47 +51,10 @@ class FusionFit:
         return asdict(self)
 
 
-def validation_share(question_ids: list[str], share: float) -> list[bool]:
-    """Which questions are validation questions: a stable `share` by hash of the id, so the same
-    question is on the same side in every run and every stage."""
-    return [int(hashlib.sha1(str(q).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share for q in question_ids]
-
-
-QUESTION_COLUMNS = ["id", "question", "answer", "doc_id", "split", "version"]
-
-
-def train_split(qa: pd.DataFrame, version: str) -> pd.DataFrame:
-    """`version`'s train questions (none, with the columns, for a corpus without questions)."""
-    if qa.empty or not set(QUESTION_COLUMNS) <= set(qa.columns):
-        return pd.DataFrame(columns=QUESTION_COLUMNS)
-    return qa[(qa["version"] == version) & (qa["split"] == "train")]
-
-
-def validation_split(qa: pd.DataFrame, version: str, share: float) -> pd.DataFrame:
-    """The validation share of `version`'s train questions (test questions are never taken)."""
-    train = train_split(qa, version)
-    return train.loc[np.array(validation_share(train["id"].tolist(), share), dtype=bool)]
-
-
-def fit_split(qa: pd.DataFrame, version: str, share: float) -> pd.DataFrame:
-    """`version`'s train questions outside the validation share: what embedders and rerankers learn from."""
-    train = train_split(qa, version)
-    return train.loc[~np.array(validation_share(train["id"].tolist(), share), dtype=bool)]
-
-
 def question_digest(questions: list[str], golds: list[set[str]]) -> str:
     """Identifies a set of validation questions and their gold chunks (order does not matter)."""
     rows = sorted(f"{q}\t{' '.join(sorted(g))}" for q, g in zip(questions, golds, strict=True))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
-
-
-def mean_reciprocal_rank(rankings: list[list[Hit]], golds: list[set[str]], depth: int = MRR_DEPTH) -> float:
-    """Mean over queries of 1 / rank of the first gold hit in the top `depth` (0 when none)."""
-    ranks = [
-        next((1.0 / rank for rank, h in enumerate(hits[:depth], start=1) if h.id in gold), 0.0)
-        for hits, gold in zip(rankings, golds, strict=True)
-    ]
-    return round(sum(ranks) / len(ranks), 4) if ranks else 0.0
 
 
 def fit_weights(

@@ -21,13 +21,21 @@ import numpy as np
 
 from components.embed.encoder import resolve_embedder
 from components.stores.base import Hit
-from components.stores.fusion_fit import mean_reciprocal_rank
 
 RERANKER = "reranker"
 """The reranker's folder inside an index snapshot."""
 RERANK_DEPTH = 20
 NEGATIVES_PER_QUESTION = 3
 log = logging.getLogger(__name__)
+
+
+def mean_reciprocal_rank(rankings: list[list[Hit]], golds: list[set[str]], depth: int = 10) -> float:
+    """Mean over queries of 1 / rank of the first gold hit in the top `depth` (0 when none)."""
+    ranks = [
+        next((1.0 / rank for rank, h in enumerate(hits[:depth], start=1) if h.id in gold), 0.0)
+        for hits, gold in zip(rankings, golds, strict=True)
+    ]
+    return round(sum(ranks) / len(ranks), 4) if ranks else 0.0
 
 
 class CrossEncoderReranker:

@@ -3,7 +3,7 @@ or by a weighted sum of min-max normalised scores.
 
 The fusion method and weights are fitted per index version on validation questions
 (components/stores/fusion_fit.py) and saved with the snapshot, so serving fuses as the index
-stage measured; BM25 terms keep identifiers whole (components/stores/lexical.py).
+stage measured; BM25 terms keep identifiers whole (components/data/lexical.py).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from components.data.lexical import TOKENIZER, tokenize_all
 from components.embed.encoder import encode
 from components.stores.base import STORES, Hit, VectorStore, matches
-from components.stores.lexical import TOKENIZER, tokenize_all
 
 MODES = ("dense", "bm25", "hybrid")
 SNAPSHOT_EMBEDDER = "embedder"

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from components.data.lexical import tokenize
+from components.data.splits import validation_share
 from components.embed.encoder import encode
-from components.stores.fusion_fit import GRID, fit_weights, validation_share
-from components.stores.lexical import tokenize
+from components.stores.fusion_fit import GRID, fit_weights
 from components.stores.retriever import EQUAL_WEIGHTS, Retriever
 
 BULLETINS = [
