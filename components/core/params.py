@@ -62,7 +62,7 @@ class RetrievalParams(StrictModel):
         description="fine-tune the embedder on (train question, gold chunk) pairs once per corpus lineage: "
         "auto = when there are finetune_min_pairs pairs, on = always, off = never",
     )
-    finetune_min_pairs: int = Field(200, ge=1, description="auto: fewer pairs keep the embedder as it is")
+    finetune_min_pairs: int = Field(100, ge=1, description="auto: fewer pairs keep the embedder as it is")
     finetune_epochs: float = Field(3.0, gt=0)
     finetune_learning_rate: float = Field(3e-5, gt=0)
     finetune_batch_size: int = Field(
