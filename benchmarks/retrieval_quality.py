@@ -195,7 +195,7 @@ def measure(project: Path, raw: dict[str, Any], finetuned: bool) -> dict[str, An
         "level": level,
         "fusion": manifest.fusion,
         "rerank": manifest.rerank,
-        "finetune": embed.get("finetune"),
+        **({"finetune": embed.get("finetune")} if finetuned else {}),
         "rows": {name: scores_of(ranked, golds) for name, ranked in rows.items()},
         "hits@3": {name: hits_at_3(ranked, golds) for name, ranked in rows.items()},
         "latency_p50_ms": latency,
@@ -326,6 +326,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--measure-only", action="store_true", help="measure the projects an earlier run built (quiet cores)"
     )
+    parser.add_argument(
+        "--variant", choices=["both", "base", "finetuned"], default="both",
+        help="build and measure only this variant; the other one's rows stay as an earlier run left them",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     reports = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name, folder in make_corpora(args.work).items():
@@ -337,7 +341,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         earlier = reports.get(name, {})  # what this run does not redo is kept
         kept = ("seconds", "pairs_curve") if args.measure_only else ("pairs_curve",)
         report |= {key: earlier[key] for key in kept if key in earlier}
-        for finetuned in (False, True):
+        if args.variant != "both":  # the other variant's rows, as the earlier run measured them
+            other = (
+                "rows",
+                "hits@3",
+                "latency_p50_ms",
+                "finetune",
+                "fusion",
+                "fine-tuned fusion",
+                "fine-tuned rerank",
+            )
+            report |= {key: earlier[key] for key in other if key in earlier}
+            report["seconds"] = earlier.get("seconds", {})
+        for finetuned in {"both": (False, True), "base": (False,), "finetuned": (True,)}[args.variant]:
             if finetuned and report.get("level") == "document":
                 break  # label answers (pubmedqa): no answer lies in a chunk, so no training pair
             variant = f"{slug}-finetuned" if finetuned else slug
