@@ -74,6 +74,28 @@ def model_hash(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def run_trainer(
+    trainer_class: Any, arguments_class: Any, model: Any, data: Any, loss: Any, recipe: dict, **extra: Any
+):  # noqa: ANN201
+    """Train `model` on `data` with a sentence-transformers trainer on the CPU, no checkpoints or
+    reports; `recipe`: epochs, batch_size, learning_rate, seed. Returns the trainer's output."""
+    with tempfile.TemporaryDirectory() as scratch:
+        args = arguments_class(
+            output_dir=scratch,
+            num_train_epochs=recipe["epochs"],
+            per_device_train_batch_size=recipe["batch_size"],
+            learning_rate=recipe["learning_rate"],
+            warmup_steps=0.1,
+            seed=recipe["seed"],
+            save_strategy="no",
+            report_to="none",
+            logging_steps=10,
+            use_cpu=True,
+            **extra,
+        )
+        return trainer_class(model=model, args=args, train_dataset=data, loss=loss).train()
+
+
 def finetune_embedder(
     base: str,
     anchors: list[str],
@@ -100,24 +122,12 @@ def finetune_embedder(
     model = SentenceTransformer(resolve_embedder(base), device="cpu")
     columns = {"anchor": anchors, "positive": positives}
     data = Dataset.from_dict(columns | ({"negative": negatives} if negatives else {}))
-    with tempfile.TemporaryDirectory() as scratch:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=scratch,
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            warmup_steps=0.1,
-            seed=seed,
-            batch_sampler=BatchSamplers.NO_DUPLICATES,
-            save_strategy="no",
-            report_to="none",
-            logging_steps=10,
-            use_cpu=True,
-        )
-        trainer = SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=data, loss=MultipleNegativesRankingLoss(model)
-        )
-        result = trainer.train()
+    recipe = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
+    loss = MultipleNegativesRankingLoss(model)
+    result = run_trainer(
+        SentenceTransformerTrainer, SentenceTransformerTrainingArguments, model, data, loss, recipe,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+    )  # fmt: skip
     out = Path(out)
     model.save(str(out))
     report = {

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from components.embed.encoder import resolve_embedder
+from components.embed.finetune import run_trainer
 from components.stores.base import Hit
 
 RERANKER = "reranker"
@@ -97,23 +97,9 @@ def train_reranker(
 
     began = time.perf_counter()
     model = CrossEncoder(resolve_embedder(base), num_labels=1, device="cpu")
-    with tempfile.TemporaryDirectory() as scratch:
-        args = CrossEncoderTrainingArguments(
-            output_dir=scratch,
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            warmup_steps=0.1,
-            seed=seed,
-            save_strategy="no",
-            report_to="none",
-            logging_steps=10,
-            use_cpu=True,
-        )
-        trainer = CrossEncoderTrainer(
-            model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=BinaryCrossEntropyLoss(model)
-        )
-        result = trainer.train()
+    recipe = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
+    data, loss = Dataset.from_dict(rows), BinaryCrossEntropyLoss(model)
+    result = run_trainer(CrossEncoderTrainer, CrossEncoderTrainingArguments, model, data, loss, recipe)
     model.save(str(out))
     report = {
         "base": base,
