@@ -232,7 +232,7 @@ def markdown(name: str, report: dict[str, Any]) -> str:
     for row, s in report["rows"].items():
         figures = " | ".join(f"{s[key]:.3f}" for key in ("recall@1", "recall@3", "recall@10", "mrr"))
         d = gains.get(row)
-        gain = f"{d['d']:+.3f} [{d['d_lo']:+.3f}, {d['d_hi']:+.3f}]" if d else "0"
+        gain = f"{d['d']:+.3f} [{d['d_lo']:+.3f}, {d['d_hi']:+.3f}]" if d else "0" if row == BEFORE else "n/a"
         lines.append(f"| {row} | {figures} | {gain} |")
     ms = ", ".join(f"{k} {v} ms" for k, v in report["latency_p50_ms"].items())
     tuned = report.get("finetune") or {}
