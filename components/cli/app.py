@@ -116,16 +116,20 @@ def reindex(
     ] = False,
     params: Path = Path("params.yaml"),
 ) -> None:
-    """Start a new index lineage version built in full: with --finetune, the fine-tuned embedder
-    of this corpus is removed, so the embed stage fine-tunes it again on the current questions,
-    and every later stage runs on the new index (as `retro pipeline` does)."""
+    """Fine-tune the embedder again and build a new index version in full with it: --finetune
+    removes this corpus's fine-tuned embedder, so the embed stage fine-tunes it on the current
+    questions, and every later stage runs on the new index (as `retro pipeline` does)."""
     from components.core.params import load_params
     from components.embed.choice import FINETUNED
 
     if not finetune:
         typer.echo("nothing to do: `retro reindex --finetune` fine-tunes the embedder again", err=True)
         raise typer.Exit(2)
-    folder = load_params(params).layout(".").embeddings / FINETUNED
+    parsed = load_params(params)
+    if parsed.retrieval.finetune == "off":
+        typer.echo("retrieval.finetune is off in params.yaml: set it to auto or on first", err=True)
+        raise typer.Exit(2)
+    folder = parsed.layout(".").embeddings / FINETUNED
     if folder.exists():
         shutil.rmtree(folder)
         typer.echo(f"removed the fine-tuned embedder {folder}; the embed stage fine-tunes it again")
