@@ -11,7 +11,9 @@ writes them apart ("SB 1002").
 
 from __future__ import annotations
 
+import logging
 import re
+from typing import Any
 
 from bm25s.stopwords import STOPWORDS_EN
 
@@ -43,3 +45,18 @@ def tokenize(text: str) -> list[str]:
 def tokenize_all(texts: list[str]) -> list[list[str]]:
     """`tokenize` over many texts; an empty text becomes one empty-marker term, never an empty list."""
     return [tokenize(text) or [""] for text in texts]
+
+
+def bm25s_module() -> Any:
+    """Import bm25s, which sets its own logger to DEBUG on import, and quiet it."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+def build_bm25(texts: list[str]) -> Any:
+    """A bm25s index over the identifier-keeping terms of `texts` (row i is text i)."""
+    index = bm25s_module().BM25()
+    index.index(tokenize_all(texts), show_progress=False)
+    return index

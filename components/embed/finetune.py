@@ -49,12 +49,9 @@ def bm25_negatives(
 ) -> list[str]:
     """Per question, the text of the chunk BM25 ranks highest that is not gold and does not
     repeat the positive's text (a random other chunk when BM25 finds none)."""
-    import bm25s
+    from components.data.lexical import build_bm25, tokenize_all
 
-    from components.data.lexical import tokenize_all
-
-    index = bm25s.BM25()
-    index.index(tokenize_all(texts), show_progress=False)
+    index = build_bm25(texts)
     depth = min(len(texts), 16)
     ranked, _ = index.retrieve(tokenize_all(questions), k=depth, show_progress=False, n_threads=1)
     fallback = random.Random(0)

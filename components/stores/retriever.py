@@ -9,7 +9,6 @@ stage measured; BM25 terms keep identifiers whole (components/data/lexical.py).
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from components.data.lexical import TOKENIZER, tokenize_all
+from components.data.lexical import TOKENIZER, bm25s_module, build_bm25, tokenize_all
 from components.embed.encoder import encode
 from components.stores.base import STORES, Hit, VectorStore, matches
 
@@ -37,6 +36,12 @@ def _upsert(store: VectorStore, ids: list[str], vectors: np.ndarray, payloads: l
     store.upsert(ids, vectors, payloads)
 
 
+def _top(scores: dict[str, float], payloads: dict[str, dict[str, Any]], k: int) -> list[Hit]:
+    """The k best-scoring hits (ties by id, so fusion is deterministic)."""
+    best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return [Hit(i, s, payloads[i]) for i, s in best]
+
+
 def reciprocal_rank_fusion(
     rankings: list[list[Hit]], k: int, rrf_k: int = 60, weights: list[float] | None = None
 ) -> list[Hit]:
@@ -49,8 +54,7 @@ def reciprocal_rank_fusion(
         for rank, hit in enumerate(ranking, start=1):
             scores[hit.id] = scores.get(hit.id, 0.0) + weight / (rrf_k + rank)
             payloads.setdefault(hit.id, hit.payload)
-    best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
-    return [Hit(i, s, payloads[i]) for i, s in best]
+    return _top(scores, payloads, k)
 
 
 def score_fusion(rankings: list[list[Hit]], k: int, weights: list[float]) -> list[Hit]:
@@ -66,8 +70,7 @@ def score_fusion(rankings: list[list[Hit]], k: int, weights: list[float]) -> lis
         for hit in ranking:
             scores[hit.id] = scores.get(hit.id, 0.0) + weight * (hit.score - low) / span
             payloads.setdefault(hit.id, hit.payload)
-    best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
-    return [Hit(i, s, payloads[i]) for i, s in best]
+    return _top(scores, payloads, k)
 
 
 class Retriever:
@@ -143,7 +146,7 @@ class Retriever:
         store: str,
         store_params: dict[str, Any],
     ) -> Retriever:
-        bm25 = _build_bm25(texts) if mode != "dense" and texts else None
+        bm25 = build_bm25(texts) if mode != "dense" and texts else None
         return cls(backend, embedder, mode if texts else "dense", rrf_k, bm25, list(ids), store, store_params)
 
     def update(
@@ -307,7 +310,7 @@ class Retriever:
     @classmethod
     def load(cls, folder: Path, mode: str | None = None) -> Retriever:
         """Open a snapshot written by `save`; `mode` may narrow hybrid to dense or bm25."""
-        bm25s = _bm25s()
+        bm25s = bm25s_module()
         folder = Path(folder)
         settings = json.loads((folder / "retriever.json").read_text())
         if (folder / "bm25").exists() and settings.get("bm25_tokenizer") != TOKENIZER:
@@ -351,18 +354,3 @@ def _copy_folder(source: Path, target: Path) -> None:
     if source.resolve() != target.resolve():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target)
-
-
-def _bm25s():  # noqa: ANN202
-    """Import bm25s, which sets its own logger to DEBUG on import, and quiet it."""
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    return bm25s
-
-
-def _build_bm25(texts: list[str]):  # noqa: ANN202
-    bm25s = _bm25s()
-    bm25 = bm25s.BM25()
-    bm25.index(tokenize_all(texts), show_progress=False)
-    return bm25
