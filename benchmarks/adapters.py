@@ -2,9 +2,8 @@
 
     .venv/bin/python benchmarks/adapters.py [--steps 40] [--test 40] [--rows lora/in_context,rag,...]
 
-A row is `rag`, `lora-closed-book`, `full-finetune` or `method/fusion[@embedder][+sup]`:
-`@embedder` takes chunk encodings from the sentence embedder instead of the base model, `+sup`
-adds the reranker trained toward the gold passage (retrieval supervision, weight 0.5).
+A row is `rag`, `lora-closed-book`, `full-finetune` or `method/fusion[@embedder]`: `@embedder`
+takes chunk encodings from the sentence embedder instead of the base model.
 
 Every row trains on the same generated corpus, the same retrieved passages and the same seed, in
 its own process (so peak memory is per row), and is scored on the same held-out questions.
@@ -91,7 +90,6 @@ def run_row(row: str, args: argparse.Namespace, queue: mp.Queue) -> None:
         stats = train(model, train_set, args.steps, 4, 5e-5, 320, args.seed)
     else:
         spec = "lora/in_context" if closed_book else row
-        supervised, spec = spec.endswith("+sup"), spec.removesuffix("+sup")
         spec, _, source = spec.partition("@")
         method, fusion = spec.split("/")
         fusion_params = {
@@ -100,22 +98,11 @@ def run_row(row: str, args: argparse.Namespace, queue: mp.Queue) -> None:
             "heads": 4,
             "gate": "token",
             "memory_source": source or "base",
-            "rerank": supervised,
         }
         model = build_retro_model(base, tokenizer, method, METHOD_CONFIG[method], fusion_params, args.steps)
         report = parameter_report(model)
         on_step = (lambda s: model.model.base_model.update_and_allocate(s)) if method == "adalora" else None
-        stats = train(
-            model,
-            train_set,
-            args.steps,
-            4,
-            METHOD_LR[method],
-            320,
-            args.seed,
-            on_step=on_step,
-            supervision_weight=0.5 if supervised else 0.0,
-        )
+        stats = train(model, train_set, args.steps, 4, METHOD_LR[method], 320, args.seed, on_step=on_step)
     prompts = [model.prompt(e.question, e.passages) for e in test_set]
     predictions = generate(model, prompts, 16, 8, [e.passages for e in test_set])
     queue.put(

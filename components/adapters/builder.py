@@ -54,8 +54,15 @@ def build_retro_model(
 def load_retro_model(folder: Path, trainable: bool = False, base_model: str | None = None) -> RetroModel:
     """Base model + adapter + fusion weights from one artifact folder, in one call."""
     config = read_artifact_config(folder)
+    settings = dict(config.get("fusion_settings", {}))
+    if settings.pop("rerank", False):
+        raise ValueError(
+            f"{folder} was trained with the adapter's own reranker (adapter-train.supervision), which "
+            "is gone: retrain it (dvc repro -f adapter-train); retrieval.rerank reranks at the index"
+        )
+    settings.pop("rerank_rank", None)
     base, tokenizer = load_base_model(base_model or config["base_model"])
-    model = RetroModel(load_artifact(folder, base, trainable), tokenizer, **config.get("fusion_settings", {}))
+    model = RetroModel(load_artifact(folder, base, trainable), tokenizer, **settings)
     model.load_fusion(folder)
     model.artifact_config = config
     for p in model.fusion.parameters():

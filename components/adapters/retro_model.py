@@ -25,7 +25,6 @@ from torch import nn
 from components.adapters.fusion import FUSIONS
 from components.adapters.peft_adapter import ARTIFACT_CONFIG, ARTIFACT_SCHEMA
 from components.adapters.prompting import build_prompt
-from components.adapters.reranker import Reranker
 
 FUSION_MODES = ("in_context", "cross_attention", "gated")
 FUSION_WEIGHTS = "fusion.safetensors"
@@ -71,8 +70,6 @@ class RetroModel(nn.Module):
         heads: int = 4,
         gate: str = "layer",
         chunk_tokens: int = 96,
-        rerank: bool = False,
-        rerank_rank: int = 64,
         memory_source: str = "base",
         memory_embedder: str = "all-MiniLM-L6-v2",
     ) -> None:
@@ -93,8 +90,6 @@ class RetroModel(nn.Module):
             "heads": heads,
             "gate": gate,
             "chunk_tokens": chunk_tokens,
-            "rerank": rerank,
-            "rerank_rank": rerank_rank,
             "memory_source": memory_source,
             "memory_embedder": memory_embedder,
         }
@@ -107,8 +102,6 @@ class RetroModel(nn.Module):
 
             self.memory_dim = load_embedder(memory_embedder).get_sentence_embedding_dimension()
         self.fusion = nn.ModuleDict()
-        if rerank:  # part of `fusion` so it is counted, saved and loaded with the fusion weights
-            self.fusion["reranker"] = Reranker(self.memory_dim, rerank_rank)
         self._memory: tuple[torch.Tensor, torch.Tensor] | None = None
         self._cache: dict[str, torch.Tensor] = {}
         self.artifact_config: dict[str, Any] = {}  # set when loaded from an artifact
@@ -134,12 +127,6 @@ class RetroModel(nn.Module):
     def prompt(self, question: str, passages: list[str] | None) -> str:
         """The prompt for this fusion mode: passages are written in only for in-context fusion."""
         return build_prompt(self.tokenizer, question, None if self.uses_memory else passages)
-
-    def first_stage_depth(self, k: int) -> int:
-        """How many first-stage hits to fetch: k, or candidates x k when a reranker picks the k."""
-        if self.reranker is None:
-            return k
-        return k * int(self.artifact_config.get("supervision", {}).get("candidates", 1))
 
     def _hook(self, key: str):  # noqa: ANN202
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
@@ -205,28 +192,6 @@ class RetroModel(nn.Module):
                 self._cache[key] = row[mask.bool()].float().clone()
         return [self._cache[k] for k in keys]
 
-    def pooled(self, texts: list[str]) -> torch.Tensor:
-        """Mean token state of each text [n, d] (frozen base model, cached)."""
-        return torch.stack([states.mean(0) for states in self.encode_chunks(texts)])
-
-    @property
-    def reranker(self) -> Reranker | None:
-        return self.fusion["reranker"] if "reranker" in self.fusion else None  # noqa: SIM401 (no get)
-
-    def rerank_scores(self, questions: list[str], passages: list[list[str]]) -> torch.Tensor:
-        """Relevance scores [B, k] of each question's passages (k equal across the batch)."""
-        if self.reranker is None:
-            raise ValueError("this model has no reranker (adapter-train.supervision.weight is 0)")
-        q = self.pooled(questions)
-        p = torch.stack([self.pooled(texts) for texts in passages])
-        return self.reranker(q, p)
-
-    @torch.no_grad()
-    def rerank(self, questions: list[str], passages: list[list[str]]) -> list[list[int]]:
-        """Each question's passage indexes, most relevant first."""
-        scores = self.rerank_scores(questions, passages)
-        return [row.argsort(descending=True).tolist() for row in scores]
-
     def memory_for(self, passages: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Concatenated chunk encodings per question, padded: memory [B, M, d] and mask [B, M]."""
         rows = []
@@ -288,20 +253,3 @@ class RetroModel(nn.Module):
         path = Path(folder) / FUSION_WEIGHTS
         if len(self.fusion):
             self.fusion.load_state_dict(load_file(str(path)))
-
-
-def rerank_hits(model: RetroModel, questions: list[str], hits: list[list[Any]], k: int) -> list[list[Any]]:
-    """Reorder each question's first-stage hits with the model's reranker (if any) and keep k."""
-    if model.reranker is None:
-        return [row[:k] for row in hits]
-    model.encode_chunks(
-        [t for q, row in zip(questions, hits, strict=True) for t in (q, *(h.payload["text"] for h in row))]
-    )
-    ordered = []
-    for question, row in zip(questions, hits, strict=True):
-        if len(row) < 2:
-            ordered.append(row[:k])
-            continue
-        order = model.rerank([question], [[h.payload["text"] for h in row]])[0]
-        ordered.append([row[i] for i in order][:k])
-    return ordered

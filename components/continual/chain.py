@@ -151,7 +151,6 @@ def update_in_place(
         distill_weight=p.distill_weight,
         distill_top_k=p.distill_top_k,
         ewc_batches=p.ewc_batches,
-        supervision_weight=train_params.supervision.weight,
     )
     stats = update_adapter(model, new, replay, options, ewc, unchanged)
     staging = out.with_name(out.name + ".staging")

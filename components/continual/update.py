@@ -33,7 +33,6 @@ class UpdateOptions:
     distill_weight: float = 0.0
     distill_top_k: int = 16
     ewc_batches: int = 8
-    supervision_weight: float = 0.0
 
 
 def unchanged_pairs(items: list[dict]) -> set[tuple[str, str]]:
@@ -74,7 +73,6 @@ def update_adapter(
         replay=replay or None,
         replay_ratio=options.replay_ratio if replay else 0.0,
         desc=desc,
-        supervision_weight=options.supervision_weight,
         regularizer=combined(model, ewc, distillation),
     )
     if ewc is not None:

@@ -157,14 +157,6 @@ class FusionParams(StrictModel):
     )
 
 
-class SupervisionParams(StrictModel):
-    """Retrieval supervision: a reranker over the retrieved passages, pulled toward the gold one."""
-
-    weight: float = Field(0.0, ge=0, description="weight of the reranking loss; 0 turns it off")
-    rank: int = Field(64, ge=1, description="width of the reranker's projections")
-    candidates: int = Field(2, ge=1, description="first-stage list = candidates x retrieval.k")
-
-
 class SynthesizeParams(StrictModel):
     """`adapter-train.synthesize`: questions made from the documents (the synthesize stage)."""
 
@@ -212,7 +204,6 @@ class TrainParams(StrictModel):
     ensure_gold: bool = True
     bf16: bool = True
     fusion: FusionParams = Field(default_factory=FusionParams)
-    supervision: SupervisionParams = Field(default_factory=SupervisionParams)
     objective: Literal["auto", "qa", "lm"] = Field(
         "auto",
         description="qa: train questions; lm: continue chunks from retrieved neighbours; auto: qa if any",
@@ -320,11 +311,25 @@ class PipelineParams(StrictModel):
         return Paths(root, self.paths)
 
 
+REMOVED_KEYS = [
+    (
+        "adapter-train",
+        "supervision",
+        "the adapter's own reranker learned nothing and lowered recall; retrieval.rerank trains a "
+        "cross-encoder at the index build and keeps it only where it helps",
+    ),
+]
+"""(section, key, what to use instead): keys of older params.yaml files that are refused by name."""
+
+
 def parse_params(data: dict[str, Any]) -> PipelineParams:
     """Validate a whole params mapping; null sections count as empty. Reads are recorded."""
     if not isinstance(data, dict):
         raise ParamsError("params must be a mapping of sections")
     cleaned = {k: ({} if v is None else v) for k, v in data.items()}
+    for section, key, instead in REMOVED_KEYS:
+        if isinstance(cleaned.get(section), dict) and key in cleaned[section]:
+            raise ParamsError(f"{section}.{key} was removed: {instead}; delete it from params.yaml")
     params = validate(PipelineParams, cleaned)
     params._raw = data
     params.traced("")

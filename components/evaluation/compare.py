@@ -98,46 +98,39 @@ def compare_systems(
     batch_size: int,
     seed: int = 0,
 ) -> Comparison:
-    """Answer every held-out question with each system (same passages for RAG and the adapter,
-    unless the adapter reranks them); `golds` are the questions' gold chunks."""
+    """Answer every held-out question with each system (the same passages for RAG and the
+    adapter); `golds` are the questions' gold chunks."""
     from components.adapters.generation import generate
     from components.adapters.prompting import build_prompt
-    from components.adapters.retro_model import rerank_hits
 
     questions, answers = [t["question"] for t in test], [t["answer"] for t in test]
-    depth = model.first_stage_depth(k)
     retriever.retrieve(questions[:1], k)  # load the embedder outside the timed part
     began = time.perf_counter()
-    hits = retriever.retrieve(questions, depth)
+    hits = retriever.retrieve(questions, k)
     retrieve_ms = (time.perf_counter() - began) * 1000 / len(questions)
-    reranked = rerank_hits(model, questions, hits, depth)
     ranking = {"first_stage": hits}
     if retriever.reranker is not None:  # the index's reranker already ordered `hits`
-        ranking = {"first_stage": retriever.first_stage(questions, depth), "reranked": hits}
-    if model.reranker is not None:  # the adapter's own reranker orders them last
-        ranking["reranked"] = reranked
+        ranking = {"first_stage": retriever.first_stage(questions, k), "reranked": hits}
     scores = {name: retrieval_scores(rows, test, k, golds) for name, rows in ranking.items()}
 
     def top_texts(rows: list) -> dict[str, list[str]]:
         return {q: [h.payload["text"] for h in row[:k]] for q, row in zip(questions, rows, strict=True)}
 
-    rag_passages, passages = top_texts(hits), top_texts(reranked)
+    passages = top_texts(hits)
 
     def answer(with_context: bool, adapter: bool):  # noqa: ANN202
         def fn(batch: list[str]) -> list[str]:
             if adapter:
                 prompts = [model.prompt(q, passages[q]) for q in batch]
                 return generate(model, prompts, max_new_tokens, batch_size, [passages[q] for q in batch])
-            prompts = [
-                build_prompt(model.tokenizer, q, rag_passages[q] if with_context else None) for q in batch
-            ]
+            prompts = [build_prompt(model.tokenizer, q, passages[q] if with_context else None) for q in batch]
             with model.base_only():
                 return generate(model, prompts, max_new_tokens, batch_size)
 
         return fn
 
     extra = [retrieve_ms] * len(questions)
-    given_rag, given = [rag_passages[q] for q in questions], [passages[q] for q in questions]
+    given = [passages[q] for q in questions]
     results = [
         run_system("base (no retrieval)", answer(False, False), questions, answers, batch_size, seed=seed),
         run_system(
@@ -147,15 +140,15 @@ def compare_systems(
             answers,
             batch_size,
             extra,
-            given_rag,
+            given,
             seed,
         ),
         run_system(
             "adapter + retrieval", answer(True, True), questions, answers, batch_size, extra, given, seed
         ),
     ]
-    doc_ids = [[h.payload["doc_id"] for h in row[:k]] for row in reranked]
-    citations = [[citation(h) for h in row[:k]] for row in reranked]
+    doc_ids = [[h.payload["doc_id"] for h in row[:k]] for row in hits]
+    citations = [[citation(h) for h in row[:k]] for row in hits]
     gains = paired_gain(results[2], results[1], seed)
     return Comparison(
         test, results, scores, retrieve_ms, doc_ids, golds, gains, max_new_tokens, citations=citations

@@ -23,7 +23,6 @@ from cachetools import LRUCache
 from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
 from components.adapters.prompting import context_prefix
-from components.adapters.retro_model import rerank_hits
 from components.embed.encoder import encode
 from components.stores.base import Hit, citation
 from components.stores.retriever import Retriever
@@ -103,9 +102,8 @@ class Answerer:
         return encode(questions, self.retriever.embedder)
 
     def retrieve(self, questions: list[str], k: int, vectors: np.ndarray | None = None) -> list[list[Hit]]:
-        """The k passages per question: first stage (hybrid or dense), then the adapter's reranker."""
-        first_stage = self.retriever.retrieve(questions, self.model.first_stage_depth(k), vectors=vectors)
-        return rerank_hits(self.model, questions, first_stage, k)
+        """The k passages per question, as the index's retriever ranks them (fused, maybe reranked)."""
+        return self.retriever.retrieve(questions, k, vectors=vectors)
 
     def prompt(self, question: str, hits: list[Hit]) -> tuple[str, list[str]]:
         texts = [h.payload["text"] for h in hits]

@@ -30,10 +30,9 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any] | None:
     if (done := already_trained(paths.base_adapter, fingerprint)) is not None:
         return done  # same data, params and model as the adapter already there
     if p.processes > 1 and not in_launched_process():
-        if p.fusion.fusion != "in_context" or p.supervision.weight > 0:
+        if p.fusion.fusion != "in_context":
             raise ValueError(
-                "adapter-train.processes > 1 supports in_context fusion without supervision; "
-                f"got fusion={p.fusion.fusion}, supervision.weight={p.supervision.weight}"
+                f"adapter-train.processes > 1 supports in_context fusion; got fusion={p.fusion.fusion}"
             )
         launch("components.stages.adapter_train", params.raw, paths.root, p.processes, p.launcher_args)
         return json.loads(paths.metrics_of("adapter-train").read_text())

@@ -47,7 +47,6 @@ def artifact_config(model: ModelParams, retrieval: RetrievalParams, p: TrainPara
         "method": p.method,
         "adapter_config": p.config,
         "retrieval": retrieval.model_dump(),
-        "supervision": p.supervision.model_dump(),
     }
 
 
@@ -84,8 +83,6 @@ def train_adapter(
     base, tokenizer = load_base_model(model_params.base, model_params.dtype)
     fusion = {
         **p.fusion.model_dump(),
-        "rerank": p.supervision.weight > 0,
-        "rerank_rank": p.supervision.rank,
         "memory_embedder": model_params.embedder,
     }
     model = build_retro_model(base, tokenizer, p.method, p.config, fusion, steps, p.max_trainable_share)
@@ -107,7 +104,6 @@ def train_adapter(
         autocast_bf16=p.bf16,
         on_step=on_step,
         desc="adapter-train",
-        supervision_weight=p.supervision.weight,
         accelerator=accelerator,
         early_stopping=stopper,
     )

@@ -18,7 +18,6 @@ import torch
 from tqdm.auto import tqdm
 
 from components.adapters.prompting import answer_suffix
-from components.adapters.reranker import rerank_loss
 from components.adapters.retro_model import RetroModel
 from components.training.budget import EarlyStopping
 from components.training.examples import Example
@@ -130,7 +129,6 @@ def train(
     replay_ratio: float = 0.0,
     on_step: Callable[[int], None] | None = None,
     desc: str = "train",
-    supervision_weight: float = 0.0,
     regularizer: Callable[[list[Example], dict, Any], torch.Tensor | None] | None = None,
     accelerator: Any | None = None,
     early_stopping: EarlyStopping | None = None,
@@ -139,8 +137,6 @@ def train(
 
     With `replay`, each batch holds about `replay_ratio` replayed examples beside new ones.
     `on_step(step)` runs after each optimiser step (AdaLoRA's budget update goes there).
-    With a reranker on the model and `supervision_weight` > 0, the loss adds that weight times
-    the cross-entropy of the reranker's scores toward each example's gold passage.
     `regularizer(examples, batch, outputs)` adds a term to each batch's loss (EWC, distillation).
     With an `accelerator` (a process of `accelerate launch`), each process draws its own batches
     and DDP averages the gradients (components/training/distributed.py).
@@ -175,7 +171,6 @@ def train(
 
     model.train()
     losses: list[float] = []
-    rerank_losses: list[float] = []
     started = time.perf_counter()
     use_bf16 = autocast_bf16 and bf16_autocast_supported(device)
     if autocast_bf16 and not use_bf16:
@@ -193,11 +188,6 @@ def train(
                 extra = regularizer(picked, aligned, outputs)
                 if extra is not None:
                     loss = loss + extra
-            if supervision_weight and model.reranker is not None:
-                relevance = supervision_loss(model, picked)
-                if relevance is not None:
-                    rerank_losses.append(relevance.item())
-                    loss = loss + supervision_weight * relevance
         if accelerator is not None:
             accelerator.backward(loss)
         else:
@@ -232,7 +222,6 @@ def train(
         "seconds_per_step": elapsed / steps_run,
         "bf16_autocast": use_bf16,
         **(stopper.summary() if stopper is not None else {}),
-        **({"final_rerank_loss": sum(rerank_losses[-5:]) / len(rerank_losses[-5:])} if rerank_losses else {}),
     }
 
 
@@ -247,15 +236,3 @@ def validation_loss(
         part = examples[start : start + batch_size]
         total += answer_loss(model, model, collate(model, [row(e) for e in part], part))[0].item() * len(part)
     return total / len(examples)
-
-
-def supervision_loss(model: RetroModel, examples: list[Example]) -> torch.Tensor | None:
-    """Reranker cross-entropy toward the gold passage, over examples that retrieved it."""
-    model.encode_chunks([t for e in examples for t in (e.question, *e.passages)])  # one batched pass
-    losses = [
-        rerank_loss(model.rerank_scores([e.question], [e.passages]), [e.gold_index])
-        for e in examples
-        if e.gold_index is not None and len(e.passages) > 1
-    ]
-    losses = [x for x in losses if x is not None]
-    return torch.stack(losses).mean() if losses else None

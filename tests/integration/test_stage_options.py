@@ -1,5 +1,5 @@
 """Stages run in-process with options set through params: a corpus of documents alone (the
-unsupervised objective; registered but not promoted) and gated fusion with retrieval supervision."""
+unsupervised objective; registered but not promoted) and gated fusion."""
 
 from __future__ import annotations
 
@@ -52,7 +52,6 @@ def test_documents_only_corpus_runs_every_stage(tmp_path: Path, tiny_corpus: Pat
         corpus,
         tiny_model,
         {
-            "adapter-train.supervision.weight": 0.5,
             "register.tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
         },
     )
@@ -63,8 +62,6 @@ def test_documents_only_corpus_runs_every_stage(tmp_path: Path, tiny_corpus: Pat
     assert run_stage(evaluate, params, layout.root)["questions"] == 0
     result = run_stage(register, params, layout.root)
     assert result["registered"] and not result["promoted"] and "no held-out questions" in result["reason"]
-    config = json.loads((layout.current_adapter / "retro_config.json").read_text())
-    assert config["fusion_settings"]["rerank"] is True
 
 
 def test_lm_examples_exclude_the_chunk_itself(tiny_corpus: Path) -> None:
@@ -101,7 +98,6 @@ def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_mod
             "adapter-train.fusion.fusion": "gated",
             "adapter-train.fusion.gate": "token",
             "adapter-train.fusion.rank": 8,
-            "adapter-train.supervision.weight": 0.5,
             "continual-update.steps": 2,
             "evaluate.max_questions": 4,
             "evaluate.max_new_tokens": 3,
@@ -112,7 +108,7 @@ def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_mod
     run_stage(continual_update, params, layout.root)
     assert (layout.current_adapter / "fusion.safetensors").exists()
     metrics = run_stage(evaluate, params, layout.root)
-    assert set(metrics["retrieval"]) == {"first_stage", "reranked"}
+    assert set(metrics["retrieval"]) == {"first_stage"}  # no reranker at the index
     assert metrics["questions"] == 4 and {"base", "rag", "adapter"} <= set(metrics)
 
 

@@ -39,6 +39,10 @@ def test_the_repository_params_file_is_valid() -> None:
         ),
         ({"retreival": {"k": 5}}, "did you mean retrieval?"),
         (
+            {"adapter-train": {"supervision": {"weight": 0.0}}},
+            "adapter-train.supervision was removed: the adapter's own reranker",
+        ),
+        (
             {"evaluate": {"max_questions": -1}},
             "evaluate.max_questions: Input should be greater than or equal to 0",
         ),
