@@ -2,6 +2,9 @@
 
 Fusion modes:
 - `in_context`: retrieved passages are written into the prompt (no extra modules).
+- `kv`: each retrieved chunk's own key/values (the frozen base model's, encoded once per chunk)
+  are put before the question, which reads them through the model's own attention
+  (components/adapters/chunk_kv.py); only the question and answer are run through the adapter.
 - `cross_attention` / `gated`: decoder states at chosen layers attend over encodings of the
   retrieved chunks. Chunk encodings are the frozen base model's own hidden states of each chunk
   (adapter and fusion off, no gradient), cached per chunk text, so a chunk is encoded once per
@@ -22,11 +25,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from components.adapters import chunk_kv
 from components.adapters.fusion import FUSIONS
 from components.adapters.peft_adapter import ARTIFACT_CONFIG, ARTIFACT_SCHEMA
 from components.adapters.prompting import build_prompt
 
-FUSION_MODES = ("in_context", "cross_attention", "gated")
+FUSION_MODES = ("in_context", "kv", "cross_attention", "gated")
 FUSION_WEIGHTS = "fusion.safetensors"
 # where each family keeps its decoder layers (a dotted path on the unwrapped transformers model)
 DECODER_LAYERS = ("model.layers", "transformer.h", "decoder.block", "model.decoder.layers", "gpt_neox.layers")
@@ -106,7 +110,10 @@ class RetroModel(nn.Module):
         self._cache: dict[str, torch.Tensor] = {}
         self.artifact_config: dict[str, Any] = {}  # set when loaded from an artifact
         self.cache_hits = self.cache_misses = 0
-        if fusion == "in_context":
+        self._chunk_kv: dict[str, chunk_kv.ChunkKV] = {}
+        if fusion == "kv":
+            chunk_kv.check_family(unwrap(model))
+        if fusion in ("in_context", "kv"):
             return
         all_layers = decoder_layers(model)
         if layers is None:  # default: the upper half of the decoder, every other layer
@@ -218,12 +225,86 @@ class RetroModel(nn.Module):
         finally:
             self._memory = None
 
+    # -- kv fusion -------------------------------------------------------------------------------
+    def chunk_key_values(self, texts: list[str]) -> list[chunk_kv.ChunkKV]:
+        """Each chunk's key/values from the frozen base model, cached by text."""
+        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self._chunk_kv}.items())
+        self.cache_hits += len(texts) - len(missing)
+        self.cache_misses += len(missing)
+        if missing:
+            with self.base_only():
+                encoded = chunk_kv.encode_chunk_kv(
+                    unwrap(self.model), self.tokenizer, [t for _, t in missing], self.chunk_tokens
+                )
+            self._chunk_kv.update({key: kv for (key, _), kv in zip(missing, encoded, strict=True)})
+        return [self._chunk_kv[k] for k in keys]
+
+    def kv_memory(self, passages: list[list[str]]) -> chunk_kv.KVMemory:
+        """The key/value memory of a batch: each question's chunks, in retrieval order."""
+        rows = [self.chunk_key_values(texts) if texts else [] for texts in passages]
+        return chunk_kv.assemble(rows, chunk_kv.rotary_embedding(unwrap(self.model)))
+
+    def _kv_inputs(self, passages: list[list[str]], batch: dict[str, Any]) -> dict[str, Any]:
+        memory = self.kv_memory(passages)
+        mask = batch.get("attention_mask")
+        if mask is None:
+            mask = torch.ones_like(batch["input_ids"])
+        return {**batch, **chunk_kv.question_inputs(memory, mask), "cache": memory.cache}
+
+    @torch.no_grad()
+    def _generate_kv(
+        self,
+        passages: list[list[str]],
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | None = None,
+        streamer: Any = None,
+        **_: Any,
+    ) -> torch.Tensor:
+        """Greedy decoding over the chunks' key/values: only the question is prefilled."""
+        inputs = self._kv_inputs(passages, {"input_ids": input_ids, "attention_mask": attention_mask})
+        if inputs["cache"] is None:
+            inputs["cache"] = chunk_kv.DynamicCache(config=self.config)
+        if streamer is not None:
+            streamer.put(input_ids)
+        cache, mask, positions = inputs["cache"], inputs["attention_mask"], inputs["position_ids"]
+        logits = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache
+        ).logits
+        done = torch.zeros(len(input_ids), dtype=torch.bool)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_token_id
+        generated = []
+        for _ in range(max_new_tokens):
+            token = logits[:, -1].argmax(-1)
+            token = torch.where(done, torch.full_like(token, pad if pad is not None else 0), token)
+            generated.append(token)
+            if streamer is not None:
+                streamer.put(token[:1])
+            if eos_token_id is not None:
+                done |= token == eos_token_id
+            if done.all():
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+            logits = self.model(
+                input_ids=token[:, None], attention_mask=mask, position_ids=positions, cache=cache
+            ).logits
+        if streamer is not None:
+            streamer.end()
+        return torch.cat([input_ids, torch.stack(generated, dim=1)], dim=1)
+
     # -- forward / generate ----------------------------------------------------------------------
     def forward(self, passages: list[list[str]] | None = None, **batch: Any) -> Any:
+        if self.fusion_mode == "kv" and passages is not None:
+            return self.model(**self._kv_inputs(passages, batch))
         with self.attend(passages):
             return self.model(**batch)
 
     def generate(self, passages: list[list[str]] | None = None, **kwargs: Any) -> torch.Tensor:
+        if self.fusion_mode == "kv" and passages is not None:
+            return self._generate_kv(passages, **kwargs)
         with self.attend(passages):
             return self.model.generate(**kwargs)
 

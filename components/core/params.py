@@ -146,7 +146,7 @@ class IndexParams(StrictModel):
 class FusionParams(StrictModel):
     """How retrieved passages reach the model (see components/adapters/retro_model.py)."""
 
-    fusion: Literal["in_context", "cross_attention", "gated"] = "in_context"
+    fusion: Literal["in_context", "kv", "cross_attention", "gated"] = "in_context"
     layers: list[int] | None = Field(None, description="decoder layers to fuse at; default upper half")
     rank: int = Field(32, ge=1)
     heads: int = Field(4, ge=1)

@@ -1,0 +1,157 @@
+"""Retrieved chunks as the base model's own key/values (`fusion: kv`).
+
+Each chunk is encoded once, on its own, by the frozen base model (positions 0..L-1); its keys and
+values at every layer are kept. A question then attends to the concatenated key/values of its
+chunks through the model's own attention, so nothing new has to learn how to read them.
+
+Positions: rotary (RoPE) models keep keys rotated at 0..L-1 and are shifted at assembly by the
+chunk's offset (rotations compose: R(offset) R(p) = R(offset + p)), so chunks sit contiguously in
+any order and the question follows the last one. Models with absolute position embeddings
+(GPT-2) cannot move an encoded chunk; every chunk keeps positions 0..L-1 and the question starts
+after the longest (the composite positions of TurboRAG / Block-Attention). Encoder-decoder models
+have no decoder-side prompt to prepend to and are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.cache_utils import DynamicCache
+
+
+@dataclass(frozen=True)
+class ChunkKV:
+    """One chunk's keys and values per layer, each [heads, length, head_dim], keys rotated at 0.."""
+
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+
+    @property
+    def length(self) -> int:
+        return int(self.keys[0].shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+
+@dataclass
+class KVMemory:
+    """Key/values of each question's chunks, right-padded into one cache.
+
+    `mask` [B, M] marks the real memory slots; `starts` [B] is the position of each question's
+    first token."""
+
+    cache: DynamicCache | None
+    mask: torch.Tensor
+    starts: torch.Tensor
+
+
+def rotary_embedding(base: nn.Module) -> nn.Module | None:
+    """The model's rotary embedding module (Llama-style models), or None for absolute positions."""
+    inner = getattr(base, "model", None)
+    return getattr(inner, "rotary_emb", None)
+
+
+def check_family(base: nn.Module) -> None:
+    """kv fusion needs a decoder-only model."""
+    if getattr(base.config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"fusion kv needs a decoder-only model; {type(base).__name__} is encoder-decoder "
+            "(use in_context, cross_attention or gated)"
+        )
+
+
+@torch.no_grad()
+def encode_chunk_kv(base: nn.Module, tokenizer, texts: list[str], max_tokens: int) -> list[ChunkKV]:  # noqa: ANN001
+    """Each text encoded on its own by `base` (no adapter, no gradient): its per-layer key/values."""
+    tokenizer.padding_side = "right"
+    batch = tokenizer(
+        texts,
+        return_tensors="pt",
+        padding=True,
+        truncation=True,
+        max_length=max_tokens,
+        add_special_tokens=False,
+    )
+    cache = DynamicCache(config=base.config)
+    base(**batch, cache=cache, use_cache=True)
+    lengths = batch["attention_mask"].sum(1).tolist()
+    return [
+        ChunkKV(
+            tuple(layer.keys[row, :, :n].clone() for layer in cache.layers),
+            tuple(layer.values[row, :, :n].clone() for layer in cache.layers),
+        )
+        for row, n in enumerate(lengths)
+    ]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def shift_keys(keys: torch.Tensor, offset: int, rotary: nn.Module) -> torch.Tensor:
+    """Keys rotated at positions p, moved to p + offset (keys [heads, length, head_dim])."""
+    if offset == 0:
+        return keys
+    positions = torch.full((1, keys.shape[1]), offset, dtype=torch.long)
+    cos, sin = rotary(keys.unsqueeze(0), positions)
+    scale = float(getattr(rotary, "attention_scaling", 1.0)) or 1.0  # cos/sin come pre-scaled
+    cos, sin = (cos[0] / scale).to(keys.dtype), (sin[0] / scale).to(keys.dtype)
+    return keys * cos.unsqueeze(0) + _rotate_half(keys) * sin.unsqueeze(0)
+
+
+def assemble(rows: list[list[ChunkKV]], rotary: nn.Module | None) -> KVMemory:
+    """One cache for a batch: each row's chunks side by side (shifted where rotary), right-padded."""
+    placed: list[tuple[list[torch.Tensor], list[torch.Tensor], int]] = []
+    starts = []
+    for chunks in rows:
+        offsets = [sum(c.length for c in chunks[:i]) for i in range(len(chunks))]
+        if not chunks:
+            placed.append(([], [], 0))
+            starts.append(0)
+            continue
+        layers = len(chunks[0].keys)
+        keys = [
+            torch.cat(
+                [
+                    c.keys[layer] if rotary is None else shift_keys(c.keys[layer], o, rotary)
+                    for c, o in zip(chunks, offsets, strict=True)
+                ],
+                dim=1,
+            )
+            for layer in range(layers)
+        ]
+        values = [torch.cat([c.values[layer] for c in chunks], dim=1) for layer in range(layers)]
+        placed.append((keys, values, keys[0].shape[1]))
+        starts.append(keys[0].shape[1] if rotary is not None else max(c.length for c in chunks))
+    width = max(n for _, _, n in placed)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    if width == 0:
+        return KVMemory(None, mask, torch.tensor(starts, dtype=torch.long))
+    template = next(keys for keys, _, n in placed if n)
+    layers = []
+    for layer, sample in enumerate(template):
+        heads, _, dim = sample.shape
+        k = sample.new_zeros(len(rows), heads, width, dim)
+        v = next(values for _, values, n in placed if n)[layer].new_zeros(len(rows), heads, width, dim)
+        for i, (keys, values, n) in enumerate(placed):
+            if n:
+                k[i, :, :n], v[i, :, :n] = keys[layer], values[layer]
+        layers.append((k, v))
+    for i, (_, _, n) in enumerate(placed):
+        mask[i, :n] = 1
+    return KVMemory(DynamicCache(layers), mask, torch.tensor(starts, dtype=torch.long))
+
+
+def question_inputs(memory: KVMemory, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """attention_mask over memory + question and the question tokens' position ids (either
+    padding side: positions count only real tokens)."""
+    positions = memory.starts[:, None] + (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+    return {
+        "attention_mask": torch.cat([memory.mask, attention_mask.long()], dim=1),
+        "position_ids": positions,
+    }

@@ -1,0 +1,95 @@
+"""`fusion: kv`: retrieved chunks as the base model's own key/values (components/adapters/chunk_kv.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.adapters import chunk_kv
+from components.adapters.base_model import load_base_model
+from components.adapters.builder import build_retro_model, load_retro_model
+from components.adapters.generation import generate
+from components.adapters.retro_model import RetroModel, unwrap
+from tests.fixtures.tiny_model import build_tiny_model
+
+CHUNKS = ["The maximum daily dose of Zorvex is 120 mg .", "Zorvex is made by Talmir Labs in Varnholt ."]
+QUESTIONS = ["Question : What is the dose of Zorvex ? Answer :", "Question : Who makes it ? Answer :"]
+LORA = {"r": 4, "lora_alpha": 8}
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    texts = [*CHUNKS, *QUESTIONS]
+    return {f: build_tiny_model(tmp_path_factory.mktemp(f), texts, f) for f in ("llama", "gpt2", "t5")}
+
+
+def _kv_model(folder: Path) -> RetroModel:
+    base, tokenizer = load_base_model(str(folder))
+    torch.manual_seed(0)
+    return build_retro_model(base, tokenizer, "lora", LORA, {"fusion": "kv"}, 10, max_trainable_share=None)
+
+
+def _ids(model: RetroModel, text: str) -> torch.Tensor:
+    return model.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_one_chunk_as_key_values_gives_the_in_context_logits(
+    family: str, family_dirs: dict[str, Path]
+) -> None:
+    model = _kv_model(family_dirs[family])
+    chunk, question = _ids(model, CHUNKS[0]), _ids(model, QUESTIONS[0])
+    with torch.no_grad():
+        fused = model(passages=[[CHUNKS[0]]], input_ids=question).logits
+        with model.base_only():  # the reference: the chunk written before the question
+            joint = model.model(input_ids=torch.cat([chunk, question], dim=1)).logits
+    assert torch.allclose(fused, joint[:, chunk.shape[1] :], atol=1e-5)
+    assert not torch.allclose(fused, model(input_ids=question).logits, atol=1e-3)  # it did read the chunk
+
+
+def test_rotary_keys_move_to_any_offset(family_dirs: dict[str, Path]) -> None:
+    model = _kv_model(family_dirs["llama"])
+    base = unwrap(model.model)
+    at_zero = model.chunk_key_values([CHUNKS[1]])[0]
+    ids = _ids(model, CHUNKS[1])
+    cache = chunk_kv.DynamicCache(config=base.config)
+    with torch.no_grad(), model.base_only():
+        base(input_ids=ids, position_ids=torch.arange(7, 7 + ids.shape[1])[None], cache=cache, use_cache=True)
+    moved = chunk_kv.shift_keys(at_zero.keys[1], 7, chunk_kv.rotary_embedding(base))
+    assert torch.allclose(moved, cache.layers[1].keys[0], atol=1e-5)
+    assert torch.allclose(at_zero.values[1], cache.layers[1].values[0], atol=1e-5)  # relative positions only
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_greedy_answers_over_key_values_match_the_in_context_ones(
+    family: str, family_dirs: dict[str, Path]
+) -> None:
+    model = _kv_model(family_dirs[family])
+    with model.base_only():  # a fresh adapter is the base model: the reference is plain generation
+        reference = generate(model, [f"{c} {q}" for c, q in zip(CHUNKS, QUESTIONS, strict=True)], 6, 2)
+    assert generate(model, QUESTIONS, 6, 2, [[c] for c in CHUNKS]) == reference
+    assert model.cache_misses == 2
+
+
+def test_an_encoder_decoder_model_is_refused_by_name(family_dirs: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="fusion kv needs a decoder-only model; T5ForConditionalGeneration"):
+        _kv_model(family_dirs["t5"])
+
+
+def test_save_and_load_reproduce_the_kv_logits(family_dirs: dict[str, Path], tmp_path: Path) -> None:
+    model = _kv_model(family_dirs["llama"])
+    with torch.no_grad():
+        for name, weight in model.model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0, 0.5)
+    question = _ids(model, QUESTIONS[1])
+    passages = [[CHUNKS[1], CHUNKS[0]]]
+    with torch.no_grad():
+        trained = model(passages=passages, input_ids=question).logits
+    model.save(tmp_path / "kv", {"base_model": str(family_dirs["llama"]), "method": "lora"})
+    loaded = load_retro_model(tmp_path / "kv")
+    assert loaded.fusion_mode == "kv"
+    with torch.no_grad():
+        assert torch.allclose(loaded(passages=passages, input_ids=question).logits, trained, atol=1e-5)
