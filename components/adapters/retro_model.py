@@ -261,9 +261,11 @@ class RetroModel(nn.Module):
         max_new_tokens: int,
         eos_token_id: int | None = None,
         streamer: Any = None,
+        stopping_criteria: Any = None,
         **_: Any,
     ) -> torch.Tensor:
-        """Greedy decoding over the chunks' key/values: only the question is prefilled."""
+        """Greedy decoding over the chunks' key/values: only the question is prefilled. Like
+        transformers' generate, it feeds a `streamer` and stops when `stopping_criteria` say so."""
         inputs = self._kv_inputs(passages, {"input_ids": input_ids, "attention_mask": attention_mask})
         if inputs["cache"] is None:
             inputs["cache"] = chunk_kv.DynamicCache(config=self.config)
@@ -284,7 +286,11 @@ class RetroModel(nn.Module):
                 streamer.put(token[:1])
             if eos_token_id is not None:
                 done |= token == eos_token_id
-            if done.all():
+            sequences = torch.cat([input_ids, torch.stack(generated, dim=1)], dim=1)
+            if done.all() or (
+                stopping_criteria is not None
+                and bool(torch.as_tensor(stopping_criteria(sequences, logits)).all())
+            ):
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1

@@ -93,3 +93,32 @@ def test_save_and_load_reproduce_the_kv_logits(family_dirs: dict[str, Path], tmp
     assert loaded.fusion_mode == "kv"
     with torch.no_grad():
         assert torch.allclose(loaded(passages=passages, input_ids=question).logits, trained, atol=1e-5)
+
+
+def test_streaming_generation_feeds_the_streamer_and_obeys_stopping_criteria(
+    family_dirs: dict[str, Path],
+) -> None:
+    model = _kv_model(family_dirs["llama"])
+    question = _ids(model, QUESTIONS[0])
+    received: list[list[int]] = []
+
+    class Collect:
+        def put(self, value: torch.Tensor) -> None:
+            received.append(value.flatten().tolist())
+
+        def end(self) -> None:
+            received.append([])
+
+    def two_new_tokens(sequences: torch.Tensor, scores: torch.Tensor) -> bool:
+        return sequences.shape[1] >= question.shape[1] + 2
+
+    out = model.generate(
+        passages=[[CHUNKS[0]]],
+        input_ids=question,
+        attention_mask=torch.ones_like(question),
+        max_new_tokens=6,
+        streamer=Collect(),
+        stopping_criteria=two_new_tokens,
+    )
+    assert out.shape[1] == question.shape[1] + 2
+    assert received == [question[0].tolist(), [int(out[0, -2])], [int(out[0, -1])], []]
