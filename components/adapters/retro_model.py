@@ -27,6 +27,7 @@ from torch import nn
 
 from components.adapters import chunk_kv
 from components.adapters.fusion import FUSIONS
+from components.adapters.kv_store import KVStore
 from components.adapters.peft_adapter import ARTIFACT_CONFIG, ARTIFACT_SCHEMA
 from components.adapters.prompting import build_prompt
 
@@ -110,7 +111,8 @@ class RetroModel(nn.Module):
         self._cache: dict[str, torch.Tensor] = {}
         self.artifact_config: dict[str, Any] = {}  # set when loaded from an artifact
         self.cache_hits = self.cache_misses = 0
-        self._chunk_kv: dict[str, chunk_kv.ChunkKV] = {}
+        model_id = f"{getattr(self.config, '_name_or_path', '')}:{getattr(self.config, 'dtype', '')}"
+        self.kv_store = KVStore(model_id, chunk_tokens, self._encode_key_values)  # RAM; see use_kv_folder
         if fusion == "kv":
             chunk_kv.check_family(unwrap(model))
         if fusion in ("in_context", "kv"):
@@ -226,19 +228,21 @@ class RetroModel(nn.Module):
             self._memory = None
 
     # -- kv fusion -------------------------------------------------------------------------------
+    def _encode_key_values(self, texts: list[str]) -> list[chunk_kv.ChunkKV]:
+        with self.base_only():
+            return chunk_kv.encode_chunk_kv(unwrap(self.model), self.tokenizer, texts, self.chunk_tokens)
+
+    def use_kv_folder(self, folder: Path, disk_bytes: int) -> None:
+        """Keep chunk key/values on disk too (memory-mapped, LRU under `disk_bytes`)."""
+        self.kv_store.folder, self.kv_store.disk_bytes = Path(folder), disk_bytes
+
     def chunk_key_values(self, texts: list[str]) -> list[chunk_kv.ChunkKV]:
-        """Each chunk's key/values from the frozen base model, cached by text."""
-        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
-        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self._chunk_kv}.items())
-        self.cache_hits += len(texts) - len(missing)
-        self.cache_misses += len(missing)
-        if missing:
-            with self.base_only():
-                encoded = chunk_kv.encode_chunk_kv(
-                    unwrap(self.model), self.tokenizer, [t for _, t in missing], self.chunk_tokens
-                )
-            self._chunk_kv.update({key: kv for (key, _), kv in zip(missing, encoded, strict=True)})
-        return [self._chunk_kv[k] for k in keys]
+        """Each chunk's key/values from the frozen base model, through the tiers of `kv_store`."""
+        computed = self.kv_store.counters.computed
+        found = self.kv_store.get(texts)
+        self.cache_misses += self.kv_store.counters.computed - computed
+        self.cache_hits += len(texts) - (self.kv_store.counters.computed - computed)
+        return found
 
     def kv_memory(self, passages: list[list[str]]) -> chunk_kv.KVMemory:
         """The key/value memory of a batch: each question's chunks, in retrieval order."""

@@ -122,3 +122,28 @@ def test_streaming_generation_feeds_the_streamer_and_obeys_stopping_criteria(
     )
     assert out.shape[1] == question.shape[1] + 2
     assert received == [question[0].tolist(), [int(out[0, -2])], [int(out[0, -1])], []]
+
+
+def test_the_kv_store_gives_the_same_tensors_from_ram_disk_and_recompute(
+    family_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    model = _kv_model(family_dirs["llama"])
+    model.use_kv_folder(tmp_path / "kv", disk_bytes=2**30)
+    store = model.kv_store
+    computed = model.chunk_key_values(CHUNKS)
+    from_ram = model.chunk_key_values(CHUNKS)
+    store._ram.clear()  # a new process: RAM empty, disk tier full
+    store._ram_used = 0
+    from_disk = model.chunk_key_values(CHUNKS)
+    assert store.counters.as_dict() == {"ram_hits": 2, "disk_hits": 2, "computed": 2, "disk_evictions": 0}
+    for a, b, c in zip(computed, from_ram, from_disk, strict=True):
+        assert all(
+            torch.equal(x, y) and torch.equal(x, z)
+            for x, y, z in zip(a.keys + a.values, b.keys + b.values, c.keys + c.values, strict=True)
+        )
+    one = computed[0].nbytes
+    assert store.disk_usage() > 2 * one  # tensors plus safetensors headers
+    store.disk_bytes = store.disk_usage() - 1  # room for one entry only: the older goes
+    store._evict_disk()
+    assert store.counters.disk_evictions == 1 and len(list((tmp_path / "kv").glob("*/*.safetensors"))) == 1
+    assert store.forget(CHUNKS) >= 2 and not list((tmp_path / "kv").glob("*/*.safetensors"))

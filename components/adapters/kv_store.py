@@ -1,0 +1,155 @@
+"""Chunk key/values in tiers: RAM (LRU), memory-mapped files on disk (LRU under a byte budget),
+and recompute on a miss.
+
+Entries are content-addressed: the key hashes the base model, the encoding settings that do not
+depend on any adapter (chunk token limit) and the chunk's text, so every index version, adapter
+and process over the same base model shares them, and a new index version adds only its new
+chunks. Each disk entry is one safetensors file, read back memory-mapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from components.adapters.chunk_kv import ChunkKV
+
+Encoder = Callable[[list[str]], list[ChunkKV]]
+
+
+def entry_key(model_id: str, chunk_tokens: int, text: str) -> str:
+    """The content address of one chunk's key/values."""
+    return hashlib.sha256(f"{model_id}\x00{chunk_tokens}\x00{text}".encode()).hexdigest()
+
+
+def to_tensors(kv: ChunkKV) -> dict[str, object]:
+    return {
+        f"{kind}.{i}": t.contiguous()
+        for kind, ts in (("k", kv.keys), ("v", kv.values))
+        for i, t in enumerate(ts)
+    }
+
+
+def from_tensors(tensors: dict) -> ChunkKV:
+    layers = len(tensors) // 2
+    return ChunkKV(
+        tuple(tensors[f"k.{i}"] for i in range(layers)), tuple(tensors[f"v.{i}"] for i in range(layers))
+    )
+
+
+@dataclass
+class TierCounters:
+    """Hits and misses per tier (exported by the service's /metrics)."""
+
+    ram_hits: int = 0
+    disk_hits: int = 0
+    computed: int = 0
+    disk_evictions: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class KVStore:
+    """Chunk key/values by text: RAM first, then `folder` on disk, else `encode` them."""
+
+    model_id: str
+    chunk_tokens: int
+    encode: Encoder
+    folder: Path | None = None
+    ram_bytes: int = 256 * 2**20
+    disk_bytes: int = 8 * 2**30
+    counters: TierCounters = field(default_factory=TierCounters)
+    _ram: OrderedDict[str, ChunkKV] = field(default_factory=OrderedDict)
+    _ram_used: int = 0
+
+    def get(self, texts: list[str]) -> list[ChunkKV]:
+        """Each text's key/values, from the first tier that has them; misses are encoded in one batch."""
+        keys = [entry_key(self.model_id, self.chunk_tokens, t) for t in texts]
+        found: dict[str, ChunkKV] = {}
+        for key in dict.fromkeys(keys):
+            kv = self._from_ram(key) or self._from_disk(key)
+            if kv is not None:
+                found[key] = kv
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
+        if missing:
+            for key, kv in zip(missing, self.encode(list(missing.values())), strict=True):
+                self.counters.computed += 1
+                self._to_disk(key, kv)
+                self._to_ram(key, kv)
+                found[key] = kv
+        return [found[k] for k in keys]
+
+    def forget(self, texts: list[str]) -> int:
+        """Drop these chunks from every tier (e.g. removed from every live index version)."""
+        gone = 0
+        for key in {entry_key(self.model_id, self.chunk_tokens, t) for t in texts}:
+            if key in self._ram:
+                self._ram_used -= self._ram.pop(key).nbytes
+                gone += 1
+            path = self._path(key)
+            if path is not None and path.exists():
+                path.unlink()
+                gone += 1
+        return gone
+
+    def disk_usage(self) -> int:
+        return sum(p.stat().st_size for p in self._files())
+
+    # -- tiers -----------------------------------------------------------------------------------
+    def _from_ram(self, key: str) -> ChunkKV | None:
+        kv = self._ram.get(key)
+        if kv is not None:
+            self._ram.move_to_end(key)
+            self.counters.ram_hits += 1
+        return kv
+
+    def _to_ram(self, key: str, kv: ChunkKV) -> None:
+        if kv.nbytes > self.ram_bytes:
+            return
+        self._ram[key] = kv
+        self._ram_used += kv.nbytes
+        while self._ram_used > self.ram_bytes:
+            self._ram_used -= self._ram.popitem(last=False)[1].nbytes
+
+    def _path(self, key: str) -> Path | None:
+        return None if self.folder is None else Path(self.folder) / key[:2] / f"{key}.safetensors"
+
+    def _files(self) -> list[Path]:
+        return [] if self.folder is None else list(Path(self.folder).glob("*/*.safetensors"))
+
+    def _from_disk(self, key: str) -> ChunkKV | None:
+        path = self._path(key)
+        if path is None or not path.exists():
+            return None
+        kv = from_tensors(load_file(str(path)))
+        os.utime(path)  # recency for eviction
+        self.counters.disk_hits += 1
+        self._to_ram(key, kv)
+        return kv
+
+    def _to_disk(self, key: str, kv: ChunkKV) -> None:
+        path = self._path(key)
+        if path is None or kv.nbytes > self.disk_bytes:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        save_file(to_tensors(kv), str(partial))
+        partial.replace(path)  # readers never see half a file
+        self._evict_disk()
+
+    def _evict_disk(self) -> None:
+        files = sorted(self._files(), key=lambda p: p.stat().st_mtime)
+        used = sum(p.stat().st_size for p in files)
+        while files and used > self.disk_bytes:
+            oldest = files.pop(0)
+            used -= oldest.stat().st_size
+            oldest.unlink()
+            self.counters.disk_evictions += 1
