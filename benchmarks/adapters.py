@@ -24,7 +24,11 @@ ROWS = [
     "rag",
     "lora-closed-book",
     "full-finetune",
-    *(f"{m}/{f}" for m in ("lora", "adalora", "ia3") for f in ("in_context", "cross_attention", "gated")),
+    *(
+        f"{m}/{f}"
+        for m in ("lora", "adalora", "ia3")
+        for f in ("in_context", "kv", "cross_attention", "gated")
+    ),
 ]
 METHOD_CONFIG = {
     "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05},
