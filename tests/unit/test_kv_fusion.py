@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from components.adapters.base_model import load_base_model
 from components.adapters.builder import build_retro_model, load_retro_model
 from components.adapters.generation import generate
 from components.adapters.retro_model import RetroModel, unwrap
+from components.training.examples import Example
+from components.training.trainer import train
 from tests.fixtures.tiny_model import build_tiny_model
 
 CHUNKS = ["The maximum daily dose of Zorvex is 120 mg .", "Zorvex is made by Talmir Labs in Varnholt ."]
@@ -147,3 +150,43 @@ def test_the_kv_store_gives_the_same_tensors_from_ram_disk_and_recompute(
     store._evict_disk()
     assert store.counters.disk_evictions == 1 and len(list((tmp_path / "kv").glob("*/*.safetensors"))) == 1
     assert store.forget(CHUNKS) >= 2 and not list((tmp_path / "kv").glob("*/*.safetensors"))
+
+
+LOOKUP = 12  # keys k0..k11 and values v0..v11: closed-book chance is 1/12
+LOOKUP_STEPS = 200  # optimiser steps, batch 16, LoRA r=8 on every linear layer, lr 1e-2
+LOOKUP_THRESHOLD = 0.5  # held-out accuracy through kv memory after LOOKUP_STEPS (closed book: chance)
+
+
+def lookup_examples(count: int, seed: int) -> list[Example]:
+    """`kX` -> `vY` with the pair written in one of two chunks (the other a distractor); every
+    pairing is drawn afresh, so only the chunks can tell the answer."""
+    rng = random.Random(seed)
+    examples = []
+    for i in range(count):
+        (k1, k2), v1, v2 = rng.sample(range(LOOKUP), 2), rng.randrange(LOOKUP), rng.randrange(LOOKUP)
+        chunks = [f"k{k1} v{v1}", f"k{k2} v{v2}"]
+        rng.shuffle(chunks)
+        examples.append(Example(f"q{seed}-{i}", f"k{k1}", f"v{v1}", "d", chunks))
+    return examples
+
+
+def lookup_accuracy(folder: Path, with_memory: bool) -> float:
+    base, tokenizer = load_base_model(str(folder))
+    torch.manual_seed(0)
+    lora = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"}
+    model = build_retro_model(base, tokenizer, "lora", lora, {"fusion": "kv"}, LOOKUP_STEPS, None)
+    train_set, test_set = lookup_examples(400, 0), lookup_examples(60, 1)
+    if not with_memory:
+        train_set = [Example(e.qid, e.question, e.answer, e.doc_id, []) for e in train_set]
+    train(model, train_set, LOOKUP_STEPS, 16, 1e-2, 64, 0, autocast_bf16=False)
+    passages = [e.passages if with_memory else [] for e in test_set]
+    prompts = [model.prompt(e.question, None) for e in test_set]
+    answers = generate(model, prompts, 1, 30, passages)
+    return sum(a == e.answer for a, e in zip(answers, test_set, strict=True)) / len(test_set)
+
+
+def test_kv_memory_teaches_a_lookup_that_closed_book_cannot_learn(tmp_path: Path) -> None:
+    vocabulary = [" ".join([*(f"k{i}" for i in range(LOOKUP)), *(f"v{i}" for i in range(LOOKUP))])]
+    folder = build_tiny_model(tmp_path / "lookup", [*vocabulary, "Question : Answer :"], "llama")
+    assert lookup_accuracy(folder, with_memory=True) >= LOOKUP_THRESHOLD
+    assert lookup_accuracy(folder, with_memory=False) <= 2 / LOOKUP
