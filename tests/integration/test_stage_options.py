@@ -112,6 +112,28 @@ def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_mod
     assert metrics["questions"] == 4 and {"base", "rag", "adapter"} <= set(metrics)
 
 
+def test_kv_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_model: Path) -> None:
+    layout = Paths(tmp_path)
+    params = prepare(
+        layout,
+        tiny_corpus,
+        tiny_model,
+        {
+            "adapter-train.fusion.fusion": "kv",
+            "continual-update.steps": 2,
+            "evaluate.max_questions": 4,
+            "evaluate.max_new_tokens": 3,
+        },
+    )
+    trained = run_stage(adapter_train, params, layout.root)
+    assert trained["fusion"] == "kv" and trained["fusion_params"] == 0  # the adapter alone reads the chunks
+    run_stage(continual_update, params, layout.root)
+    config = json.loads((layout.current_adapter / "retro_config.json").read_text())
+    assert config["fusion"] == "kv"
+    metrics = run_stage(evaluate, params, layout.root)
+    assert metrics["questions"] == 4 and {"base", "rag", "adapter"} <= set(metrics)
+
+
 def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
     tmp_path: Path, tiny_corpus: Path, tiny_model: Path
 ) -> None:
