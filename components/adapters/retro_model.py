@@ -28,6 +28,7 @@ from torch import nn
 from components.adapters import chunk_kv
 from components.adapters.fusion import FUSIONS
 from components.adapters.kv_store import KVStore
+from components.adapters.memory_gate import ATTENTION, MemoryGate, gating
 from components.adapters.peft_adapter import ARTIFACT_CONFIG, ARTIFACT_SCHEMA
 from components.adapters.prompting import build_prompt
 
@@ -77,6 +78,7 @@ class RetroModel(nn.Module):
         chunk_tokens: int = 96,
         memory_source: str = "base",
         memory_embedder: str = "all-MiniLM-L6-v2",
+        kv_gate: str = "none",
     ) -> None:
         super().__init__()
         if fusion not in FUSION_MODES:
@@ -97,6 +99,7 @@ class RetroModel(nn.Module):
             "chunk_tokens": chunk_tokens,
             "memory_source": memory_source,
             "memory_embedder": memory_embedder,
+            "kv_gate": kv_gate,
         }
         if memory_source not in ("base", "embedder"):
             raise ValueError(f"memory_source must be base or embedder, got {memory_source!r}")
@@ -115,6 +118,8 @@ class RetroModel(nn.Module):
         self.kv_store = KVStore(model_id, chunk_tokens, self._encode_key_values)  # RAM; see use_kv_folder
         if fusion == "kv":
             chunk_kv.check_family(unwrap(model))
+            if kv_gate != "none":
+                self._attach_memory_gate(kv_gate)
         if fusion in ("in_context", "kv"):
             return
         all_layers = decoder_layers(model)
@@ -228,6 +233,24 @@ class RetroModel(nn.Module):
             self._memory = None
 
     # -- kv fusion -------------------------------------------------------------------------------
+    def _attach_memory_gate(self, per: str) -> None:
+        base = unwrap(self.model)
+        if chunk_kv.rotary_embedding(base) is None:
+            raise ValueError(
+                f"kv_gate needs a rotary-position model (Llama-style); {type(base).__name__} has absolute "
+                "positions (use kv_gate: none)"
+            )
+        self.fusion["memory_gate"] = MemoryGate(
+            len(decoder_layers(base)), base.config.num_attention_heads, per
+        )
+        base.config._attn_implementation = ATTENTION
+
+    def _memory_gating(self, memory: chunk_kv.KVMemory):  # noqa: ANN202
+        """The gate's context for a batch with this memory (nothing to do without a gate)."""
+        if "memory_gate" not in self.fusion:
+            return nullcontext()
+        return gating(memory.mask.shape[1], self.fusion["memory_gate"])
+
     def _encode_key_values(self, texts: list[str]) -> list[chunk_kv.ChunkKV]:
         with self.base_only():
             return chunk_kv.encode_chunk_kv(unwrap(self.model), self.tokenizer, texts, self.chunk_tokens)
@@ -249,8 +272,7 @@ class RetroModel(nn.Module):
         rows = [self.chunk_key_values(texts) if texts else [] for texts in passages]
         return chunk_kv.assemble(rows, chunk_kv.rotary_embedding(unwrap(self.model)))
 
-    def _kv_inputs(self, passages: list[list[str]], batch: dict[str, Any]) -> dict[str, Any]:
-        memory = self.kv_memory(passages)
+    def _kv_inputs(self, memory: chunk_kv.KVMemory, batch: dict[str, Any]) -> dict[str, Any]:
         mask = batch.get("attention_mask")
         if mask is None:
             mask = torch.ones_like(batch["input_ids"])
@@ -270,45 +292,48 @@ class RetroModel(nn.Module):
     ) -> torch.Tensor:
         """Greedy decoding over the chunks' key/values: only the question is prefilled. Like
         transformers' generate, it feeds a `streamer` and stops when `stopping_criteria` say so."""
-        inputs = self._kv_inputs(passages, {"input_ids": input_ids, "attention_mask": attention_mask})
+        memory = self.kv_memory(passages)
+        inputs = self._kv_inputs(memory, {"input_ids": input_ids, "attention_mask": attention_mask})
         if inputs["cache"] is None:
             inputs["cache"] = chunk_kv.DynamicCache(config=self.config)
         if streamer is not None:
             streamer.put(input_ids)
-        cache, mask, positions = inputs["cache"], inputs["attention_mask"], inputs["position_ids"]
-        logits = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache
-        ).logits
+        step = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids", "cache")}
         done = torch.zeros(len(input_ids), dtype=torch.bool)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_token_id
-        generated = []
-        for _ in range(max_new_tokens):
-            token = logits[:, -1].argmax(-1)
-            token = torch.where(done, torch.full_like(token, pad if pad is not None else 0), token)
-            generated.append(token)
-            if streamer is not None:
-                streamer.put(token[:1])
-            if eos_token_id is not None:
-                done |= token == eos_token_id
-            sequences = torch.cat([input_ids, torch.stack(generated, dim=1)], dim=1)
-            if done.all() or (
-                stopping_criteria is not None
-                and bool(torch.as_tensor(stopping_criteria(sequences, logits)).all())
-            ):
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
-            logits = self.model(
-                input_ids=token[:, None], attention_mask=mask, position_ids=positions, cache=cache
-            ).logits
+        sequences = input_ids
+        with self._memory_gating(memory):
+            for _ in range(max_new_tokens):
+                logits = self.model(**step).logits
+                token = logits[:, -1].argmax(-1)
+                token = torch.where(done, torch.full_like(token, pad if pad is not None else 0), token)
+                sequences = torch.cat([sequences, token[:, None]], dim=1)
+                if streamer is not None:
+                    streamer.put(token[:1])
+                if eos_token_id is not None:
+                    done |= token == eos_token_id
+                stop = stopping_criteria is not None and bool(
+                    torch.as_tensor(stopping_criteria(sequences, logits)).all()
+                )
+                if done.all() or stop:
+                    break
+                mask = torch.cat([step["attention_mask"], torch.ones_like(token[:, None])], dim=1)
+                step = {
+                    **step,
+                    "input_ids": token[:, None],
+                    "attention_mask": mask,
+                    "position_ids": step["position_ids"][:, -1:] + 1,
+                }
         if streamer is not None:
             streamer.end()
-        return torch.cat([input_ids, torch.stack(generated, dim=1)], dim=1)
+        return sequences
 
     # -- forward / generate ----------------------------------------------------------------------
     def forward(self, passages: list[list[str]] | None = None, **batch: Any) -> Any:
         if self.fusion_mode == "kv" and passages is not None:
-            return self.model(**self._kv_inputs(passages, batch))
+            memory = self.kv_memory(passages)
+            with self._memory_gating(memory):
+                return self.model(**self._kv_inputs(memory, batch))
         with self.attend(passages):
             return self.model(**batch)
 

@@ -152,6 +152,9 @@ class FusionParams(StrictModel):
     heads: int = Field(4, ge=1)
     gate: Literal["layer", "token"] = "layer"
     chunk_tokens: int = Field(96, ge=8, description="tokens of each chunk encoded as memory")
+    kv_gate: Literal["none", "layer", "head"] = Field(
+        "none", description="kv only: a zero-initialised tanh gate on attention over the chunks"
+    )
     memory_source: Literal["base", "embedder"] = Field(
         "base", description="chunk encodings: the frozen base model's states or the embedder's token states"
     )

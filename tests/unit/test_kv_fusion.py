@@ -190,3 +190,38 @@ def test_kv_memory_teaches_a_lookup_that_closed_book_cannot_learn(tmp_path: Path
     folder = build_tiny_model(tmp_path / "lookup", [*vocabulary, "Question : Answer :"], "llama")
     assert lookup_accuracy(folder, with_memory=True) >= LOOKUP_THRESHOLD
     assert lookup_accuracy(folder, with_memory=False) <= 2 / LOOKUP
+
+
+def _gated_model(folder: Path, per: str) -> RetroModel:
+    base, tokenizer = load_base_model(str(folder))
+    torch.manual_seed(0)
+    fusion = {"fusion": "kv", "kv_gate": per}
+    return build_retro_model(base, tokenizer, "lora", LORA, fusion, 10, max_trainable_share=None)
+
+
+@pytest.mark.parametrize("per", ["layer", "head"])
+def test_a_fresh_memory_gate_is_the_base_model_without_retrieval(
+    per: str, family_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    model = _gated_model(family_dirs["llama"], per)
+    question, passages = _ids(model, QUESTIONS[0]), [[CHUNKS[0], CHUNKS[1]]]
+    with torch.no_grad():
+        gated = model(passages=passages, input_ids=question).logits
+        with model.base_only():
+            closed_book = model.model(input_ids=question).logits
+        assert torch.allclose(gated, closed_book, atol=1e-5)
+        model.fusion["memory_gate"].gate.fill_(0.5)
+        opened = model(passages=passages, input_ids=question).logits
+    assert not torch.allclose(opened, closed_book, atol=1e-3)
+    model.save(tmp_path / "gated", {"base_model": str(family_dirs["llama"]), "method": "lora"})
+    loaded = load_retro_model(tmp_path / "gated")
+    with torch.no_grad():
+        assert torch.allclose(loaded(passages=passages, input_ids=question).logits, opened, atol=1e-5)
+    assert generate(loaded, QUESTIONS, 3, 2, [[c] for c in CHUNKS]) == generate(
+        model, QUESTIONS, 3, 2, [[c] for c in CHUNKS]
+    )
+
+
+def test_a_memory_gate_needs_rotary_positions(family_dirs: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="kv_gate needs a rotary-position model.*GPT2LMHeadModel"):
+        _gated_model(family_dirs["gpt2"], "layer")
