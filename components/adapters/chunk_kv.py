@@ -93,57 +93,72 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def rotation(
+    rotary: nn.Module, offset: int, length: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [length, head_dim] of a move by `offset` positions (the same at every layer)."""
+    positions = torch.full((1, length), offset, dtype=torch.long)
+    probe = torch.empty(1, length, 1, dtype=dtype)
+    cos, sin = rotary(probe, positions)
+    scale = float(getattr(rotary, "attention_scaling", 1.0)) or 1.0  # cos/sin come pre-scaled
+    return (cos[0] / scale).to(dtype), (sin[0] / scale).to(dtype)
+
+
+def rotate(keys: torch.Tensor, turn: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """Keys [heads, length, head_dim] moved by a `rotation` (None: left where they are)."""
+    if turn is None:
+        return keys
+    cos, sin = turn
+    return keys * cos.unsqueeze(0) + _rotate_half(keys) * sin.unsqueeze(0)
+
+
 def shift_keys(keys: torch.Tensor, offset: int, rotary: nn.Module) -> torch.Tensor:
     """Keys rotated at positions p, moved to p + offset (keys [heads, length, head_dim])."""
-    if offset == 0:
-        return keys
-    positions = torch.full((1, keys.shape[1]), offset, dtype=torch.long)
-    cos, sin = rotary(keys.unsqueeze(0), positions)
-    scale = float(getattr(rotary, "attention_scaling", 1.0)) or 1.0  # cos/sin come pre-scaled
-    cos, sin = (cos[0] / scale).to(keys.dtype), (sin[0] / scale).to(keys.dtype)
-    return keys * cos.unsqueeze(0) + _rotate_half(keys) * sin.unsqueeze(0)
+    return rotate(keys, rotation(rotary, offset, keys.shape[1], keys.dtype) if offset else None)
+
+
+def _placed(chunks: list[ChunkKV], rotary: nn.Module | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """One question's chunks side by side: per-layer keys (moved to their offsets) and values."""
+    offsets = [sum(c.length for c in chunks[:i]) for i in range(len(chunks))]
+    turns = [
+        None if rotary is None or not o else rotation(rotary, o, c.length, c.keys[0].dtype)
+        for c, o in zip(chunks, offsets, strict=True)
+    ]
+    layers = range(len(chunks[0].keys))
+    keys = [
+        torch.cat([rotate(c.keys[i], t) for c, t in zip(chunks, turns, strict=True)], dim=1) for i in layers
+    ]
+    values = [torch.cat([c.values[i] for c in chunks], dim=1) for i in layers]
+    return keys, values
 
 
 def assemble(rows: list[list[ChunkKV]], rotary: nn.Module | None) -> KVMemory:
     """One cache for a batch: each row's chunks side by side (shifted where rotary), right-padded."""
-    placed: list[tuple[list[torch.Tensor], list[torch.Tensor], int]] = []
-    starts = []
-    for chunks in rows:
-        offsets = [sum(c.length for c in chunks[:i]) for i in range(len(chunks))]
-        if not chunks:
-            placed.append(([], [], 0))
-            starts.append(0)
-            continue
-        layers = len(chunks[0].keys)
-        keys = [
-            torch.cat(
-                [
-                    c.keys[layer] if rotary is None else shift_keys(c.keys[layer], o, rotary)
-                    for c, o in zip(chunks, offsets, strict=True)
-                ],
-                dim=1,
-            )
-            for layer in range(layers)
-        ]
-        values = [torch.cat([c.values[layer] for c in chunks], dim=1) for layer in range(layers)]
-        placed.append((keys, values, keys[0].shape[1]))
-        starts.append(keys[0].shape[1] if rotary is not None else max(c.length for c in chunks))
-    width = max(n for _, _, n in placed)
+    placed = [_placed(chunks, rotary) if chunks else ([], []) for chunks in rows]
+    widths = [keys[0].shape[1] if keys else 0 for keys, _ in placed]
+    starts = [
+        0 if not chunks else w if rotary is not None else max(c.length for c in chunks)
+        for chunks, w in zip(rows, widths, strict=True)
+    ]
+    width = max(widths)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, w in enumerate(widths):
+        mask[i, :w] = 1
     if width == 0:
         return KVMemory(None, mask, torch.tensor(starts, dtype=torch.long))
-    template = next(keys for keys, _, n in placed if n)
+    if len(rows) == 1:  # nothing to pad
+        keys, values = placed[0]
+        layers = [(k.unsqueeze(0), v.unsqueeze(0)) for k, v in zip(keys, values, strict=True)]
+        return KVMemory(DynamicCache(layers), mask, torch.tensor(starts, dtype=torch.long))
+    sample_keys, sample_values = next(p for p, w in zip(placed, widths, strict=True) if w)
     layers = []
-    for layer, sample in enumerate(template):
-        heads, _, dim = sample.shape
-        k = sample.new_zeros(len(rows), heads, width, dim)
-        v = next(values for _, values, n in placed if n)[layer].new_zeros(len(rows), heads, width, dim)
-        for i, (keys, values, n) in enumerate(placed):
-            if n:
-                k[i, :, :n], v[i, :, :n] = keys[layer], values[layer]
+    for layer, (k0, v0) in enumerate(zip(sample_keys, sample_values, strict=True)):
+        k = k0.new_zeros(len(rows), k0.shape[0], width, k0.shape[2])
+        v = v0.new_zeros(len(rows), v0.shape[0], width, v0.shape[2])
+        for i, ((keys, values), w) in enumerate(zip(placed, widths, strict=True)):
+            if w:
+                k[i, :, :w], v[i, :, :w] = keys[layer], values[layer]
         layers.append((k, v))
-    for i, (_, _, n) in enumerate(placed):
-        mask[i, :n] = 1
     return KVMemory(DynamicCache(layers), mask, torch.tensor(starts, dtype=torch.long))
 
 

@@ -170,24 +170,30 @@ def lookup_examples(count: int, seed: int) -> list[Example]:
     return examples
 
 
-def lookup_accuracy(folder: Path, with_memory: bool) -> float:
+def lookup_accuracy(folder: Path, with_memory: bool, fusion: dict | None = None) -> float:
+    """Held-out accuracy after LOOKUP_STEPS of training with `fusion` (default kv)."""
     base, tokenizer = load_base_model(str(folder))
     torch.manual_seed(0)
     lora = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"}
-    model = build_retro_model(base, tokenizer, "lora", lora, {"fusion": "kv"}, LOOKUP_STEPS, None)
+    model = build_retro_model(base, tokenizer, "lora", lora, fusion or {"fusion": "kv"}, LOOKUP_STEPS, None)
     train_set, test_set = lookup_examples(400, 0), lookup_examples(60, 1)
     if not with_memory:
         train_set = [Example(e.qid, e.question, e.answer, e.doc_id, []) for e in train_set]
     train(model, train_set, LOOKUP_STEPS, 16, 1e-2, 64, 0, autocast_bf16=False)
     passages = [e.passages if with_memory else [] for e in test_set]
-    prompts = [model.prompt(e.question, None) for e in test_set]
+    prompts = [model.prompt(e.question, p) for e, p in zip(test_set, passages, strict=True)]
     answers = generate(model, prompts, 1, 30, passages)
     return sum(a == e.answer for a, e in zip(answers, test_set, strict=True)) / len(test_set)
 
 
-def test_kv_memory_teaches_a_lookup_that_closed_book_cannot_learn(tmp_path: Path) -> None:
+def lookup_model(folder: Path) -> Path:
+    """A tiny llama whose vocabulary holds the lookup's keys and values."""
     vocabulary = [" ".join([*(f"k{i}" for i in range(LOOKUP)), *(f"v{i}" for i in range(LOOKUP))])]
-    folder = build_tiny_model(tmp_path / "lookup", [*vocabulary, "Question : Answer :"], "llama")
+    return build_tiny_model(folder, [*vocabulary, "Question : Answer : Context : [1] [2]"], "llama")
+
+
+def test_kv_memory_teaches_a_lookup_that_closed_book_cannot_learn(tmp_path: Path) -> None:
+    folder = lookup_model(tmp_path / "lookup")
     assert lookup_accuracy(folder, with_memory=True) >= LOOKUP_THRESHOLD
     assert lookup_accuracy(folder, with_memory=False) <= 2 / LOOKUP
 
