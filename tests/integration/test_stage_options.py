@@ -1,11 +1,13 @@
 """Stages run in-process with options set through params: a corpus of documents alone (the
-unsupervised objective; registered but not promoted) and gated fusion."""
+unsupervised objective; registered but not promoted) and the memory fusion modes."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+
+import pytest
 
 from components.core.config import load_params_file, set_dotted
 from components.core.paths import Paths
@@ -87,50 +89,39 @@ def test_lm_examples_exclude_the_chunk_itself(tiny_corpus: Path) -> None:
         assert example.answer and example.answer in " ".join(row["text"].split())
 
 
-def test_gated_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_model: Path) -> None:
+@pytest.mark.parametrize(
+    "fusion",
+    [
+        {"fusion": "gated", "gate": "token", "rank": 8},  # the low-rank block with a per-token gate
+        {"fusion": "kv", "kv_gate": "head"},  # the chunks' own key/values, gated per head
+    ],
+    ids=["gated", "kv"],
+)
+def test_memory_fusion_through_params(
+    fusion: dict, tmp_path: Path, tiny_corpus: Path, tiny_model: Path
+) -> None:
     layout = Paths(tmp_path)
+    overrides = {f"adapter-train.fusion.{key}": value for key, value in fusion.items()}
     params = prepare(
         layout,
         tiny_corpus,
         tiny_model,
         {
             "adapter-train.max_trainable_share": 0.9,
-            "adapter-train.fusion.fusion": "gated",
-            "adapter-train.fusion.gate": "token",
-            "adapter-train.fusion.rank": 8,
+            **overrides,
             "continual-update.steps": 2,
             "evaluate.max_questions": 4,
             "evaluate.max_new_tokens": 3,
         },
     )
     trained = run_stage(adapter_train, params, layout.root)
-    assert trained["fusion"] == "gated" and trained["fusion_params"] > 0
+    assert trained["fusion"] == fusion["fusion"] and trained["fusion_params"] > 0
     run_stage(continual_update, params, layout.root)
     assert (layout.current_adapter / "fusion.safetensors").exists()
+    config = json.loads((layout.current_adapter / "retro_config.json").read_text())
+    assert config["fusion"] == fusion["fusion"]
     metrics = run_stage(evaluate, params, layout.root)
     assert set(metrics["retrieval"]) == {"first_stage"}  # no reranker at the index
-    assert metrics["questions"] == 4 and {"base", "rag", "adapter"} <= set(metrics)
-
-
-def test_kv_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_model: Path) -> None:
-    layout = Paths(tmp_path)
-    params = prepare(
-        layout,
-        tiny_corpus,
-        tiny_model,
-        {
-            "adapter-train.fusion.fusion": "kv",
-            "continual-update.steps": 2,
-            "evaluate.max_questions": 4,
-            "evaluate.max_new_tokens": 3,
-        },
-    )
-    trained = run_stage(adapter_train, params, layout.root)
-    assert trained["fusion"] == "kv" and trained["fusion_params"] == 0  # the adapter alone reads the chunks
-    run_stage(continual_update, params, layout.root)
-    config = json.loads((layout.current_adapter / "retro_config.json").read_text())
-    assert config["fusion"] == "kv"
-    metrics = run_stage(evaluate, params, layout.root)
     assert metrics["questions"] == 4 and {"base", "rag", "adapter"} <= set(metrics)
 
 
