@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
+from transformers.models.llama.modeling_llama import rotate_half
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,6 @@ def encode_chunk_kv(base: nn.Module, tokenizer, texts: list[str], max_tokens: in
     ]
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def rotation(
     rotary: nn.Module, offset: int, length: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +105,7 @@ def rotate(keys: torch.Tensor, turn: tuple[torch.Tensor, torch.Tensor] | None) -
     if turn is None:
         return keys
     cos, sin = turn
-    return keys * cos.unsqueeze(0) + _rotate_half(keys) * sin.unsqueeze(0)
+    return keys * cos.unsqueeze(0) + rotate_half(keys) * sin.unsqueeze(0)
 
 
 def shift_keys(keys: torch.Tensor, offset: int, rotary: nn.Module) -> torch.Tensor:

@@ -69,6 +69,11 @@ class KVStore:
     counters: TierCounters = field(default_factory=TierCounters)
     _ram: OrderedDict[str, ChunkKV] = field(default_factory=OrderedDict)
     _ram_used: int = 0
+    _disk_used: int | None = None  # bytes under `folder`, read once and then kept up to date
+
+    def use_folder(self, folder: Path, disk_bytes: int) -> None:
+        """Keep entries on disk under `folder` too, within `disk_bytes`."""
+        self.folder, self.disk_bytes, self._disk_used = Path(folder), disk_bytes, None
 
     def get(self, texts: list[str]) -> list[ChunkKV]:
         """Each text's key/values, from the first tier that has them; misses are encoded in one batch."""
@@ -96,7 +101,7 @@ class KVStore:
                 gone += 1
             path = self._path(key)
             if path is not None and path.exists():
-                path.unlink()
+                self._unlink(path)
                 gone += 1
         return gone
 
@@ -125,6 +130,15 @@ class KVStore:
     def _files(self) -> list[Path]:
         return [] if self.folder is None else list(Path(self.folder).glob("*/*.safetensors"))
 
+    def _used_on_disk(self) -> int:
+        if self._disk_used is None:
+            self._disk_used = self.disk_usage()
+        return self._disk_used
+
+    def _unlink(self, path: Path) -> None:
+        self._disk_used = self._used_on_disk() - path.stat().st_size
+        path.unlink()
+
     def _from_disk(self, key: str) -> ChunkKV | None:
         path = self._path(key)
         if path is None or not path.exists():
@@ -140,16 +154,19 @@ class KVStore:
         if path is None or kv.nbytes > self.disk_bytes:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        used = self._used_on_disk() - (path.stat().st_size if path.exists() else 0)
         partial = path.with_suffix(".partial")
         save_file(to_tensors(kv), str(partial))
         partial.replace(path)  # readers never see half a file
+        self._disk_used = used + path.stat().st_size
         self._evict_disk()
 
     def _evict_disk(self) -> None:
+        """Remove the least recently used files until the folder fits `disk_bytes` (the folder is
+        listed only when it is over)."""
+        if self._used_on_disk() <= self.disk_bytes:
+            return
         files = sorted(self._files(), key=lambda p: p.stat().st_mtime)
-        used = sum(p.stat().st_size for p in files)
-        while files and used > self.disk_bytes:
-            oldest = files.pop(0)
-            used -= oldest.stat().st_size
-            oldest.unlink()
+        while files and self._used_on_disk() > self.disk_bytes:
+            self._unlink(files.pop(0))
             self.counters.disk_evictions += 1

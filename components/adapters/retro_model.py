@@ -257,14 +257,15 @@ class RetroModel(nn.Module):
 
     def use_kv_folder(self, folder: Path, disk_bytes: int) -> None:
         """Keep chunk key/values on disk too (memory-mapped, LRU under `disk_bytes`)."""
-        self.kv_store.folder, self.kv_store.disk_bytes = Path(folder), disk_bytes
+        self.kv_store.use_folder(folder, disk_bytes)
 
     def chunk_key_values(self, texts: list[str]) -> list[chunk_kv.ChunkKV]:
         """Each chunk's key/values from the frozen base model, through the tiers of `kv_store`."""
-        computed = self.kv_store.counters.computed
+        before = self.kv_store.counters.computed
         found = self.kv_store.get(texts)
-        self.cache_misses += self.kv_store.counters.computed - computed
-        self.cache_hits += len(texts) - (self.kv_store.counters.computed - computed)
+        computed = self.kv_store.counters.computed - before
+        self.cache_misses += computed
+        self.cache_hits += len(texts) - computed
         return found
 
     def kv_memory(self, passages: list[list[str]]) -> chunk_kv.KVMemory:
