@@ -19,9 +19,8 @@ ROWS = {
     "closed book (kv, no chunks)": ({"fusion": "kv"}, False),
     "in_context": ({"fusion": "in_context"}, True),
     "kv": ({"fusion": "kv"}, True),
-    "kv + kv_gate layer": ({"fusion": "kv", "kv_gate": "layer"}, True),
-    "cross_attention (rank 16)": ({"fusion": "cross_attention", "rank": 16, "heads": 4}, True),
-    "gated block (rank 16, layer gate)": ({"fusion": "gated", "rank": 16, "heads": 4, "gate": "layer"}, True),
+    "gated (layer gate)": ({"fusion": "gated", "gate": "layer"}, True),
+    "gated (head gate)": ({"fusion": "gated", "gate": "head"}, True),
 }
 
 

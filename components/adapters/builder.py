@@ -51,16 +51,38 @@ def build_retro_model(
     return model
 
 
-def load_retro_model(folder: Path, trainable: bool = False, base_model: str | None = None) -> RetroModel:
-    """Base model + adapter + fusion weights from one artifact folder, in one call."""
-    config = read_artifact_config(folder)
-    settings = dict(config.get("fusion_settings", {}))
+LOW_RANK_BLOCK_KEYS = ("layers", "rank", "heads", "memory_source", "memory_embedder")
+
+
+def current_fusion_settings(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """An artifact's saved fusion settings in today's form; artifacts of retired parts are
+    refused with what to do (their weights mean nothing to today's model)."""
+    settings = dict(settings)
     if settings.pop("rerank", False):
         raise ValueError(
             f"{folder} was trained with the adapter's own reranker (adapter-train.supervision), which "
             "is gone: retrain it (dvc repro -f adapter-train); retrieval.rerank reranks at the index"
         )
-    settings.pop("rerank_rank", None)
+    fusion = settings.get("fusion", "in_context")
+    if fusion == "cross_attention" or (fusion == "gated" and "rank" in settings):
+        raise ValueError(
+            f"{folder} uses the retired low-rank {fusion} block: retrain it with fusion kv or gated "
+            '(dvc repro -f adapter-train); README "Which fusion to choose"'
+        )
+    kv_gate = settings.pop("kv_gate", "none")
+    if fusion == "kv" and kv_gate != "none":  # kv with a gate is now called gated
+        settings |= {"fusion": "gated", "gate": kv_gate}
+    elif fusion == "in_context" or "rank" in settings:
+        settings.pop("gate", None)  # the low-rank block's gate (layer | token), unused here
+    for key in (*LOW_RANK_BLOCK_KEYS, "rerank_rank"):
+        settings.pop(key, None)
+    return settings
+
+
+def load_retro_model(folder: Path, trainable: bool = False, base_model: str | None = None) -> RetroModel:
+    """Base model + adapter + fusion weights from one artifact folder, in one call."""
+    config = read_artifact_config(folder)
+    settings = current_fusion_settings(folder, config.get("fusion_settings", {}))
     base, tokenizer = load_base_model(base_model or config["base_model"])
     model = RetroModel(load_artifact(folder, base, trainable), tokenizer, **settings)
     model.load_fusion(folder)
@@ -74,8 +96,8 @@ def load_retro_model(folder: Path, trainable: bool = False, base_model: str | No
 def export_merged(folder: Path, out: Path) -> Path:
     """Fold a LoRA/IA3 adapter into the base weights and save a plain transformers model.
 
-    Only for artifacts without fusion blocks: cross-attention over retrieved chunks is not a
-    weight delta, so it cannot be merged away.
+    Only for in_context artifacts: reading chunks as key/values (kv, gated) is a way of running
+    the model, not a weight delta, so it cannot be merged away.
     """
     model = load_retro_model(folder)
     if model.uses_memory:

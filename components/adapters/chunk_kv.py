@@ -56,12 +56,12 @@ def rotary_embedding(base: nn.Module) -> nn.Module | None:
     return getattr(inner, "rotary_emb", None)
 
 
-def check_family(base: nn.Module) -> None:
-    """kv fusion needs a decoder-only model."""
+def check_family(base: nn.Module, fusion: str = "kv") -> None:
+    """Fusion over chunk key/values (kv, gated) needs a decoder-only model."""
     if getattr(base.config, "is_encoder_decoder", False):
         raise ValueError(
-            f"fusion kv needs a decoder-only model; {type(base).__name__} is encoder-decoder "
-            "(use in_context, cross_attention or gated)"
+            f"fusion {fusion} needs a decoder-only model; {type(base).__name__} is encoder-decoder "
+            "(use in_context)"
         )
 
 

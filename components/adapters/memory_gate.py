@@ -1,4 +1,4 @@
-"""A zero-initialised tanh gate on the memory part of attention (`fusion: kv`, `kv_gate`).
+"""A zero-initialised tanh gate on the memory part of attention (`fusion: gated`, `fusion.gate`).
 
 With chunk key/values in front of the question, each attention layer computes two attentions
 for the question's tokens: over their own tokens (what the model computes without retrieval)
@@ -24,7 +24,6 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION = "retro_memory_gate"
-KV_GATES = ("none", "layer", "head")
 _ACTIVE: ContextVar[tuple[int, MemoryGate] | None] = ContextVar("retro_memory_gate", default=None)
 
 
@@ -34,7 +33,7 @@ class MemoryGate(nn.Module):
     def __init__(self, layers: int, heads: int, per: str = "layer") -> None:
         super().__init__()
         if per not in ("layer", "head"):
-            raise ValueError(f"kv_gate must be one of {KV_GATES}, got {per!r}")
+            raise ValueError(f"the memory gate is per layer or head, got {per!r}")
         self.gate = nn.Parameter(torch.zeros(layers, heads if per == "head" else 1))
 
     def scale(self, layer: int) -> torch.Tensor:

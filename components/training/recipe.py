@@ -81,10 +81,7 @@ def train_adapter(
         EarlyStopping(validation, every=max(1, per_epoch // 2), patience=p.patience) if validation else None
     )
     base, tokenizer = load_base_model(model_params.base, model_params.dtype)
-    fusion = {
-        **p.fusion.model_dump(),
-        "memory_embedder": model_params.embedder,
-    }
+    fusion = p.fusion.model_dump()
     model = build_retro_model(base, tokenizer, p.method, p.config, fusion, steps, p.max_trainable_share)
     on_step = None
     if p.method.lower() == "adalora":

@@ -7,8 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from components.core.config import load_params_file, set_dotted
 from components.core.paths import Paths
 from components.stages import (
@@ -89,17 +87,8 @@ def test_lm_examples_exclude_the_chunk_itself(tiny_corpus: Path) -> None:
         assert example.answer and example.answer in " ".join(row["text"].split())
 
 
-@pytest.mark.parametrize(
-    "fusion",
-    [
-        {"fusion": "gated", "gate": "token", "rank": 8},  # the low-rank block with a per-token gate
-        {"fusion": "kv", "kv_gate": "head"},  # the chunks' own key/values, gated per head
-    ],
-    ids=["gated", "kv"],
-)
-def test_memory_fusion_through_params(
-    fusion: dict, tmp_path: Path, tiny_corpus: Path, tiny_model: Path
-) -> None:
+def test_memory_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_model: Path) -> None:
+    fusion = {"fusion": "gated", "gate": "head"}  # the chunks' own key/values, gated per head
     layout = Paths(tmp_path)
     overrides = {f"adapter-train.fusion.{key}": value for key, value in fusion.items()}
     params = prepare(

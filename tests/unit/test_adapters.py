@@ -34,10 +34,13 @@ METHODS = {
 }
 FUSIONS = {
     "in_context": {"fusion": "in_context"},
-    "cross_attention": {"fusion": "cross_attention", "rank": 8, "heads": 2},
-    "gated": {"fusion": "gated", "rank": 8, "heads": 2, "gate": "token"},
+    "kv": {"fusion": "kv"},
+    "gated": {"fusion": "gated", "gate": "head"},
 }
 FAMILIES = ["llama", "gpt2", "t5"]
+# kv and gated need a decoder-only model, gated rotary positions too (tests/unit/test_kv_fusion.py)
+FAMILIES_OF = {"in_context": FAMILIES, "kv": ["llama", "gpt2"], "gated": ["llama"]}
+MATRIX = [(fusion, family) for fusion, families in FAMILIES_OF.items() for family in families]
 EXAMPLES = [
     Example(
         "q1",
@@ -84,8 +87,7 @@ def _logits(model: RetroModel, batch: dict) -> torch.Tensor:
         return model(**inputs).logits
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+@pytest.mark.parametrize(("fusion", "family"), MATRIX)
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_matrix(method: str, fusion: str, family: str, family_dirs: dict[str, Path], tmp_path: Path) -> None:
     model = _build(family_dirs[family], method, fusion)
@@ -100,7 +102,7 @@ def test_matrix(method: str, fusion: str, family: str, family_dirs: dict[str, Pa
     report = parameter_report(model)
     assert report["trainable"] == sum(p.numel() for p in model.trainable_parameters()) > 0
     assert 0 < report["trainable_share"] < 1
-    assert (report["fusion"] > 0) == (fusion != "in_context")
+    assert (report["fusion"] > 0) == (fusion == "gated")
 
     # one optimiser step lowers the loss on a fixed batch
     # (eval mode throughout, so dropout cannot blur the comparison)
@@ -111,7 +113,7 @@ def test_matrix(method: str, fusion: str, family: str, family_dirs: dict[str, Pa
     with torch.no_grad():
         assert model(**batch).loss < loss.detach()
     if fusion == "gated":  # the gate itself learned to open
-        assert any(float(b.gate.weight.abs().sum()) > 0 for b in model.fusion.values())
+        assert float(model.fusion["memory_gate"].gate.abs().sum()) > 0
 
     # save then load reproduces the logits
     trained = _logits(model, batch)
@@ -119,27 +121,6 @@ def test_matrix(method: str, fusion: str, family: str, family_dirs: dict[str, Pa
     loaded = load_retro_model(tmp_path / "artifact")
     assert loaded.fusion_mode == fusion
     assert torch.allclose(_logits(loaded, _batch(loaded)), trained, atol=1e-5)
-
-
-def test_embedder_token_states_as_memory(family_dirs: dict[str, Path]) -> None:
-    base, tokenizer = load_base_model(str(family_dirs["gpt2"]))
-    fusion = {**FUSIONS["cross_attention"], "memory_source": "embedder"}
-    model = build_retro_model(base, tokenizer, "lora", METHODS["lora"], fusion, max_trainable_share=None)
-    memory, mask = model.memory_for([e.passages for e in EXAMPLES])
-    assert memory.shape[0] == 2 and memory.shape[2] == 384 and mask.any(dim=1).all()
-    batch = _batch(model)
-    with model.base_only():
-        base_logits = _logits(model, batch)
-    assert torch.equal(_logits(model, batch), base_logits)
-
-
-def test_chunk_encodings_are_cached(family_dirs: dict[str, Path]) -> None:
-    model = _build(family_dirs["llama"], "lora", "cross_attention")
-    model.memory_for([e.passages for e in EXAMPLES])
-    assert (model.cache_misses, model.cache_hits) == (4, 0)
-    memory, mask = model.memory_for([EXAMPLES[0].passages])
-    assert (model.cache_misses, model.cache_hits) == (4, 2)
-    assert memory.shape[0] == 1 and mask.all()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -158,7 +139,7 @@ def test_labels_cover_only_the_answer(family_dirs: dict[str, Path]) -> None:
     assert model.tokenizer.decode(target, skip_special_tokens=True).replace(" ", "") == "120mg"
     short_ids, short_labels = encode(model, EXAMPLES[0], max_length=8)
     assert len(short_ids) == 8 and [t for t in short_labels if t != -100] == target
-    fused = _build(family_dirs["llama"], "lora", "cross_attention")
+    fused = _build(family_dirs["llama"], "lora", "kv")
     assert "Talmir Labs is in Varnholt" not in fused.tokenizer.decode(encode(fused, EXAMPLES[0], 512)[0])
 
 
@@ -166,6 +147,9 @@ def test_budget_is_enforced_with_the_count(family_dirs: dict[str, Path]) -> None
     base, tokenizer = load_base_model(str(family_dirs["llama"]))
     with pytest.raises(BudgetExceeded, match=r"trainable parameters \(.* adapter \+ .* fusion\) are .*%"):
         build_retro_model(base, tokenizer, "lora", {"r": 4}, FUSIONS["gated"], max_trainable_share=0.01)
+    model = build_retro_model(base, tokenizer, "lora", {"r": 4}, FUSIONS["gated"], max_trainable_share=None)
+    layers, heads = len(unwrap(model.model).model.layers), unwrap(model.model).config.num_attention_heads
+    assert parameter_report(model)["fusion"] == layers * heads  # the gate is all gated fusion trains
 
 
 def test_unknown_method_lists_peft_methods() -> None:
@@ -189,6 +173,37 @@ def test_an_artifact_with_the_removed_adapter_reranker_is_refused(
     config["fusion_settings"]["rerank"] = False  # switched off: loads as before
     config_path.write_text(json.dumps(config))
     assert load_retro_model(tmp_path / "old").fusion_mode == "in_context"
+
+
+def test_artifacts_of_the_retired_low_rank_blocks_are_refused_and_kv_gate_ones_load_as_gated(
+    family_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    model = _build(family_dirs["llama"], "lora", "gated")
+    with torch.no_grad():
+        model.fusion["memory_gate"].gate.fill_(0.5)
+    model.save(tmp_path / "a", {"base_model": str(family_dirs["llama"]), "method": "lora"})
+    config_path = tmp_path / "a" / "retro_config.json"
+    config = json.loads(config_path.read_text())
+    old_block = {"layers": [1], "rank": 8, "heads": 2, "gate": "token", "memory_source": "base"}
+    for fusion in ("cross_attention", "gated"):  # as the low-rank blocks saved them
+        config["fusion"] = fusion
+        config["fusion_settings"] = {**old_block, "fusion": fusion, "chunk_tokens": 96}
+        config_path.write_text(json.dumps(config))
+        with pytest.raises(ValueError, match=f"retired low-rank {fusion} block: retrain it with fusion kv"):
+            load_retro_model(tmp_path / "a")
+    # kv with kv_gate (the gate's first name) is today's gated, with the same weights
+    config["fusion"] = "kv"
+    config["fusion_settings"] = {
+        **old_block,
+        "gate": "layer",
+        "fusion": "kv",
+        "kv_gate": "head",
+        "chunk_tokens": 96,
+    }
+    config_path.write_text(json.dumps(config))
+    loaded = load_retro_model(tmp_path / "a")
+    assert (loaded.fusion_mode, loaded.settings["gate"]) == ("gated", "head")
+    assert torch.equal(loaded.fusion["memory_gate"].gate, model.fusion["memory_gate"].gate)
 
 
 @pytest.mark.parametrize("method", ["lora", "ia3"])

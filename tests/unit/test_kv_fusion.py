@@ -79,6 +79,10 @@ def test_greedy_answers_over_key_values_match_the_in_context_ones(
 def test_an_encoder_decoder_model_is_refused_by_name(family_dirs: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="fusion kv needs a decoder-only model; T5ForConditionalGeneration"):
         _kv_model(family_dirs["t5"])
+    with pytest.raises(
+        ValueError, match="fusion gated needs a decoder-only model; T5ForConditionalGeneration"
+    ):
+        _gated_model(family_dirs["t5"], "layer")
 
 
 def test_save_and_load_reproduce_the_kv_logits(family_dirs: dict[str, Path], tmp_path: Path) -> None:
@@ -192,16 +196,26 @@ def lookup_model(folder: Path) -> Path:
     return build_tiny_model(folder, [*vocabulary, "Question : Answer : Context : [1] [2]"], "llama")
 
 
-def test_kv_memory_teaches_a_lookup_that_closed_book_cannot_learn(tmp_path: Path) -> None:
-    folder = lookup_model(tmp_path / "lookup")
-    assert lookup_accuracy(folder, with_memory=True) >= LOOKUP_THRESHOLD
-    assert lookup_accuracy(folder, with_memory=False) <= 2 / LOOKUP
+@pytest.fixture(scope="module")
+def lookup_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return lookup_model(tmp_path_factory.mktemp("lookup"))
+
+
+def test_closed_book_cannot_learn_the_lookup(lookup_folder: Path) -> None:
+    assert lookup_accuracy(lookup_folder, with_memory=False) <= 2 / LOOKUP
+
+
+@pytest.mark.parametrize(
+    "fusion", [{"fusion": "kv"}, {"fusion": "gated", "gate": "layer"}], ids=["kv", "gated"]
+)
+def test_every_fusion_mode_learns_the_lookup_through_memory(fusion: dict, lookup_folder: Path) -> None:
+    assert lookup_accuracy(lookup_folder, with_memory=True, fusion=fusion) >= LOOKUP_THRESHOLD
 
 
 def _gated_model(folder: Path, per: str) -> RetroModel:
     base, tokenizer = load_base_model(str(folder))
     torch.manual_seed(0)
-    fusion = {"fusion": "kv", "kv_gate": per}
+    fusion = {"fusion": "gated", "gate": per}
     return build_retro_model(base, tokenizer, "lora", LORA, fusion, 10, max_trainable_share=None)
 
 
@@ -229,5 +243,5 @@ def test_a_fresh_memory_gate_is_the_base_model_without_retrieval(
 
 
 def test_a_memory_gate_needs_rotary_positions(family_dirs: dict[str, Path]) -> None:
-    with pytest.raises(ValueError, match="kv_gate needs a rotary-position model.*GPT2LMHeadModel"):
+    with pytest.raises(ValueError, match="fusion gated needs a rotary-position model.*GPT2LMHeadModel"):
         _gated_model(family_dirs["gpt2"], "layer")

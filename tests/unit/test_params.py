@@ -43,6 +43,14 @@ def test_the_repository_params_file_is_valid() -> None:
             "adapter-train.supervision was removed: the adapter's own reranker",
         ),
         (
+            {"adapter-train": {"fusion": {"fusion": "gated", "rank": 16}}},
+            "adapter-train.fusion.rank was removed: it configured the retired low-rank cross-attention",
+        ),
+        (
+            {"adapter-train": {"fusion": {"fusion": "cross_attention"}}},
+            "adapter-train.fusion.fusion: Value error, fusion cross_attention was retired",
+        ),
+        (
             {"evaluate": {"max_questions": -1}},
             "evaluate.max_questions: Input should be greater than or equal to 0",
         ),
