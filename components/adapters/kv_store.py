@@ -23,6 +23,11 @@ from components.adapters.chunk_kv import ChunkKV
 Encoder = Callable[[list[str]], list[ChunkKV]]
 
 
+def store_model_id(config: object) -> str:
+    """The base model's part of every entry key: its path or hub id and its weights' dtype."""
+    return f"{getattr(config, '_name_or_path', '')}:{getattr(config, 'dtype', '')}"
+
+
 def entry_key(model_id: str, chunk_tokens: int, text: str) -> str:
     """The content address of one chunk's key/values."""
     return hashlib.sha256(f"{model_id}\x00{chunk_tokens}\x00{text}".encode()).hexdigest()
@@ -92,6 +97,27 @@ class KVStore:
                 found[key] = kv
         return [found[k] for k in keys]
 
+    def fill(self, texts: list[str], batch_size: int = 8, desc: str = "chunk key/values") -> dict[str, int]:
+        """Put every text in the disk tier (encoding those it lacks, in batches, with a progress
+        bar); what it found already there and what it encoded. Needs `folder`."""
+        from tqdm.auto import tqdm
+
+        if self.folder is None:
+            raise ValueError("KVStore.fill needs a folder (use_folder)")
+        unique = list(dict.fromkeys(texts))
+        keys = [entry_key(self.model_id, self.chunk_tokens, t) for t in unique]
+        todo = [t for t, k in zip(unique, keys, strict=True) if not self._path(k).exists()]
+        before = self.counters.computed
+        for start in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch", disable=not todo):
+            self.get(todo[start : start + batch_size])
+            self._ram.clear()  # a fill passes through RAM only on its way to disk
+            self._ram_used = 0
+        return {
+            "chunks": len(unique),
+            "present": len(unique) - len(todo),
+            "encoded": self.counters.computed - before,
+        }
+
     def forget(self, texts: list[str]) -> int:
         """Drop these chunks from every tier (e.g. removed from every live index version)."""
         gone = 0
@@ -106,7 +132,12 @@ class KVStore:
         return gone
 
     def disk_usage(self) -> int:
+        """Bytes of the entries on disk."""
         return sum(p.stat().st_size for p in self._files())
+
+    def entries(self) -> int:
+        """How many chunks the disk tier holds."""
+        return len(self._files())
 
     # -- tiers -----------------------------------------------------------------------------------
     def _from_ram(self, key: str) -> ChunkKV | None:

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from components.adapters import chunk_kv
-from components.adapters.kv_store import KVStore
+from components.adapters.kv_store import KVStore, store_model_id
 from components.adapters.memory_gate import ATTENTION, MemoryGate, gating
 from components.adapters.peft_adapter import ARTIFACT_CONFIG, ARTIFACT_SCHEMA
 from components.adapters.prompting import build_prompt
@@ -81,8 +81,9 @@ class RetroModel(nn.Module):
         self.fusion = nn.ModuleDict()
         self.artifact_config: dict[str, Any] = {}  # set when loaded from an artifact
         self.cache_hits = self.cache_misses = 0
-        model_id = f"{getattr(self.config, '_name_or_path', '')}:{getattr(self.config, 'dtype', '')}"
-        self.kv_store = KVStore(model_id, chunk_tokens, self._encode_key_values)  # RAM; see use_kv_folder
+        self.kv_store = KVStore(
+            store_model_id(self.config), chunk_tokens, self._encode_key_values
+        )  # RAM; see use_kv_folder
         if self.uses_memory:
             chunk_kv.check_family(unwrap(model), fusion)
         if fusion == "gated":

@@ -12,7 +12,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -21,6 +21,9 @@ from components.continual.replay import RESERVOIR_FILE, ReplayBuffer
 from components.continual.update import UpdateOptions, unchanged_pairs, update_adapter
 from components.core.params import ContinualParams, ModelParams, TrainParams
 from components.training.examples import Example, new_knowledge, train_items
+
+if TYPE_CHECKING:
+    from components.adapters.kv_index import KVFolder
 
 STATE = "state.json"
 REPLAY = RESERVOIR_FILE
@@ -132,13 +135,16 @@ def update_in_place(
     new: list[Example],
     replay: list[Example],
     unchanged: set[tuple[str, str]],
+    kv_folder: KVFolder | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the adapter in `out` (not from scratch) and replace it atomically; the online
-    EWC estimate, when on, persists beside the adapter."""
+    EWC estimate, when on, persists beside the adapter. kv and gated fusion use `kv_folder`."""
     from components.adapters.builder import load_retro_model
     from components.adapters.peft_adapter import read_artifact_config
 
     model = load_retro_model(out, trainable=True)
+    if kv_folder is not None:
+        kv_folder.attach(model)
     ewc = OnlineEWC.load(out, p.ewc_weight, p.ewc_gamma) if p.ewc_weight else None
     options = UpdateOptions(
         steps=p.steps,

@@ -141,6 +141,14 @@ class IndexParams(StrictModel):
     store: str = "faiss"
     store_params: dict[str, Any] = Field(default_factory=lambda: {"factory": "Flat"})
     sharding: ShardingParams = ShardingParams()
+    chunk_kv: Literal["lazy", "precompute"] = Field(
+        "lazy",
+        description="kv and gated fusion: precompute = the index stage encodes every new chunk's "
+        "key/values into paths.chunk_kv; lazy = whoever reads a chunk first encodes and keeps it",
+    )
+    chunk_kv_budget_gb: float = Field(
+        8.0, gt=0, description="disk budget of paths.chunk_kv; the least recently used entries go first"
+    )
 
 
 class FusionParams(StrictModel):

@@ -37,6 +37,7 @@ class PathParams(StrictModel):
     questions: str = "data/interim/questions.parquet"
     embeddings: str = "data/interim/embeddings"
     index: str = "data/index"
+    chunk_kv: str = "data/cache/chunk_kv"
     base_adapter: str = "data/models/adapter"
     current_adapter: str = "data/models/current"
     evaluation_table: str = "data/metrics/evaluate.md"
@@ -58,6 +59,7 @@ class Paths:
 
     documents: Path
     qa: Path
+    chunk_kv: Path
     quarantine: Path
     chunks: Path
     questions: Path

@@ -52,6 +52,13 @@ class ServeSettings(StrictModel):
     poll_seconds: float = Field(5.0, gt=0, description="how often the alias is checked for a promotion")
     download_dir: str = Field("data/serving", description="where registered versions are downloaded")
     max_new_tokens: int = Field(24, ge=1, le=512)
+    chunk_kv_folder: str = Field(
+        "data/cache/chunk_kv",
+        description="kv and gated adapters: the chunk key/value disk tier (paths.chunk_kv)",
+    )
+    chunk_kv_budget_gb: float = Field(
+        8.0, gt=0, description="disk budget of chunk_kv_folder for this service"
+    )
     cache: CacheSettings = CacheSettings()
     batching: BatchSettings = BatchSettings()
     limits: LimitSettings = LimitSettings()

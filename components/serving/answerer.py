@@ -22,6 +22,7 @@ from cachetools import LRUCache
 
 from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
+from components.adapters.kv_index import KVFolder
 from components.adapters.prompting import context_prefix
 from components.embed.encoder import encode
 from components.stores.base import Hit, citation
@@ -39,11 +40,16 @@ class Answerer:
         index_version: str = "local",
         prefix_entries: int = 0,
         on_prefix: Callable[[bool], None] | None = None,
+        kv_folder: KVFolder | None = None,
     ) -> None:
         """`prefix_entries` > 0 keeps the key/values of that many prompt prefixes (instructions +
         passages) for streaming: a question whose passages were seen recently starts generating
-        after encoding only its own tokens. `on_prefix(hit)` is told of every lookup."""
+        after encoding only its own tokens. `on_prefix(hit)` is told of every lookup. kv and
+        gated adapters read chunk key/values from `kv_folder` (and fill it), so only the question
+        is prefilled."""
         self.model = load_retro_model(adapter_dir)
+        if kv_folder is not None:
+            kv_folder.attach(self.model)
         self.prefixes = LRUCache(prefix_entries) if prefix_entries and not self.model.uses_memory else None
         self.on_prefix = on_prefix
         self.retriever = Retriever.load(index_dir)
@@ -88,10 +94,15 @@ class Answerer:
             gone = [cid for cid, payload in payloads.items() if payload.get("doc_id") in doc_ids]
             if gone:
                 store.delete(gone)
+                self.model.kv_store.forget([payloads[cid].get("text", "") for cid in gone])
             if self.prefixes is not None:
                 self.prefixes.clear()
             self.forgotten = doc_ids
         return len(gone)
+
+    def chunk_kv_counters(self) -> dict[str, int]:
+        """Chunk key/value lookups since this pair was loaded, per tier (kv and gated adapters)."""
+        return self.model.kv_store.counters.as_dict()
 
     def version_fields(self) -> dict[str, str]:
         """The versions as a response carries them."""

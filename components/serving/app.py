@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
 
+from components.adapters.kv_index import KVFolder
 from components.registry.mlflow_registry import DEFAULT_NAME, ModelNames
 from components.serving.answerer import Answerer
 from components.serving.batching import MicroBatcher
@@ -56,7 +57,13 @@ class Service:
     def __init__(self, settings: ServeSettings, tracking_uri: str, model_name: str = DEFAULT_NAME) -> None:
         self.settings, self.metrics = settings, ServingMetrics()
         self.cache = TieredCache(settings.cache, self.metrics)
-        load = partial(Answerer, prefix_entries=settings.cache.prefix_entries, on_prefix=self._count_prefix)
+        kv_folder = KVFolder(Path(settings.chunk_kv_folder), settings.chunk_kv_budget_gb)
+        load = partial(
+            Answerer,
+            prefix_entries=settings.cache.prefix_entries,
+            on_prefix=self._count_prefix,
+            kv_folder=kv_folder,
+        )
         folder = Path(settings.download_dir)
         every = settings.poll_seconds
         names, self.model_name = ModelNames(model_name), model_name
@@ -299,6 +306,9 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        current = service.promoter.current
+        if current is not None and current.model.uses_memory:
+            service.metrics.show_chunk_kv(current.chunk_kv_counters())
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app

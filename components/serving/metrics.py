@@ -52,6 +52,19 @@ class ServingMetrics:
             registry=self.registry,
         )
 
+        self.chunk_kv = Gauge(
+            "retro_chunk_kv_lookups",
+            "chunk key/value lookups of the served kv/gated adapter since it was loaded, by tier "
+            "(ram_hits, disk_hits, computed) and disk evictions",
+            ["tier"],
+            registry=self.registry,
+        )
+
+    def show_chunk_kv(self, counters: dict[str, int]) -> None:
+        """Set the chunk key/value gauges from the served adapter's store counters."""
+        for tier, value in counters.items():
+            self.chunk_kv.labels(tier).set(value)
+
     def show_loaded(self, alias: str, adapter_version: str, index_version: str) -> None:
         self.loaded.clear()
         self.loaded.labels(alias, adapter_version, index_version).set(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from components.adapters.kv_index import KVFolder
 from components.core.artifacts import read_table, versions_in
 from components.core.params import PipelineParams
 from components.core.paths import Paths
@@ -45,6 +46,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any] | None:
         fingerprint=fingerprint,
         version=first,
         objective=objective,
+        kv_folder=KVFolder(paths.chunk_kv, params.index.chunk_kv_budget_gb),
     )
 
 

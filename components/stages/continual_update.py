@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from components.adapters.kv_index import KVFolder
 from components.continual.chain import AdapterChain, update_in_place
 from components.core.artifacts import read_table, versions_in
 from components.core.params import PipelineParams
@@ -29,7 +30,8 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     def examples_for(version: str, items: list[dict], lm_ids: set[str] | None) -> list[Example]:
         return examples_of_version(params, paths, chunks, version, items, lm_ids)
 
-    update = partial(update_in_place, chain.out, model, train_p, p)
+    kv_folder = KVFolder(paths.chunk_kv, params.index.chunk_kv_budget_gb)
+    update = partial(update_in_place, chain.out, model, train_p, p, kv_folder=kv_folder)
     pending = chain.pending(versions)
     for version in pending:
         chain.learn(version, qa, chunks, examples_for, update, lm_fallback=train_p.objective != "qa")

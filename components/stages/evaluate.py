@@ -33,10 +33,12 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
         return write_no_questions(latest, k, paths.evaluation_table, paths.predictions)
     source = {"eval_questions": eval_question_source(qa, latest)}
     from components.adapters.builder import load_retro_model
+    from components.adapters.kv_index import KVFolder
     from components.stores.retriever import Retriever
 
     IndexManifest.read(paths.index)  # refuses a snapshot of another schema
     model = load_retro_model(paths.current_adapter)
+    KVFolder(paths.chunk_kv, params.index.chunk_kv_budget_gb).attach(model)
     retriever = Retriever.load(paths.index, mode=params.retrieval.mode)
     finder = GoldFinder(chunks[chunks["version"] == latest], params.retrieval.gold_min_overlap)
     golds = [finder.find(t["doc_id"], t["answer"]) for t in test]

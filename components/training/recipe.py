@@ -11,12 +11,15 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from components.adapters.peft_adapter import ARTIFACT_CONFIG, ARTIFACT_SCHEMA
 from components.core.params import ModelParams, RetrievalParams, TrainParams
 from components.training.budget import EarlyStopping, planned_steps, split_validation
 from components.training.examples import Example
+
+if TYPE_CHECKING:
+    from components.adapters.kv_index import KVFolder
 
 
 def training_fingerprint(
@@ -60,8 +63,10 @@ def train_adapter(
     fingerprint: str,
     version: str,
     objective: str,
+    kv_folder: KVFolder | None = None,
 ) -> dict[str, Any] | None:
-    """Train a new adapter on `examples` of corpus `version` and save it to `out`.
+    """Train a new adapter on `examples` of corpus `version` and save it to `out` (kv and gated
+    fusion read and fill the chunk key/values in `kv_folder`).
 
     Inside an `accelerate launch` every process trains; only process 0 saves and returns the
     metrics (the others return None).
@@ -83,6 +88,8 @@ def train_adapter(
     base, tokenizer = load_base_model(model_params.base, model_params.dtype)
     fusion = p.fusion.model_dump()
     model = build_retro_model(base, tokenizer, p.method, p.config, fusion, steps, p.max_trainable_share)
+    if kv_folder is not None:
+        kv_folder.attach(model)
     on_step = None
     if p.method.lower() == "adalora":
 

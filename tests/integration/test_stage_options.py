@@ -98,11 +98,15 @@ def test_memory_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_mo
         {
             "adapter-train.max_trainable_share": 0.9,
             **overrides,
+            "index.chunk_kv": "precompute",
             "continual-update.steps": 2,
             "evaluate.max_questions": 4,
             "evaluate.max_new_tokens": 3,
         },
     )
+    stored = json.loads(layout.metrics_of("index").read_text())["chunk_kv"]  # the index filled the store
+    assert stored["mode"] == "precompute" and stored["encoded"] == stored["entries"] == stored["chunks"] > 0
+    assert len(list(layout.chunk_kv.glob("*/*.safetensors"))) == stored["entries"]
     trained = run_stage(adapter_train, params, layout.root)
     assert trained["fusion"] == fusion["fusion"] and trained["fusion_params"] > 0
     run_stage(continual_update, params, layout.root)

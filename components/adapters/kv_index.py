@@ -1,0 +1,74 @@
+"""The index's chunk key/value store (`index.chunk_kv`) for `kv` and `gated` fusion.
+
+One folder (`paths.chunk_kv`) holds the chunk key/values of every index version, content-addressed
+(components/adapters/kv_store.py), so a new index version adds only its new chunks. The index stage
+fills it ahead of time (`precompute`) or leaves it to whoever reads a chunk first: training,
+evaluation and the service (`lazy`). Chunks that leave the index with a new version are freed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.adapters import chunk_kv
+from components.adapters.kv_store import KVStore, store_model_id
+
+GB = 2**30
+
+
+@dataclass(frozen=True)
+class KVFolder:
+    """Where chunk key/values are kept on disk (`paths.chunk_kv`) and within how many GB."""
+
+    path: Path
+    budget_gb: float
+
+    def attach(self, model: Any) -> None:
+        """Let a RetroModel read and fill the disk tier (a no-op for in_context fusion)."""
+        if model.uses_memory:
+            model.use_kv_folder(self.path, int(self.budget_gb * GB))
+
+
+def index_kv_store(base_model: str, dtype: str, chunk_tokens: int, folder: Path, budget_gb: float) -> KVStore:
+    """The store as the index stage uses it: the frozen base model encodes, `folder` keeps."""
+    from components.adapters.base_model import load_base_model
+
+    model, tokenizer = load_base_model(base_model, dtype)
+    model.eval()
+
+    def encode(texts: list[str]) -> list[chunk_kv.ChunkKV]:
+        return chunk_kv.encode_chunk_kv(model, tokenizer, texts, chunk_tokens)
+
+    store = KVStore(store_model_id(model.config), chunk_tokens, encode)
+    store.use_folder(folder, int(budget_gb * GB))
+    return store
+
+
+def maintain_index_kv(
+    store: KVStore, texts: list[str], removed: list[str], precompute: bool
+) -> dict[str, Any]:
+    """Free the chunks that left the index, then (with `precompute`) encode the new version's
+    chunks the folder lacks; the counts, bytes per chunk and seconds."""
+    started = time.perf_counter()
+    report: dict[str, Any] = {"forgotten": store.forget(removed) if removed else 0}
+    if precompute:
+        report |= store.fill(texts)
+    files = store.entries()
+    report |= {
+        "entries": files,
+        "disk_bytes": store.disk_usage(),
+        "bytes_per_chunk": round(store.disk_usage() / files) if files else None,
+        "budget_bytes": store.disk_bytes,
+        "disk_evictions": store.counters.disk_evictions,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return report
+
+
+def removed_texts(previous: list[str], current: list[str]) -> list[str]:
+    """Texts of the previous index version that the current one no longer holds."""
+    kept = set(current)
+    return sorted({t for t in previous if t not in kept})
