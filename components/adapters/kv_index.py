@@ -32,8 +32,11 @@ class KVFolder:
             model.use_kv_folder(self.path, int(self.budget_gb * GB))
 
 
-def index_kv_store(base_model: str, dtype: str, chunk_tokens: int, folder: Path, budget_gb: float) -> KVStore:
-    """The store as the index stage uses it: the frozen base model encodes, `folder` keeps."""
+def index_kv_store(
+    base_model: str, dtype: str, chunk_tokens: int, folder: Path, budget_gb: float, form: str = "auto"
+) -> KVStore:
+    """The store as the index stage uses it: the frozen base model encodes, `folder` keeps
+    (entries in storage `form`, as the adapter's own store reads them)."""
     from components.adapters.base_model import load_base_model
 
     model, tokenizer = load_base_model(base_model, dtype)
@@ -42,7 +45,8 @@ def index_kv_store(base_model: str, dtype: str, chunk_tokens: int, folder: Path,
     def encode(texts: list[str]) -> list[chunk_kv.ChunkKV]:
         return chunk_kv.encode_chunk_kv(model, tokenizer, texts, chunk_tokens)
 
-    store = KVStore(store_model_id(model.config), chunk_tokens, encode)
+    weights = next(model.parameters()).dtype
+    store = KVStore(store_model_id(model.config), chunk_tokens, encode, form, weights)
     store.use_folder(folder, int(budget_gb * GB))
     return store
 

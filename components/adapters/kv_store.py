@@ -2,9 +2,14 @@
 and recompute on a miss.
 
 Entries are content-addressed: the key hashes the base model, the encoding settings that do not
-depend on any adapter (chunk token limit) and the chunk's text, so every index version, adapter
-and process over the same base model shares them, and a new index version adds only its new
-chunks. Each disk entry is one safetensors file, read back memory-mapped.
+depend on any adapter (chunk token limit, storage form) and the chunk's text, so every index
+version, adapter and process over the same base model shares them, and a new index version adds
+only its new chunks. Each disk entry is one safetensors file, read back memory-mapped.
+
+Storage forms (`fusion.chunk_kv_dtype`): `auto` keeps the model's own dtype; `bfloat16` halves a
+float32 model's bytes; `int8` keeps each head's key or value vector at each token as int8 with one
+float16 scale (absmax / 127), about a quarter of float32. A freshly encoded chunk goes through
+the same packing before it is used, so every tier returns identical tensors.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from components.adapters.chunk_kv import ChunkKV
 
 Encoder = Callable[[list[str]], list[ChunkKV]]
+StorageForm = Literal["auto", "bfloat16", "int8"]
+STORAGE_FORMS = ("auto", "bfloat16", "int8")
 
 
 def store_model_id(config: object) -> str:
@@ -28,24 +37,53 @@ def store_model_id(config: object) -> str:
     return f"{getattr(config, '_name_or_path', '')}:{getattr(config, 'dtype', '')}"
 
 
-def entry_key(model_id: str, chunk_tokens: int, text: str) -> str:
+def entry_key(model_id: str, chunk_tokens: int, text: str, form: str = "auto") -> str:
     """The content address of one chunk's key/values."""
-    return hashlib.sha256(f"{model_id}\x00{chunk_tokens}\x00{text}".encode()).hexdigest()
+    parts = [model_id, str(chunk_tokens), text] + ([form] if form != "auto" else [])
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
-def to_tensors(kv: ChunkKV) -> dict[str, object]:
+def _pack(t: torch.Tensor, form: str) -> dict[str, torch.Tensor]:
+    if form == "bfloat16":
+        return {"": t.to(torch.bfloat16)}
+    if form == "int8":
+        scale = (t.abs().amax(dim=-1, keepdim=True).float() / 127).clamp_min(1e-8)
+        return {"": torch.round(t.float() / scale).to(torch.int8), ".scale": scale.to(torch.float16)}
+    return {"": t}
+
+
+def _unpack(tensors: dict, name: str, form: str, dtype: torch.dtype) -> torch.Tensor:
+    if form == "int8":
+        return (tensors[name].float() * tensors[f"{name}.scale"].float()).to(dtype)
+    return tensors[name].to(dtype)
+
+
+def to_tensors(kv: ChunkKV, form: str = "auto") -> dict[str, torch.Tensor]:
+    """The tensors a disk entry holds: `k.<layer>` and `v.<layer>` (plus `.scale` for int8)."""
     return {
-        f"{kind}.{i}": t.contiguous()
+        f"{kind}.{i}{suffix}": packed.contiguous()
         for kind, ts in (("k", kv.keys), ("v", kv.values))
         for i, t in enumerate(ts)
+        for suffix, packed in _pack(t, form).items()
     }
 
 
-def from_tensors(tensors: dict) -> ChunkKV:
-    layers = len(tensors) // 2
-    return ChunkKV(
-        tuple(tensors[f"k.{i}"] for i in range(layers)), tuple(tensors[f"v.{i}"] for i in range(layers))
-    )
+def from_tensors(tensors: dict, form: str = "auto", dtype: torch.dtype | None = None) -> ChunkKV:
+    """A ChunkKV in `dtype` (default: as stored) from a disk entry's tensors."""
+    layers = sum(1 for name in tensors if name.startswith("k.") and not name.endswith(".scale"))
+    dtype = dtype or tensors["k.0"].dtype
+
+    def unpacked(kind: str) -> tuple[torch.Tensor, ...]:
+        return tuple(_unpack(tensors, f"{kind}.{i}", form, dtype) for i in range(layers))
+
+    return ChunkKV(unpacked("k"), unpacked("v"))
+
+
+def stored_form(kv: ChunkKV, form: str) -> ChunkKV:
+    """`kv` as it reads back from storage in `form` (what every tier then returns)."""
+    if form == "auto":
+        return kv
+    return from_tensors(to_tensors(kv, form), form, kv.keys[0].dtype)
 
 
 @dataclass
@@ -68,6 +106,8 @@ class KVStore:
     model_id: str
     chunk_tokens: int
     encode: Encoder
+    form: str = "auto"
+    dtype: torch.dtype | None = None  # the model's key/value dtype (what every tier returns)
     folder: Path | None = None
     ram_bytes: int = 256 * 2**20
     disk_bytes: int = 8 * 2**30
@@ -76,13 +116,20 @@ class KVStore:
     _ram_used: int = 0
     _disk_used: int | None = None  # bytes under `folder`, read once and then kept up to date
 
+    def __post_init__(self) -> None:
+        if self.form not in STORAGE_FORMS:
+            raise ValueError(f"chunk_kv_dtype must be one of {STORAGE_FORMS}, got {self.form!r}")
+
+    def key(self, text: str) -> str:
+        return entry_key(self.model_id, self.chunk_tokens, text, self.form)
+
     def use_folder(self, folder: Path, disk_bytes: int) -> None:
         """Keep entries on disk under `folder` too, within `disk_bytes`."""
         self.folder, self.disk_bytes, self._disk_used = Path(folder), disk_bytes, None
 
     def get(self, texts: list[str]) -> list[ChunkKV]:
         """Each text's key/values, from the first tier that has them; misses are encoded in one batch."""
-        keys = [entry_key(self.model_id, self.chunk_tokens, t) for t in texts]
+        keys = [self.key(t) for t in texts]
         found: dict[str, ChunkKV] = {}
         for key in dict.fromkeys(keys):
             kv = self._from_ram(key) or self._from_disk(key)
@@ -90,7 +137,9 @@ class KVStore:
                 found[key] = kv
         missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
         if missing:
-            for key, kv in zip(missing, self.encode(list(missing.values())), strict=True):
+            for key, encoded in zip(missing, self.encode(list(missing.values())), strict=True):
+                self.dtype = self.dtype or encoded.keys[0].dtype
+                kv = stored_form(encoded, self.form)
                 self.counters.computed += 1
                 self._to_disk(key, kv)
                 self._to_ram(key, kv)
@@ -105,7 +154,7 @@ class KVStore:
         if self.folder is None:
             raise ValueError("KVStore.fill needs a folder (use_folder)")
         unique = list(dict.fromkeys(texts))
-        keys = [entry_key(self.model_id, self.chunk_tokens, t) for t in unique]
+        keys = [self.key(t) for t in unique]
         todo = [t for t, k in zip(unique, keys, strict=True) if not self._path(k).exists()]
         before = self.counters.computed
         for start in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch", disable=not todo):
@@ -121,7 +170,7 @@ class KVStore:
     def forget(self, texts: list[str]) -> int:
         """Drop these chunks from every tier (e.g. removed from every live index version)."""
         gone = 0
-        for key in {entry_key(self.model_id, self.chunk_tokens, t) for t in texts}:
+        for key in {self.key(t) for t in texts}:
             if key in self._ram:
                 self._ram_used -= self._ram.pop(key).nbytes
                 gone += 1
@@ -174,7 +223,7 @@ class KVStore:
         path = self._path(key)
         if path is None or not path.exists():
             return None
-        kv = from_tensors(load_file(str(path)))
+        kv = from_tensors(load_file(str(path)), self.form, self.dtype)
         os.utime(path)  # recency for eviction
         self.counters.disk_hits += 1
         self._to_ram(key, kv)
@@ -187,7 +236,7 @@ class KVStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         used = self._used_on_disk() - (path.stat().st_size if path.exists() else 0)
         partial = path.with_suffix(".partial")
-        save_file(to_tensors(kv), str(partial))
+        save_file(to_tensors(kv, self.form), str(partial))
         partial.replace(path)  # readers never see half a file
         self._disk_used = used + path.stat().st_size
         self._evict_disk()

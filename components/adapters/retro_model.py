@@ -64,6 +64,7 @@ class RetroModel(nn.Module):
         fusion: str = "in_context",
         gate: str = "layer",
         chunk_tokens: int = 256,
+        chunk_kv_dtype: str = "auto",
     ) -> None:
         super().__init__()
         if fusion not in FUSION_MODES:
@@ -77,13 +78,20 @@ class RetroModel(nn.Module):
         forward_args = signature(unwrap(model).forward).parameters
         self.keeps_logits = not self.is_seq2seq and "logits_to_keep" in forward_args
         self.chunk_tokens = chunk_tokens
-        self.settings = {"fusion": fusion, "gate": gate, "chunk_tokens": chunk_tokens}
+        self.settings = {
+            "fusion": fusion,
+            "gate": gate,
+            "chunk_tokens": chunk_tokens,
+            "chunk_kv_dtype": chunk_kv_dtype,
+        }
         self.fusion = nn.ModuleDict()
         self.artifact_config: dict[str, Any] = {}  # set when loaded from an artifact
         self.cache_hits = self.cache_misses = 0
+        dtype = next(unwrap(model).parameters()).dtype
+        # RAM only until use_kv_folder adds the disk tier
         self.kv_store = KVStore(
-            store_model_id(self.config), chunk_tokens, self._encode_key_values
-        )  # RAM; see use_kv_folder
+            store_model_id(self.config), chunk_tokens, self._encode_key_values, chunk_kv_dtype, dtype
+        )
         if self.uses_memory:
             chunk_kv.check_family(unwrap(model), fusion)
         if fusion == "gated":

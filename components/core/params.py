@@ -161,6 +161,11 @@ class FusionParams(StrictModel):
     )
     gate: Literal["layer", "head"] = Field("layer", description="gated only: one gate per layer, or per head")
     chunk_tokens: int = Field(256, ge=8, description="kv and gated: tokens of each chunk kept as key/values")
+    chunk_kv_dtype: Literal["auto", "bfloat16", "int8"] = Field(
+        "auto",
+        description="kv and gated: how chunk key/values are stored: auto (the model's dtype), bfloat16, or "
+        "int8 with a float16 scale per head and token (about 1/4 of float32)",
+    )
 
     @field_validator("fusion", mode="before")
     @classmethod

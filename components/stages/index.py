@@ -84,7 +84,7 @@ def _chunk_kv(
     previous = [] if parent is None else chunks.loc[chunks["version"] == parent.corpus_version, "text"]
     removed = removed_texts(list(previous), texts)
     store = index_kv_store(params.model.base, params.model.dtype, fusion.chunk_tokens, paths.chunk_kv,
-                           p.chunk_kv_budget_gb)  # fmt: skip
+                           p.chunk_kv_budget_gb, fusion.chunk_kv_dtype)  # fmt: skip
     return {
         "chunk_kv": {
             "mode": p.chunk_kv,

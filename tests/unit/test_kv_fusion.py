@@ -28,10 +28,11 @@ def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {f: build_tiny_model(tmp_path_factory.mktemp(f), texts, f) for f in ("llama", "gpt2", "t5")}
 
 
-def _kv_model(folder: Path) -> RetroModel:
+def _kv_model(folder: Path, form: str = "auto") -> RetroModel:
     base, tokenizer = load_base_model(str(folder))
     torch.manual_seed(0)
-    return build_retro_model(base, tokenizer, "lora", LORA, {"fusion": "kv"}, 10, max_trainable_share=None)
+    fusion = {"fusion": "kv", "chunk_kv_dtype": form}
+    return build_retro_model(base, tokenizer, "lora", LORA, fusion, 10, max_trainable_share=None)
 
 
 def _ids(model: RetroModel, text: str) -> torch.Tensor:
@@ -131,10 +132,11 @@ def test_streaming_generation_feeds_the_streamer_and_obeys_stopping_criteria(
     assert received == [question[0].tolist(), [int(out[0, -2])], [int(out[0, -1])], []]
 
 
+@pytest.mark.parametrize("form", ["auto", "bfloat16", "int8"])
 def test_the_kv_store_gives_the_same_tensors_from_ram_disk_and_recompute(
-    family_dirs: dict[str, Path], tmp_path: Path
+    form: str, family_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    model = _kv_model(family_dirs["llama"])
+    model = _kv_model(family_dirs["llama"], form)
     model.use_kv_folder(tmp_path / "kv", disk_bytes=2**30)
     store = model.kv_store
     computed = model.chunk_key_values(CHUNKS)
@@ -148,8 +150,13 @@ def test_the_kv_store_gives_the_same_tensors_from_ram_disk_and_recompute(
             torch.equal(x, y) and torch.equal(x, z)
             for x, y, z in zip(a.keys + a.values, b.keys + b.values, c.keys + c.values, strict=True)
         )
-    one = computed[0].nbytes
-    assert store.disk_usage() > 2 * one  # tensors plus safetensors headers
+    exact = model._encode_key_values(CHUNKS[:1])[0]  # float32, as encoded
+    pairs = zip(exact.keys + exact.values, computed[0].keys + computed[0].values, strict=True)
+    error = max(float((a - b).abs().max() / a.abs().max()) for a, b in pairs)  # relative to the largest
+    assert error == 0 if form == "auto" else 0 < error < 0.01
+    stored = {"auto": 4, "bfloat16": 2, "int8": 1 + 2 / exact.keys[0].shape[-1]}[form] / 4  # bytes a value
+    one = exact.nbytes * stored
+    assert one * 2 < store.disk_usage() < (one + 2**12) * 2  # tensors plus safetensors headers
     store.disk_bytes = store.disk_usage() - 1  # room for one entry only: the older goes
     store._evict_disk()
     assert store.counters.disk_evictions == 1 and len(list((tmp_path / "kv").glob("*/*.safetensors"))) == 1
