@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/adapters.py [--steps 40] [--test 40] [--rows lora/in_context,rag,...]
 
-A row is `rag`, `lora-closed-book`, `full-finetune` or `method/fusion` (fusion in_context, kv or
-gated with a per-layer gate; chunks kept whole as key/values, 256 tokens at most).
+A row is `rag`, `lora-closed-book`, `full-finetune` or `method/fusion[@form]` (fusion in_context,
+kv or gated with a per-layer gate; chunks kept whole as key/values, 256 tokens at most; `@form`
+stores them as `bfloat16` or `int8` (fusion.chunk_kv_dtype) in training and answering, and the
+row reports the key/value bytes of one chunk).
 
 Every row trains on the same generated corpus, the same retrieved passages and the same seed, in
 its own process (so peak memory is per row), and is scored on the same held-out questions.
@@ -90,8 +92,14 @@ def run_row(row: str, args: argparse.Namespace, queue: mp.Queue) -> None:
         stats = train(model, train_set, args.steps, 4, 5e-5, 320, args.seed)
     else:
         spec = "lora/in_context" if closed_book else row
+        spec, _, form = spec.partition("@")
         method, fusion = spec.split("/")
-        fusion_params = {"fusion": fusion, "gate": "layer", "chunk_tokens": 256}
+        fusion_params = {
+            "fusion": fusion,
+            "gate": "layer",
+            "chunk_tokens": 256,
+            "chunk_kv_dtype": form or "auto",
+        }
         model = build_retro_model(base, tokenizer, method, METHOD_CONFIG[method], fusion_params, args.steps)
         report = parameter_report(model)
         on_step = (lambda s: model.model.base_model.update_and_allocate(s)) if method == "adalora" else None
@@ -107,8 +115,17 @@ def run_row(row: str, args: argparse.Namespace, queue: mp.Queue) -> None:
             "trainable_pct": 100 * float(report["trainable_share"]),
             "train_seconds": stats["seconds"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "chunk_kv_bytes": _stored_bytes(model, test_set[0].passages[0]) if model.uses_memory else None,
         }
     )
+
+
+def _stored_bytes(model, text: str) -> int:  # noqa: ANN001
+    """Bytes one chunk's key/values take in the model's storage form (what the disk tier holds)."""
+    from components.adapters.kv_store import to_tensors
+
+    kv = model.chunk_key_values([text])[0]
+    return sum(t.numel() * t.element_size() for t in to_tensors(kv, model.kv_store.form).values())
 
 
 def main() -> None:
@@ -129,8 +146,8 @@ def main() -> None:
 
     ctx = mp.get_context("spawn")
     results = []
-    print("| row | EM | F1 | trainable params | trainable % | train s | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| row | EM | F1 | trainable params | trainable % | train s | peak RSS MB | chunk KV MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in args.rows.split(","):
         queue = ctx.Queue()
         started = time.perf_counter()
@@ -138,14 +155,15 @@ def main() -> None:
         proc.start()
         proc.join()
         if proc.exitcode != 0:
-            print(f"| {row} | failed (exit {proc.exitcode}) | | | | | |", flush=True)
+            print(f"| {row} | failed (exit {proc.exitcode}) | | | | | | |", flush=True)
             continue
         r = queue.get()
         r["wall_seconds"] = time.perf_counter() - started
         results.append(r)
         print(
             f"| {r['row']} | {r['em']:.3f} | {r['f1']:.3f} | {r['trainable']:,} | {r['trainable_pct']:.3f} "
-            f"| {r['train_seconds']:.0f} | {r['peak_rss_mb']:.0f} |",
+            f"| {r['train_seconds']:.0f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['chunk_kv_bytes'] / 2**20 if r['chunk_kv_bytes'] else 0:.2f} |",
             flush=True,
         )
     out = Path(__file__).parent / "results" / args.out
