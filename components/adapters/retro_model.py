@@ -181,12 +181,15 @@ class RetroModel(nn.Module):
         if streamer is not None:
             streamer.put(input_ids)
         step = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids", "cache")}
+        last_only = {"logits_to_keep": 1} if self.keeps_logits else {}
         done = torch.zeros(len(input_ids), dtype=torch.bool)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_token_id
         sequences = input_ids
         with self._memory_gating(memory):
             for _ in range(max_new_tokens):
-                logits = self.model(**step).logits
+                # only the last position's logits: the vocabulary projection of the whole question
+                # would cost more than its attention over the chunks
+                logits = self.model(**step, **last_only).logits
                 token = logits[:, -1].argmax(-1)
                 token = torch.where(done, torch.full_like(token, pad if pad is not None else 0), token)
                 sequences = torch.cat([sequences, token[:, None]], dim=1)
