@@ -31,6 +31,7 @@ from benchmarks.synthesized_questions import (
     predictions,
     run_once,
 )
+from benchmarks.tables import interval
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "fusion_covid.json"
@@ -80,10 +81,6 @@ def compare(work: Path, modes: list[str], overrides: list[str]) -> dict[str, Any
     }
 
 
-def _interval(figures: dict[str, float], key: str) -> str:
-    return f"{figures[key]:+.3f} [{figures[key + '_lo']:+.3f}, {figures[key + '_hi']:+.3f}]"
-
-
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "| system | F1 [95% CI] | minus RAG, paired | minus in_context, paired | s/step |",
@@ -97,8 +94,9 @@ def markdown(report: dict[str, Any]) -> str:
         f1 = report["f1"][f"adapter {mode}"]
         versus = report["minus_in_context"].get(mode)
         lines.append(
-            f"| adapter, {mode} | {f1['f1']:.3f} [{f1['f1_lo']:.3f}, {f1['f1_hi']:.3f}] | "
-            f"{_interval(report['minus_rag'][mode], 'd')} | {_interval(versus, 'd') if versus else '0'} | "
+            f"| adapter, {mode} | {interval(f1, 'f1')} | "
+            f"{interval(report['minus_rag'][mode], 'd', signed=True)} | "
+            f"{interval(versus, 'd', signed=True) if versus else '0'} | "
             f"{step:.2f} |"
         )
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from benchmarks.synthesized_questions import (
     predictions,
     run_once,
 )
+from benchmarks.tables import interval
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "retrieval_downstream.json"
@@ -73,10 +74,6 @@ def downstream(work: Path, overrides: list[str]) -> dict[str, Any]:
     }
 
 
-def _interval(figures: dict[str, float], key: str) -> str:
-    return f"{figures[key]:+.3f} [{figures[key + '_lo']:+.3f}, {figures[key + '_hi']:+.3f}]"
-
-
 def markdown(report: dict[str, Any]) -> str:
     """One row per retrieval, then the paired gains."""
     lines = [
@@ -85,19 +82,18 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for run, label in (("before", "MiniLM, equal RRF"), ("after", "fine-tuned, fitted fusion")):
         f1 = {s: report["f1"][f"{s} {run}"] for s in ("rag", "adapter")}
-        cells = [
-            f"{f1[s]['f1']:.3f} [{f1[s]['f1_lo']:.3f}, {f1[s]['f1_hi']:.3f}]" for s in ("rag", "adapter")
-        ]
+        cells = [interval(f1[s], "f1") for s in ("rag", "adapter")]
         recall = report["retrieval"][run].get("chunk_recall@3")
         recall_cell = f"{recall:.3f}" if recall is not None else "-"
         lines.append(
             f"| {label} | {recall_cell} | {cells[0]} | {cells[1]} | "
-            f"{_interval(report['adapter_minus_rag'][run], 'd')} |"
+            f"{interval(report['adapter_minus_rag'][run], 'd', signed=True)} |"
         )
     gains = report["after_minus_before"]
     lines.append(
         f"\nafter minus before, paired over {report['questions']} questions: "
-        f"RAG {_interval(gains['rag'], 'd')}, adapter {_interval(gains['adapter'], 'd')}"
+        f"RAG {interval(gains['rag'], 'd', signed=True)}, "
+        f"adapter {interval(gains['adapter'], 'd', signed=True)}"
     )
     return "\n".join(lines)
 
