@@ -222,7 +222,9 @@ def ask(
     max_new_tokens: int = 24,
 ) -> None:
     """Answer from a registered adapter and its linked index; print sources and versions."""
+    from components.adapters.kv_index import KVFolder
     from components.core.config import load_params_file
+    from components.core.serve_params import ServeSettings
     from components.registry.naming import project_model_name
     from components.serving.answerer import Answerer
     from components.stores.base import format_citation
@@ -233,8 +235,10 @@ def ask(
 
         tracking_uri = params.get("register", {}).get("tracking_uri", DEFAULT_TRACKING_URI)
     model = model or project_model_name(params)
+    serve = ServeSettings.model_validate(params.get("serve") or {})
+    kv_folder = KVFolder(Path(serve.chunk_kv_folder), serve.chunk_kv_budget_gb)
     try:
-        answerer = Answerer.from_registry(tracking_uri, alias, model_name=model)
+        answerer = Answerer.from_registry(tracking_uri, alias, model_name=model, kv_folder=kv_folder)
     except LookupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
