@@ -14,6 +14,12 @@ requests at a fixed concurrency over keep-alive HTTP/1.1 connections:
 - full answers with distinct questions (retrieval + generation with the default model),
 - streaming answers: time to first token, for new questions and again for the same questions,
   whose passages' key/values the service then holds (serve.cache.prefix_entries).
+
+With `--fusion kv` the adapter reads its chunks as key/values (README "The chunk key/value
+store"): streaming is timed for new chunks (computed now), then, after the service is restarted
+(RAM empty), for the same questions with their chunks in the disk tier (`serve.chunk_kv_folder`),
+then once more with them in RAM. `--fusion in_context,kv` runs both, one after the other, on the
+same index and questions.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def register_pair(folder: Path, passages: int) -> tuple[str, list[str]]:
-    """A fresh LoRA on the default model and an index of `passages` generated passages, registered
-    and aliased `champion`; returns the tracking URI and questions about indexed passages."""
+def register_pair(folder: Path, passages: int, fusion: str = "in_context") -> tuple[str, list[str]]:
+    """A fresh LoRA on the default model (with `fusion`) and an index of `passages` generated
+    passages, registered and aliased `champion`; returns the tracking URI and questions about
+    indexed passages."""
     from retrieval import corpus
 
     from components.adapters.base_model import DEFAULT_BASE_MODEL, load_base_model
@@ -73,7 +80,8 @@ def register_pair(folder: Path, passages: int) -> tuple[str, list[str]]:
         documents=len({r["doc_id"] for r in rows}),
     ).write(layout.index)
     base, tokenizer = load_base_model(DEFAULT_BASE_MODEL)
-    model = build_retro_model(base, tokenizer, "lora", {"r": 8, "lora_alpha": 16}, max_trainable_share=None)
+    lora = {"r": 8, "lora_alpha": 16}
+    model = build_retro_model(base, tokenizer, "lora", lora, {"fusion": fusion}, max_trainable_share=None)
     model.save(
         layout.current_adapter, {"base_model": DEFAULT_BASE_MODEL, "method": "lora", "retrieval": {"k": 3}}
     )
@@ -189,7 +197,9 @@ def step_means(port: int) -> dict[str, float]:
 
 
 def start_service(folder: Path, uri: str, port: int, workers: int) -> subprocess.Popen:
-    (folder / "params.yaml").write_text(f"serve:\n  download_dir: {folder / 'serving'}\n")
+    (folder / "params.yaml").write_text(
+        f"serve:\n  download_dir: {folder / 'serving'}\n  chunk_kv_folder: {folder / 'chunk_kv'}\n"
+    )
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable,
@@ -230,24 +240,38 @@ def main() -> None:
     parser.add_argument("--cached-requests", type=int, default=20_000)
     parser.add_argument("--retrieve-requests", type=int, default=500)
     parser.add_argument("--answer-requests", type=int, default=48)
+    parser.add_argument("--fusion", default="in_context", help="in_context, kv, or both: in_context,kv")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
+    tables = [(fusion, bench(args, fusion)) for fusion in args.fusion.split(",")]
+    for fusion, rows in tables:
+        print(
+            f"\n{args.passages:,} passages (FAISS HNSW32, hybrid), SmolLM2-135M + LoRA r=8, fusion {fusion}, "
+            f"k=3, {args.workers} worker(s), client in this process"
+        )
+        print("| case | requests | concurrency | failed | QPS | p50 ms | p95 ms | p99 ms |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for row in rows:
+            print(
+                f"| {row['case']} | {row['requests']:,} | {row['concurrency']} | {row['failed']} | "
+                f"{row['qps']:,.1f} | {row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} |"
+            )
 
+
+def bench(args: argparse.Namespace, fusion: str) -> list[dict]:
+    """Every case against a service of a fresh pair with this fusion; one row each."""
     folder = Path(tempfile.mkdtemp(prefix="retro-serving-bench-"))
-    uri, questions = register_pair(folder, args.passages)
+    uri, questions = register_pair(folder, args.passages, fusion)
     service = start_service(folder, uri, args.port, args.workers)
+    rows: list[dict] = []
+
+    def run(label: str, path: str, bodies: list[dict], concurrency: int, mark: bytes | None = None) -> None:
+        result = asyncio.run(drive(args.port, path, bodies, concurrency, mark))
+        rows.append({"case": label, **result})
+        print(f"{fusion} {label}: {json.dumps(rows[-1])}", flush=True)
+
     try:
-        rows = []
-
-        def run(
-            label: str, path: str, bodies: list[dict], concurrency: int, mark: bytes | None = None
-        ) -> None:
-            result = asyncio.run(drive(args.port, path, bodies, concurrency, mark))
-            rows.append({"case": label, **result})
-            print(f"{label}: {json.dumps(rows[-1])}", flush=True)
-
-        warm = [{"question": q} for q in questions[:8]]
-        run("warm-up (not reported)", "/v1/answer", warm, 1)
+        run("warm-up (not reported)", "/v1/answer", [{"question": q} for q in questions[:8]], 1)
         rows.clear()
         n, r, a = args.cached_requests, args.retrieve_requests, args.answer_requests
         run("cached answer, c=64", "/v1/answer", [{"question": questions[0]}] * n, 64)
@@ -257,26 +281,31 @@ def main() -> None:
         run("/v1/retrieve uncached, c=8", "/v1/retrieve", [{"question": next(distinct)} for _ in range(r)], 8)
         run("/v1/answer uncached, c=1", "/v1/answer", [{"question": next(distinct)} for _ in range(a)], 1)
         run("/v1/answer uncached, c=8", "/v1/answer", [{"question": next(distinct)} for _ in range(a)], 8)
+        token = b"event: token"
         streams = [{"question": next(distinct), "stream": True} for _ in range(a)]
-        run("stream: time to first token, c=1", "/v1/answer", streams, 1, mark=b"event: token")
-        hot = streams[-12:] * 4  # passages of the last 12 questions are among the 16 kept prefixes
-        run("stream, passages seen (prefix KV hit), c=1", "/v1/answer", hot, 1, mark=b"event: token")
+        if fusion == "in_context":
+            run("stream: time to first token, c=1", "/v1/answer", streams, 1, mark=token)
+            hot = streams[-12:] * 4  # passages of the last 12 questions are among the 16 kept prefixes
+            run("stream, passages seen (prefix KV hit), c=1", "/v1/answer", hot, 1, mark=token)
+        else:
+            run(
+                "stream: time to first token, chunks computed (miss), c=1",
+                "/v1/answer",
+                streams,
+                1,
+                mark=token,
+            )
+            print("mean ms per step (from /metrics):", step_means(args.port), flush=True)
+            service.terminate()
+            service.wait(timeout=30)
+            service = start_service(folder, uri, args.port, args.workers)  # RAM empty, disk tier kept
+            run("stream: first token, chunks from the disk tier, c=1", "/v1/answer", streams, 1, mark=token)
+            run("stream: first token, chunks in RAM, c=1", "/v1/answer", streams, 1, mark=token)
         print("mean ms per step (from /metrics):", step_means(args.port), flush=True)
     finally:
         service.terminate()
         service.wait(timeout=30)
-
-    print(
-        f"\n{args.passages:,} passages (FAISS HNSW32, hybrid), SmolLM2-135M + LoRA r=8, k=3, "
-        f"{args.workers} worker(s), client in this process"
-    )
-    print("| case | requests | concurrency | failed | QPS | p50 ms | p95 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        print(
-            f"| {row['case']} | {row['requests']:,} | {row['concurrency']} | {row['failed']} | "
-            f"{row['qps']:,.1f} | {row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} |"
-        )
+    return rows
 
 
 if __name__ == "__main__":
