@@ -149,7 +149,7 @@ def train(
     rng = random.Random(seed + rank)
     torch.manual_seed(seed)
     params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameter_groups(lr), lr=lr, weight_decay=0.0)
     forward, device = model, torch.device("cpu")
     if accelerator is not None:
         forward, optimizer = accelerator.prepare(model, optimizer)
