@@ -65,7 +65,7 @@ class RetroModel(nn.Module):
         gate: str = "layer",
         chunk_tokens: int = 256,
         chunk_kv_dtype: str = "auto",
-        gate_lr: float = 0.05,
+        gate_lr: float = 0.2,
     ) -> None:
         super().__init__()
         if fusion not in FUSION_MODES:

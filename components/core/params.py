@@ -161,7 +161,7 @@ class FusionParams(StrictModel):
     )
     gate: Literal["layer", "head"] = Field("layer", description="gated only: one gate per layer, or per head")
     gate_lr: float = Field(
-        0.05, gt=0, description="gated only: the gates' learning rate (they start closed at zero)"
+        0.2, gt=0, description="gated only: the gates' learning rate (they start closed at zero)"
     )
     chunk_tokens: int = Field(256, ge=8, description="kv and gated: tokens of each chunk kept as key/values")
     chunk_kv_dtype: Literal["auto", "bfloat16", "int8"] = Field(
