@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from components.adapters import chunk_kv
 from components.adapters.kv_store import KVStore, store_model_id
+from components.core.params import PipelineParams
 
 GB = 2**30
 
@@ -70,6 +73,24 @@ def maintain_index_kv(
         "seconds": round(time.perf_counter() - started, 2),
     }
     return report
+
+
+def index_chunk_kv(
+    params: PipelineParams, folder: Path, chunks: pd.DataFrame, part: pd.DataFrame, parent: Any
+) -> dict[str, Any]:
+    """The index stage's work on the store for kv and gated fusion (nothing for in_context): free
+    the chunks of the `parent` index version that the new one's (`part`) lack and, with
+    `index.chunk_kv: precompute`, encode the new ones; `{"chunk_kv": report}`."""
+    fusion, p, model = params.adapter_train.fusion, params.index, params.model
+    if fusion.fusion == "in_context":
+        return {}
+    texts = part["text"].tolist()
+    before = chunks["version"] == (parent.corpus_version if parent is not None else None)
+    previous = chunks.loc[before, "text"].tolist()
+    store = index_kv_store(model.base, model.dtype, fusion.chunk_tokens, folder, p.chunk_kv_budget_gb,
+                           fusion.chunk_kv_dtype)  # fmt: skip
+    report = maintain_index_kv(store, texts, removed_texts(previous, texts), p.chunk_kv == "precompute")
+    return {"chunk_kv": {"mode": p.chunk_kv, **report}}
 
 
 def removed_texts(previous: list[str], current: list[str]) -> list[str]:

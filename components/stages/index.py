@@ -5,8 +5,7 @@ is made from a copy of it (removed chunks deleted, only new chunks upserted); ot
 built anew. Either way it is swapped in only when complete (components/stores/versions.py).
 The hybrid fusion weights of the new version are fitted on the validation share of its train
 questions (`retrieval.fusion: tuned`) and recorded in its manifest. With `kv` or `gated` fusion
-the chunk key/value store is kept in step (`index.chunk_kv`): chunks that left the index are
-freed and, with `precompute`, the new version's chunks are encoded ahead of training and serving.
+the chunk key/value store follows the index (`index.chunk_kv`, components/adapters/kv_index.py).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from components.adapters.kv_index import index_kv_store, maintain_index_kv, removed_texts
+from components.adapters.kv_index import index_chunk_kv
 from components.core.artifacts import read_table, versions_in
 from components.core.params import PipelineParams
 from components.core.paths import Paths
@@ -58,7 +57,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     if plan.mode == "noop" and fusion.changed_since(plan.parent.fusion):
         plan = replace(plan, mode="incremental", reason="fusion settings changed")
     if plan.mode == "noop":
-        return {**plan.parent.to_dict(), **_chunk_kv(params, paths, chunks, part, plan.parent)}
+        return {**plan.parent.to_dict(), **index_chunk_kv(params, paths.chunk_kv, chunks, part, plan.parent)}
     documents = read_table(paths.documents, "ingest")
     data = VersionInput(
         chunk_ids, part["text"].tolist(), chunk_payloads(part, chunks, documents), vectors, retrieval.rrf_k,
@@ -70,27 +69,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
 
         fill = partial(upsert_sharded, p=p.sharding)
     manifest = build_version(plan, data, paths.index, fill, p.sharding.shards, fusion)
-    return {**manifest.to_dict(), **_chunk_kv(params, paths, chunks, part, plan.parent)}
-
-
-def _chunk_kv(
-    params: PipelineParams, paths: Paths, chunks: Any, part: Any, parent: IndexManifest | None
-) -> dict[str, Any]:
-    """The chunk key/value store's report for kv and gated fusion (nothing for in_context)."""
-    fusion, p = params.adapter_train.fusion, params.index
-    if fusion.fusion == "in_context":
-        return {}
-    texts = part["text"].tolist()
-    previous = [] if parent is None else chunks.loc[chunks["version"] == parent.corpus_version, "text"]
-    removed = removed_texts(list(previous), texts)
-    store = index_kv_store(params.model.base, params.model.dtype, fusion.chunk_tokens, paths.chunk_kv,
-                           p.chunk_kv_budget_gb, fusion.chunk_kv_dtype)  # fmt: skip
-    return {
-        "chunk_kv": {
-            "mode": p.chunk_kv,
-            **maintain_index_kv(store, texts, removed, p.chunk_kv == "precompute"),
-        }
-    }
+    return {**manifest.to_dict(), **index_chunk_kv(params, paths.chunk_kv, chunks, part, plan.parent)}
 
 
 def main() -> None:

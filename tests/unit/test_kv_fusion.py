@@ -150,10 +150,10 @@ def test_the_kv_store_gives_the_same_tensors_from_ram_disk_and_recompute(
             torch.equal(x, y) and torch.equal(x, z)
             for x, y, z in zip(a.keys + a.values, b.keys + b.values, c.keys + c.values, strict=True)
         )
-    exact = model._encode_key_values(CHUNKS[:1])[0]  # float32, as encoded
+    exact = model._encode_key_values(CHUNKS)[0]  # float32, as encoded (the same batch)
     pairs = zip(exact.keys + exact.values, computed[0].keys + computed[0].values, strict=True)
     error = max(float((a - b).abs().max() / a.abs().max()) for a, b in pairs)  # relative to the largest
-    assert error == 0 if form == "auto" else 0 < error < 0.01
+    assert error < 1e-6 if form == "auto" else 1e-4 < error < 0.01
     stored = {"auto": 4, "bfloat16": 2, "int8": 1 + 2 / exact.keys[0].shape[-1]}[form] / 4  # bytes a value
     one = exact.nbytes * stored
     assert one * 2 < store.disk_usage() < (one + 2**12) * 2  # tensors plus safetensors headers
