@@ -19,7 +19,6 @@ training seconds per step) and writes benchmarks/results/fusion_covid.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from benchmarks.synthesized_questions import (
     predictions,
     run_once,
 )
-from benchmarks.tables import interval
+from benchmarks.tables import covid_main, interval
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "fusion_covid.json"
@@ -109,17 +108,13 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / "synthesized" / "work")
-    parser.add_argument("--modes", default="in_context,kv", help="comma-separated fusion modes")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args(argv)
-    report = compare(args.work, args.modes.split(","), args.overrides)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown(report))
-    return report
+    def modes(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--modes", default="in_context,kv", help="comma-separated fusion modes")
+
+    def report_of(args: argparse.Namespace) -> dict[str, Any]:
+        return compare(args.work, args.modes.split(","), args.overrides)
+
+    return covid_main(argv, __doc__, report_of, markdown, RESULTS, modes)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ Prints the table and writes benchmarks/results/retrieval_downstream.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from benchmarks.synthesized_questions import (
     predictions,
     run_once,
 )
-from benchmarks.tables import interval
+from benchmarks.tables import covid_main, interval
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "retrieval_downstream.json"
@@ -99,16 +97,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / "synthesized" / "work")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args(argv)
-    report = downstream(args.work, args.overrides)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown(report))
-    return report
+    return covid_main(argv, __doc__, lambda args: downstream(args.work, args.overrides), markdown, RESULTS)
 
 
 if __name__ == "__main__":
