@@ -212,10 +212,11 @@ def test_closed_book_cannot_learn_the_lookup(lookup_folder: Path) -> None:
     assert lookup_accuracy(lookup_folder, with_memory=False) <= 2 / LOOKUP
 
 
-@pytest.mark.parametrize(
-    "fusion", [{"fusion": "kv"}, {"fusion": "gated", "gate": "layer"}], ids=["kv", "gated"]
-)
-def test_every_fusion_mode_learns_the_lookup_through_memory(fusion: dict, lookup_folder: Path) -> None:
+FUSIONS = {"in_context": {"fusion": "in_context"}, "kv": {"fusion": "kv"}, "gated": {"fusion": "gated"}}
+
+
+@pytest.mark.parametrize("fusion", FUSIONS.values(), ids=FUSIONS.keys())
+def test_every_fusion_mode_learns_the_lookup_from_the_chunks(fusion: dict, lookup_folder: Path) -> None:
     assert lookup_accuracy(lookup_folder, with_memory=True, fusion=fusion) >= LOOKUP_THRESHOLD
 
 
