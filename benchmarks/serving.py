@@ -92,7 +92,7 @@ def register_pair(folder: Path, passages: int, fusion: str = "in_context") -> tu
             {
                 "k": 3,
                 "corpus_version": "bench",
-                "questions": 1,
+                "questions": 0,  # no held-out questions: registered for a person to judge
                 "base": {**system, "f1": 0.0},
                 "rag": system,
                 "adapter": system,
@@ -101,6 +101,8 @@ def register_pair(folder: Path, passages: int, fusion: str = "in_context") -> tu
     )
     uri = f"sqlite:///{folder}/mlflow.db"
     result = execute("register", register.run, {"register": {"tracking_uri": uri}}, layout.root)
+    if not result.get("registered"):
+        raise RuntimeError(f"register refused the benchmark pair: {result}")
     reg.configure(uri).set_registered_model_alias(reg.ADAPTER_MODEL, "champion", result["adapter_version"])
     return uri, questions
 
