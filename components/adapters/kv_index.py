@@ -63,11 +63,11 @@ def maintain_index_kv(
     report: dict[str, Any] = {"forgotten": store.forget(removed) if removed else 0}
     if precompute:
         report |= store.fill(texts)
-    files = store.entries()
+    files, used = store.disk_entries()
     report |= {
         "entries": files,
-        "disk_bytes": store.disk_usage(),
-        "bytes_per_chunk": round(store.disk_usage() / files) if files else None,
+        "disk_bytes": used,
+        "bytes_per_chunk": round(used / files) if files else None,
         "budget_bytes": store.disk_bytes,
         "disk_evictions": store.counters.disk_evictions,
         "seconds": round(time.perf_counter() - started, 2),

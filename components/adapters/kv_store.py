@@ -20,7 +20,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -28,7 +27,6 @@ from safetensors.torch import load_file, save_file
 from components.adapters.chunk_kv import ChunkKV
 
 Encoder = Callable[[list[str]], list[ChunkKV]]
-StorageForm = Literal["auto", "bfloat16", "int8"]
 STORAGE_FORMS = ("auto", "bfloat16", "int8")
 
 
@@ -182,11 +180,12 @@ class KVStore:
 
     def disk_usage(self) -> int:
         """Bytes of the entries on disk."""
-        return sum(p.stat().st_size for p in self._files())
+        return self.disk_entries()[1]
 
-    def entries(self) -> int:
-        """How many chunks the disk tier holds."""
-        return len(self._files())
+    def disk_entries(self) -> tuple[int, int]:
+        """How many chunks the disk tier holds and their bytes (one listing of the folder)."""
+        sizes = [p.stat().st_size for p in self._files()]
+        return len(sizes), sum(sizes)
 
     # -- tiers -----------------------------------------------------------------------------------
     def _from_ram(self, key: str) -> ChunkKV | None:

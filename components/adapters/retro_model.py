@@ -89,7 +89,6 @@ class RetroModel(nn.Module):
         }
         self.fusion = nn.ModuleDict()
         self.artifact_config: dict[str, Any] = {}  # set when loaded from an artifact
-        self.cache_hits = self.cache_misses = 0
         dtype = next(unwrap(model).parameters()).dtype
         # RAM only until use_kv_folder adds the disk tier
         self.kv_store = KVStore(
@@ -145,12 +144,7 @@ class RetroModel(nn.Module):
 
     def chunk_key_values(self, texts: list[str]) -> list[chunk_kv.ChunkKV]:
         """Each chunk's key/values from the frozen base model, through the tiers of `kv_store`."""
-        before = self.kv_store.counters.computed
-        found = self.kv_store.get(texts)
-        computed = self.kv_store.counters.computed - before
-        self.cache_misses += computed
-        self.cache_hits += len(texts) - computed
-        return found
+        return self.kv_store.get(texts)
 
     def kv_memory(self, passages: list[list[str]]) -> chunk_kv.KVMemory:
         """The key/value memory of a batch: each question's chunks, in retrieval order."""

@@ -74,7 +74,7 @@ def test_greedy_answers_over_key_values_match_the_in_context_ones(
     with model.base_only():  # a fresh adapter is the base model: the reference is plain generation
         reference = generate(model, [f"{c} {q}" for c, q in zip(CHUNKS, QUESTIONS, strict=True)], 6, 2)
     assert generate(model, QUESTIONS, 6, 2, [[c] for c in CHUNKS]) == reference
-    assert model.cache_misses == 2
+    assert model.kv_store.counters.computed == 2
 
 
 def test_an_encoder_decoder_model_is_refused_by_name(family_dirs: dict[str, Path]) -> None:
