@@ -135,6 +135,20 @@ class ShardingParams(StrictModel):
 class EmbedParams(StrictModel):
     batch_size: int = Field(64, ge=1)
     sharding: ShardingParams = ShardingParams()
+    backend: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="torch: sentence-transformers on PyTorch; onnx: the same embedder exported once to ONNX "
+        "and run with onnxruntime (components/embed/onnx_backend.py). Queries use the index's engine",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="onnx only: int8 = onnxruntime's dynamic int8 quantization of the weights"
+    )
+
+    @model_validator(mode="after")
+    def _int8_needs_onnx(self) -> EmbedParams:
+        if self.quantize != "none" and self.backend != "onnx":
+            raise ValueError("embed.quantize: int8 needs embed.backend: onnx")
+        return self
 
 
 class IndexParams(StrictModel):

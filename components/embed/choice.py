@@ -42,14 +42,37 @@ class Embedder:
 
 def embedder_in_use(folder: Path, default: str) -> tuple[str, str]:
     """(identity, what encode() loads) of the embedder the embed stage used for the table in
-    `folder`: its fine-tuned embedder there, or the named one (`default` before any embed run)."""
+    `folder`: its fine-tuned embedder there, or the named one (`default` before any embed run).
+    The identity names the engine too when it is not torch (`name@onnx-int8`)."""
     from components.embed.table import EmbeddingTable
 
     recorded = EmbeddingTable.manifest(folder)
     if recorded.get("embedder_hash"):
         return recorded["embedder"], str(Path(folder) / FINETUNED)
     name = recorded.get("embedder", default)
-    return name, name
+    return name, recorded.get("embedder_name", name)
+
+
+def backend_in_use(folder: Path) -> str:
+    """The engine the embed stage encoded the table in `folder` with (embed.backend, quantize)."""
+    return embedder_record(folder)["embed_backend"]
+
+
+def embedder_record(folder: Path) -> dict[str, Any]:
+    """What an index version records of the embedder of the table in `folder`: the fine-tuned
+    embedder's hash (or None) and the engine."""
+    from components.embed.table import EmbeddingTable
+
+    recorded = EmbeddingTable.manifest(folder)
+    return {
+        "embedder_hash": recorded.get("embedder_hash"),
+        "embed_backend": recorded.get("embed_backend", "torch"),
+    }
+
+
+def engine_identity(identity: str, backend: str) -> str:
+    """An embedder identity with its engine: vectors of another engine are never mixed in."""
+    return identity if backend == "torch" else f"{identity}@{backend}"
 
 
 def finetuned_embedder(folder: Path, lineage: dict[str, Any]) -> Embedder | None:

@@ -23,12 +23,16 @@ def resolve_embedder(name: str) -> str:
     return name
 
 
-def load_embedder(name: str = DEFAULT_EMBEDDER, device: str = "cpu"):  # noqa: ANN201
-    """Load (once per process) a SentenceTransformer by name, path or packaged alias. A folder
-    is loaded again when its fine-tuning report names another model (a new model in the same place)."""
+def model_version(name: str) -> str:
+    """The fine-tuning hash of an embedder folder ('' for others): a new model in the same place
+    is loaded again."""
     report = Path(name) / "finetune.json"
-    version = json.loads(report.read_text()).get("model_hash", "") if report.is_file() else ""
-    return _load(name, device, version)
+    return json.loads(report.read_text()).get("model_hash", "") if report.is_file() else ""
+
+
+def load_embedder(name: str = DEFAULT_EMBEDDER, device: str = "cpu"):  # noqa: ANN201
+    """Load (once per process) a SentenceTransformer by name, path or packaged alias."""
+    return _load(name, device, model_version(name))
 
 
 @functools.lru_cache(maxsize=4)
@@ -40,9 +44,18 @@ def _load(name: str, device: str, version: str):  # noqa: ANN202
 
 
 def encode(
-    texts: list[str], name: str = DEFAULT_EMBEDDER, batch_size: int = 64, progress: bool = False
+    texts: list[str],
+    name: str = DEFAULT_EMBEDDER,
+    batch_size: int = 64,
+    progress: bool = False,
+    backend: str = "torch",
 ) -> np.ndarray:
-    """L2-normalised float32 embeddings, one row per text."""
+    """L2-normalised float32 embeddings, one row per text, by the engine `backend` (torch, onnx or
+    onnx-int8: components/embed/onnx_backend.py)."""
+    if backend != "torch":
+        from components.embed.onnx_backend import onnx_encoder
+
+        return onnx_encoder(name, backend, model_version(name)).encode(texts, batch_size, progress)
     model = load_embedder(name)
     if not texts:
         return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)

@@ -24,7 +24,6 @@ from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
 from components.adapters.kv_index import KVFolder
 from components.adapters.prompting import context_prefix
-from components.embed.encoder import encode
 from components.stores.base import Hit, citation
 from components.stores.retriever import Retriever
 
@@ -118,7 +117,7 @@ class Answerer:
 
     def embed(self, questions: list[str]) -> np.ndarray:
         """Query embeddings with the index's own embedder."""
-        return encode(questions, self.retriever.embedder)
+        return self.retriever.embed(questions)
 
     def retrieve(self, questions: list[str], k: int, vectors: np.ndarray | None = None) -> list[list[Hit]]:
         """The k passages per question, as the index's retriever ranks them (fused, maybe reranked)."""

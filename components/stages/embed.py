@@ -15,8 +15,9 @@ import numpy as np
 from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.chunking import read_chunks
-from components.embed.choice import embedder_for
+from components.embed.choice import embedder_for, engine_identity
 from components.embed.encoder import encode
+from components.embed.onnx_backend import backend_name
 from components.embed.table import EmbeddingTable
 from components.stages.entry import stage_main
 
@@ -25,15 +26,17 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     p, every = params.embed, read_chunks(paths.chunks)
     chosen = embedder_for(params, paths, every)
     embedder, chunks = chosen.name, every.drop_duplicates("chunk_id")
-    cache = EmbeddingTable.reusable(paths.embeddings, chosen.identity)
+    backend = backend_name(p.backend, p.quantize)
+    identity = engine_identity(chosen.identity, backend)
+    cache = EmbeddingTable.reusable(paths.embeddings, identity)
     missing = chunks[~chunks["chunk_id"].isin(cache.keys())]
     texts = missing["text"].tolist()
     if p.sharding.active:
         from flows.sharded_embed import encode_sharded  # a Prefect flow over a Dask or Ray cluster
 
-        fresh = encode_sharded(texts, embedder, p.batch_size, p.sharding)
+        fresh = encode_sharded(texts, embedder, p.batch_size, p.sharding, backend)
     else:
-        fresh = encode(texts, embedder, p.batch_size, progress=len(missing) > 0)
+        fresh = encode(texts, embedder, p.batch_size, progress=len(missing) > 0, backend=backend)
     cache.update(zip(missing["chunk_id"], fresh, strict=True))
     ids = chunks["chunk_id"].tolist()
     table = EmbeddingTable(ids, np.stack([cache[c] for c in ids]) if ids else fresh)
@@ -42,7 +45,9 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
         "embedded": len(missing),
         "reused": len(ids) - len(missing),
         "dim": table.dim,
-        "embedder": chosen.identity,
+        "embedder": identity,
+        "embedder_name": embedder,
+        "embed_backend": backend,
         "embedder_hash": chosen.model_hash,
         "finetune": chosen.finetune,
         "shards": p.sharding.shards if p.sharding.shards > 1 and len(missing) > 1 else 1,

@@ -19,7 +19,7 @@ from components.core.artifacts import read_table, versions_in
 from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.chunking import read_chunks
-from components.embed.choice import embedder_in_use
+from components.embed.choice import embedder_in_use, embedder_record
 from components.embed.table import EmbeddingTable
 from components.stages.entry import stage_main
 from components.stores.fusion_fit import FusionTask
@@ -44,7 +44,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     embedder, embedder_path = embedder_in_use(paths.embeddings, params.model.embedder)
     settings = {
         "embedder": embedder,  # its identity: a fine-tuned embedder is named by its hash
-        "embedder_hash": EmbeddingTable.manifest(paths.embeddings).get("embedder_hash"),
+        **embedder_record(paths.embeddings),  # a fine-tuned embedder's hash; the engine
         "dim": vectors.dim,
         "store": p.store,
         "store_params": p.store_params,

@@ -44,6 +44,7 @@ class IndexManifest(BaseModel):
     update: dict[str, Any] = Field(default_factory=lambda: {"mode": "full"})
     store_info: dict[str, Any] = Field(default_factory=dict)
     embedder_hash: str | None = None  # content hash of the fine-tuned embedder in the snapshot
+    embed_backend: str = "torch"  # the engine that made the vectors (embed.backend); queries use it too
     fusion: dict[str, Any] = Field(default_factory=dict)  # hybrid weights and how they were fitted
     rerank: dict[str, Any] = Field(default_factory=dict)  # the reranker: trained, kept or not, and why
 

@@ -99,6 +99,7 @@ class Retriever:
         self.store_kind, self.store_params = store_kind, store_params or {}
         self.weights = dict(weights or EQUAL_WEIGHTS)
         self.reranker: Any = None  # a CrossEncoderReranker (components/stores/rerank.py) or None
+        self.embed_backend = "torch"  # the engine that embedded the index (embed.backend): queries use it too
 
     @classmethod
     def build(
@@ -149,6 +150,10 @@ class Retriever:
         bm25 = build_bm25(texts) if mode != "dense" and texts else None
         return cls(backend, embedder, mode if texts else "dense", rrf_k, bm25, list(ids), store, store_params)
 
+    def embed(self, queries: list[str]) -> np.ndarray:
+        """Query vectors by the embedder and engine that embedded the index."""
+        return encode(queries, self.embedder, backend=self.embed_backend)
+
     def update(
         self,
         folder: Path,
@@ -196,6 +201,7 @@ class Retriever:
             store, texts, ids, self.embedder, self.mode, self.rrf_k, self.store_kind, self.store_params
         )
         retriever.weights, retriever.reranker = dict(self.weights), self.reranker
+        retriever.embed_backend = self.embed_backend
         return retriever, change
 
     def close(self) -> None:
@@ -246,9 +252,7 @@ class Retriever:
         dense: list[list[Hit]] = [[] for _ in queries]
         sparse: list[list[Hit]] = [[] for _ in queries]
         if self.mode != "bm25":
-            dense = self.store.search(
-                encode(queries, self.embedder) if vectors is None else vectors, depth, where
-            )
+            dense = self.store.search(self.embed(queries) if vectors is None else vectors, depth, where)
         if self.mode != "dense":
             sparse = self._bm25_search(queries, depth, where)
         return dense, sparse
@@ -296,6 +300,7 @@ class Retriever:
             "dim": self.store.dim,
             "fusion": self.weights,
             "bm25_tokenizer": TOKENIZER,
+            "embed_backend": self.embed_backend,
         }
         embedder = Path(self.embedder)
         if (embedder / "finetune.json").is_file():  # a fine-tuned embedder travels with its index
@@ -342,6 +347,7 @@ class Retriever:
             settings["store_params"],
             settings.get("fusion"),
         )
+        retriever.embed_backend = settings.get("embed_backend", "torch")
         if settings.get("reranker"):
             from components.stores.rerank import CrossEncoderReranker
 

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from components.core.artifacts import versions_in
-from components.embed.choice import embedder_in_use
+from components.embed.choice import backend_in_use, embedder_in_use
 from components.embed.table import EmbeddingTable
 from components.stores.manifest import IndexManifest
 from components.stores.retriever import Retriever
@@ -190,6 +190,7 @@ def build_version(
             change = {"added": len(data.chunk_ids), "removed": 0, "kept": 0}
             if shards > 1 and len(data.chunk_ids) > 1:
                 change["shards"] = min(shards, len(data.chunk_ids))
+        retriever.embed_backend = s.get("embed_backend", "torch")
         fitted = tune(retriever, staging) if tune is not None else {}
         fitted.setdefault("fusion", {"weights": retriever.weights, "tuned": False})
         retriever.weights = dict(fitted["fusion"]["weights"])
@@ -256,6 +257,7 @@ def version_retriever(
         local_store,
         local_params,
     )
+    retriever.embed_backend = backend_in_use(embeddings_folder)
     if built is not None and built.fusion.get("weights"):  # fuse as the current index version does
         retriever.weights = dict(built.fusion["weights"])
     return retriever
