@@ -21,6 +21,11 @@ class CacheSettings(StrictModel):
     prefix_entries: int = Field(
         16, ge=0, description="key/values of prompt prefixes (passages) kept for streaming, per pair (0: off)"
     )
+    fast_path: bool = Field(
+        True,
+        description="answer L1 answer-cache hits in a lean ASGI handler before routing and validation "
+        "(same keys and limits; components/serving/fast_path.py)",
+    )
 
 
 class BatchSettings(StrictModel):

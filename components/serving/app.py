@@ -32,6 +32,7 @@ from components.registry.mlflow_registry import DEFAULT_NAME, ModelNames
 from components.serving.answerer import Answerer
 from components.serving.batching import MicroBatcher
 from components.serving.cache import TieredCache, cache_key
+from components.serving.fast_path import CachedAnswers
 from components.serving.limits import BodySizeLimit, RequestError, require_api_key
 from components.serving.metrics import ServingMetrics
 from components.serving.promotion import Promoter
@@ -250,9 +251,12 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
 
     app = FastAPI(title="Retro-PEFT", version="1", lifespan=lifespan)
     app.state.service = service
+    keys = settings.auth.keys()
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    if settings.cache.fast_path:
+        app.add_middleware(CachedAnswers, service=service, keys=keys)  # L1 answer hits leave here
     app.add_middleware(Measure, service=service)
-    auth = require_api_key(settings.auth.keys())
+    auth = require_api_key(keys)
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:

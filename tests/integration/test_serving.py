@@ -200,6 +200,11 @@ def test_bad_requests_and_wrong_keys_get_4xx_with_a_reason(
         assert broken.status_code == 422 and "JSON" in broken.json()["reason"]
         ok = httpx.post(url, json=QUESTION, headers={"Authorization": "Bearer k-one"}, timeout=60)
         assert ok.status_code == 200
+        cached = httpx.post(url, json=QUESTION, headers=key)
+        assert cached.json()["cache"] == "l1"
+        for headers, body, status, reason in cases:  # with the answer cached, the same refusals
+            response = httpx.post(url, json=body, headers=headers, timeout=60)
+            assert response.status_code == status and reason in response.json()["reason"], response.text
         assert httpx.get(f"{live.url}/readyz").status_code == 200  # probes need no key
     finally:
         live.stop()

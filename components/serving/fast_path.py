@@ -1,0 +1,116 @@
+"""The cached-answer fast path: a plain ASGI middleware that answers `POST /v1/answer` from the
+in-process answer cache (L1) before FastAPI routes, parses or validates the request.
+
+It applies the same API keys, body limit and request checks as the full path, with the same
+outcome: anything it is not sure of (a wrong key, an unexpected field, a streamed answer, a
+limit, an L1 miss) goes on to the full path unchanged, which answers or refuses as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from components.serving.cache import cache_key
+from components.serving.settings import key_accepted
+
+ASGI = Callable[..., Awaitable[None]]
+FIELDS = {"question", "k", "stream"}
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class CachedAnswers:
+    """ASGI middleware in front of the app: L1 answer hits leave here; the rest passes through."""
+
+    def __init__(self, app: ASGI, service: Any, keys: list[bytes]) -> None:
+        self.app, self.service, self.keys = app, service, keys
+        self.max_bytes = service.settings.limits.max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/answer" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
+        if not declared.isdigit() or int(declared) > self.max_bytes or not self.authorised(headers):
+            await self.app(scope, receive, send)
+            return
+        body, complete = await read_body(receive, int(declared))
+        answer = self.cached(body) if complete else None
+        if answer is None:
+            await self.app(scope, replay(body, receive, more=not complete), send)
+            return
+        sized = [*JSON_HEADERS, (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": sized})
+        await send({"type": "http.response.body", "body": answer})
+
+    def authorised(self, headers: dict[bytes, bytes]) -> bool:
+        """Whether the full path's API-key check would let this request through."""
+        if not self.keys:
+            return True
+        given = headers.get(b"x-api-key")
+        bearer = headers.get(b"authorization", b"")
+        if given is None and bearer[:7].lower() == b"bearer ":
+            given = bearer[7:].strip()
+        return given is not None and key_accepted(given.decode("latin-1"), self.keys)
+
+    def cached(self, body: bytes) -> bytes | None:
+        """The response body of an L1 answer hit for this request body, or None."""
+        l1, answerer = self.service.cache.l1["answer"], self.service.promoter.current
+        if l1 is None or answerer is None:
+            return None
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if (
+            not isinstance(request, dict)
+            or not request.keys() <= FIELDS
+            or request.get("stream", False) is not False
+        ):
+            return None
+        question, k = request.get("question"), request.get("k")
+        if not isinstance(question, str) or not (k is None or type(k) is int):
+            return None
+        limits, question = self.service.settings.limits, question.strip()
+        k = answerer.k if k is None else k
+        if not question or len(question) > limits.max_question_chars or not 1 <= k <= limits.max_k:
+            return None
+        key = cache_key(
+            "answer", self.service.scope(answerer), question, k, self.service.settings.max_new_tokens
+        )
+        value = l1.get(key)
+        if value is None:
+            return None  # the full path looks again and counts the miss
+        self.service.metrics.cache_lookups.labels("l1", "answer", "hit").inc()
+        return orjson.dumps({**value, "cache": "l1"})
+
+
+async def read_body(receive: Callable, declared: int) -> tuple[bytes, bool]:
+    """The request body, and whether it is all there within its declared length."""
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(parts), False
+        parts.append(message.get("body", b""))
+        size += len(parts[-1])
+        if size > declared or not message.get("more_body", False):
+            return b"".join(parts), size <= declared
+
+
+def replay(body: bytes, receive: Callable, more: bool = False) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """A `receive` that gives the body already read once (`more`: the client may send more of it),
+    then whatever the client sends next."""
+    given = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": more}
+
+    return again
