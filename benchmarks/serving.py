@@ -19,7 +19,8 @@ With `--fusion kv` the adapter reads its chunks as key/values (README "The chunk
 store"): streaming is timed for new chunks (computed now), then, after the service is restarted
 (RAM empty), for the same questions with their chunks in the disk tier (`serve.chunk_kv_folder`),
 then once more with them in RAM. `--fusion in_context,kv` runs both, one after the other, on the
-same index and questions.
+same index and questions. `--embed-backend torch,onnx-int8` runs the cases once per query
+embedding engine (README "Embedding engines"); `--retrieve-only` stops after /v1/retrieve.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def register_pair(folder: Path, passages: int, fusion: str = "in_context") -> tuple[str, list[str]]:
+def register_pair(
+    folder: Path, passages: int, fusion: str = "in_context", engine: str = "torch"
+) -> tuple[str, list[str]]:
     """A fresh LoRA on the default model (with `fusion`) and an index of `passages` generated
-    passages, registered and aliased `champion`; returns the tracking URI and questions about
-    indexed passages."""
+    passages whose queries the embedding `engine` encodes, registered and aliased `champion`;
+    returns the tracking URI and questions about indexed passages."""
     from retrieval import corpus
 
     from components.adapters.base_model import DEFAULT_BASE_MODEL, load_base_model
@@ -68,6 +71,7 @@ def register_pair(folder: Path, passages: int, fusion: str = "in_context") -> tu
         store="faiss",
         store_params=store,
     )
+    retriever.embed_backend = engine  # the passages keep their torch vectors: queries as a user switching
     retriever.save(layout.index)
     IndexManifest(
         content_hash=f"serving-bench-{passages}",
@@ -78,6 +82,7 @@ def register_pair(folder: Path, passages: int, fusion: str = "in_context") -> tu
         store="faiss",
         retrieval_mode="hybrid",
         documents=len({r["doc_id"] for r in rows}),
+        embed_backend=engine,
     ).write(layout.index)
     base, tokenizer = load_base_model(DEFAULT_BASE_MODEL)
     lora = {"r": 8, "lora_alpha": 16}
@@ -198,9 +203,10 @@ def step_means(port: int) -> dict[str, float]:
     return {step: round(1000 * sums[step] / counts[step], 2) for step in sums if counts.get(step)}
 
 
-def start_service(folder: Path, uri: str, port: int, workers: int) -> subprocess.Popen:
+def start_service(folder: Path, uri: str, port: int, workers: int, extra: str = "") -> subprocess.Popen:
+    """`retro serve` on the pair registered in `folder`, ready; `extra`: more lines of the serve section."""
     (folder / "params.yaml").write_text(
-        f"serve:\n  download_dir: {folder / 'serving'}\n  chunk_kv_folder: {folder / 'chunk_kv'}\n"
+        f"serve:\n  download_dir: {folder / 'serving'}\n  chunk_kv_folder: {folder / 'chunk_kv'}\n{extra}"
     )
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     command = [
@@ -243,13 +249,21 @@ def main() -> None:
     parser.add_argument("--retrieve-requests", type=int, default=500)
     parser.add_argument("--answer-requests", type=int, default=48)
     parser.add_argument("--fusion", default="in_context", help="in_context, kv, or both: in_context,kv")
+    parser.add_argument(
+        "--embed-backend", default="torch", help="query embedding engines, e.g. torch,onnx,onnx-int8"
+    )
+    parser.add_argument("--retrieve-only", action="store_true", help="cached answers and /v1/retrieve only")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
-    tables = [(fusion, bench(args, fusion)) for fusion in args.fusion.split(",")]
-    for fusion, rows in tables:
+    tables = [
+        ((fusion, engine), bench(args, fusion, engine))
+        for fusion in args.fusion.split(",")
+        for engine in args.embed_backend.split(",")
+    ]
+    for (fusion, engine), rows in tables:
         print(
-            f"\n{args.passages:,} passages (FAISS HNSW32, hybrid), SmolLM2-135M + LoRA r=8, fusion {fusion}, "
-            f"k=3, {args.workers} worker(s), client in this process"
+            f"\n{args.passages:,} passages (FAISS HNSW32, hybrid), queries embedded by {engine}, "
+            f"SmolLM2-135M + LoRA r=8, fusion {fusion}, k=3, {args.workers} worker(s), client in this process"
         )
         print("| case | requests | concurrency | failed | QPS | p50 ms | p95 ms | p99 ms |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -260,17 +274,18 @@ def main() -> None:
             )
 
 
-def bench(args: argparse.Namespace, fusion: str) -> list[dict]:
-    """Every case against a service of a fresh pair with this fusion; one row each."""
+def bench(args: argparse.Namespace, fusion: str, engine: str = "torch") -> list[dict]:
+    """Every case against a service of a fresh pair with this fusion and query embedding engine;
+    one row each."""
     folder = Path(tempfile.mkdtemp(prefix="retro-serving-bench-"))
-    uri, questions = register_pair(folder, args.passages, fusion)
+    uri, questions = register_pair(folder, args.passages, fusion, engine)
     service = start_service(folder, uri, args.port, args.workers)
     rows: list[dict] = []
 
     def run(label: str, path: str, bodies: list[dict], concurrency: int, mark: bytes | None = None) -> None:
         result = asyncio.run(drive(args.port, path, bodies, concurrency, mark))
         rows.append({"case": label, **result})
-        print(f"{fusion} {label}: {json.dumps(rows[-1])}", flush=True)
+        print(f"{fusion} {engine} {label}: {json.dumps(rows[-1])}", flush=True)
 
     try:
         run("warm-up (not reported)", "/v1/answer", [{"question": q} for q in questions[:8]], 1)
@@ -281,6 +296,8 @@ def bench(args: argparse.Namespace, fusion: str) -> list[dict]:
         distinct = iter(questions[8:])
         run("/v1/retrieve uncached, c=1", "/v1/retrieve", [{"question": next(distinct)} for _ in range(r)], 1)
         run("/v1/retrieve uncached, c=8", "/v1/retrieve", [{"question": next(distinct)} for _ in range(r)], 8)
+        if args.retrieve_only:
+            return rows
         run("/v1/answer uncached, c=1", "/v1/answer", [{"question": next(distinct)} for _ in range(a)], 1)
         run("/v1/answer uncached, c=8", "/v1/answer", [{"question": next(distinct)} for _ in range(a)], 8)
         token = b"event: token"
