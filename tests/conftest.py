@@ -130,3 +130,32 @@ def prefect_api() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real PostgreSQL server with pgvector for this test process: `RETRO_TEST_PG_URL` when set
+    (a server of the user's), else the server bundled in the `pgserver` package, started in a
+    temporary folder (it runs as its own user when the tests run as root) and stopped at exit."""
+    given = os.environ.get("RETRO_TEST_PG_URL")
+    if given:
+        return given
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="stop")
+    return server.get_uri()
+
+
+@pytest.fixture()
+def pg_database(pg_url: str) -> str:
+    """The URL of a new, empty database on the test server (index versions named by their
+    content hash do not meet those of another test)."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    base, _, query = pg_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")

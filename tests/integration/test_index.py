@@ -65,9 +65,10 @@ def _stages(params: dict, layout: Paths, last=index):  # noqa: ANN001, ANN202
         ("faiss", {"factory": "Flat"}, 0),
         ("faiss", {"factory": "HNSW32"}, 0),
         ("qdrant", {}, 0),
+        ("pgvector", {"url": "pg_database", "index": "hnsw"}, 0),
         ("faiss", {"factory": "IVF4,Flat", "index_params": "nprobe=4"}, 2),
     ],
-    ids=["faiss-flat", "faiss-hnsw", "qdrant-local", "faiss-ivf-built-from-shards"],
+    ids=["faiss-flat", "faiss-hnsw", "qdrant-local", "pgvector-server", "faiss-ivf-built-from-shards"],
 )
 def test_update_embeds_only_changed_chunks_and_records_its_parent(
     tmp_path: Path, corpus, store: str, store_params: dict, shards: int, request: pytest.FixtureRequest
@@ -76,6 +77,8 @@ def test_update_embeds_only_changed_chunks_and_records_its_parent(
     source = tmp_path / "corpus"
     shutil.copytree(full / "v1", source / "v1")
     layout = Paths(tmp_path)
+    if store_params.get("url") == "pg_database":  # on a PostgreSQL server started for the tests
+        store_params = {**store_params, "url": request.getfixturevalue("pg_database")}
     params = _params(source, store, store_params)
     if shards:  # v1 is built as shard tasks on a local Dask cluster, v2 updates the merged index
         request.getfixturevalue("prefect_api")
@@ -128,6 +131,40 @@ def test_update_embeds_only_changed_chunks_and_records_its_parent(
 
     # a second run over the same chunks is no new version
     assert run_stage(index, params, layout.root)["index_version"] == 2
+    if store == "pgvector":  # v2 is a new table copied from v1's in SQL; v1's stays for what serves it
+        tables = _pg_tables(store_params["url"])
+        assert {f"retro_{first['content_hash']}", f"retro_{second['content_hash']}"} <= tables
+
+
+def _pg_tables(url: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def test_a_failed_pgvector_update_leaves_the_previous_table(tmp_path: Path, corpus, pg_database: str) -> None:  # noqa: ANN001
+    full, changes = corpus
+    source = tmp_path / "corpus"
+    shutil.copytree(full / "v1", source / "v1")
+    layout = Paths(tmp_path)
+    params = _params(source, "pgvector", {"url": pg_database, "index": "none"})
+    _, first = _stages(params, layout)
+    before = _pg_tables(pg_database)
+    shutil.copytree(full / "v2", source / "v2")
+    _stages(params, layout, last=None)
+    ids = json.loads((layout.embeddings / "ids.json").read_text())
+    vectors = np.load(layout.embeddings / "vectors.npy")
+    chunks = pd.read_parquet(layout.chunks)
+    fresh = set(chunks.loc[chunks["version"] == "v2", "chunk_id"]) - set(
+        chunks.loc[chunks["version"] == "v1", "chunk_id"]
+    )
+    vectors[[i for i, c in enumerate(ids) if c in fresh]] = np.nan
+    np.save(layout.embeddings / "vectors.npy", vectors)
+    with pytest.raises(StoreInputError, match="NaN"):
+        run_stage(index, params, layout.root)
+    assert _pg_tables(pg_database) == before  # the copy made for v2 was dropped
+    _assert_still(layout, first, changes)
 
 
 def _flat_v1(tmp_path: Path, full: Path) -> tuple[Path, Paths, dict, dict]:

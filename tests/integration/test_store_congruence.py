@@ -21,6 +21,7 @@ from components.stores import STORES, StoreInputError, StoreUnavailable
 
 N, K = 1200, 10
 QDRANT_URL, WEAVIATE_URL = os.environ.get("QDRANT_URL"), os.environ.get("WEAVIATE_URL")
+PG = "the pg_url fixture"  # a PostgreSQL server with pgvector, started for the tests (conftest.py)
 BACKENDS = [
     pytest.param("faiss", {"factory": "Flat"}, True, id="faiss-flat"),
     pytest.param("faiss", {"factory": "HNSW32", "index_params": "efSearch=64"}, False, id="faiss-hnsw"),
@@ -33,6 +34,11 @@ BACKENDS = [
     # IVF probing every list is exact; its lists hold the ids, which deletes must keep in step
     pytest.param(
         "faiss", {"factory": "IVF16,Flat", "index_params": "nprobe=16"}, True, id="faiss-ivf-all-lists"
+    ),
+    pytest.param("pgvector", {"url": PG, "index": "none"}, True, id="pgvector-exact"),
+    pytest.param("pgvector", {"url": PG, "index": "hnsw", "ef_search": 64}, False, id="pgvector-hnsw"),
+    pytest.param(
+        "pgvector", {"url": PG, "index": "ivfflat", "lists": 8, "probes": 8}, True, id="pgvector-ivfflat"
     ),
     pytest.param("qdrant", {}, True, id="qdrant-local"),
     pytest.param(
@@ -85,10 +91,12 @@ def agree(found: list, truth: list[tuple[str, float]], is_exact: bool) -> float:
 
 
 @pytest.fixture
-def make_store(tmp_path: Path):  # noqa: ANN201
+def make_store(tmp_path: Path, request: pytest.FixtureRequest):  # noqa: ANN201
     made = []
 
     def build(backend: str, params: dict):  # noqa: ANN202
+        if params.get("url") == PG:
+            params = {**params, "url": request.getfixturevalue("pg_url")}
         name = f"retro_test_{uuid.uuid4().hex[:8]}"
         path = str(tmp_path / f"store-{len(made)}")
         store = STORES.build(backend, dim=384, path=path, name=name, **params)
@@ -201,7 +209,14 @@ def test_faiss_refuses_unusable_settings() -> None:
         store.upsert([f"c{i}" for i in range(10)], np.ones((10, 8), dtype=np.float32), [{}] * 10)
 
 
-@pytest.mark.parametrize("backend", ["qdrant", "weaviate"])
-def test_unreachable_server_is_a_clear_error(backend: str) -> None:
+@pytest.mark.parametrize(
+    ("backend", "url"),
+    [
+        ("qdrant", "http://127.0.0.1:9"),
+        ("weaviate", "http://127.0.0.1:9"),
+        ("pgvector", "postgresql://u@127.0.0.1:9/x"),
+    ],
+)
+def test_unreachable_server_is_a_clear_error(backend: str, url: str) -> None:
     with pytest.raises(StoreUnavailable, match="127.0.0.1:9"):
-        STORES.build(backend, dim=384, url="http://127.0.0.1:9", timeout=2)
+        STORES.build(backend, dim=384, url=url, timeout=2)
