@@ -13,6 +13,9 @@ subprocess, so memory figures do not mix. Per run it reports:
 - RSS growth while building, and the snapshot's size on disk.
 
 Remote backends join when QDRANT_URL / WEAVIATE_URL are set (infra/docker-compose.yml).
+pgvector rows run against `RETRO_PG_URL`, or else a PostgreSQL with pgvector that the `pgserver`
+package starts for the run (its disk size is the table's with its indexes). `--backends` keeps
+only the rows whose label starts with one of the given words, e.g. `--backends faiss pgvector`.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ def backends(size: int) -> dict[str, tuple[str, dict]]:
         found["qdrant server"] = ("qdrant", {"url": os.environ["QDRANT_URL"]})
     if os.environ.get("WEAVIATE_URL"):
         found["weaviate server"] = ("weaviate", {"url": os.environ["WEAVIATE_URL"]})
+    if os.environ.get("RETRO_PG_URL"):
+        found["pgvector HNSW m16"] = ("pgvector", {"index": "hnsw", "ef_search": 128})
+        found[f"pgvector IVFFlat{lists}"] = (
+            "pgvector",
+            {"index": "ivfflat", "lists": lists, "probes": lists // 4},
+        )
     return found
 
 
@@ -151,7 +160,9 @@ def run_one(label: str, size: int, queries: int) -> dict:
         )
         update_s = time.perf_counter() - started
         store.save(folder / "store")
-        disk_mb = sum(p.stat().st_size for p in (folder / "store").rglob("*") if p.is_file()) / 2**20
+        on_server = store.info().get("bytes")  # a server table: its size with its indexes
+        files = sum(p.stat().st_size for p in (folder / "store").rglob("*") if p.is_file())
+        disk_mb = (on_server or files) / 2**20
     finally:
         store.drop()
         store.close()
@@ -177,12 +188,18 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument("--backends", nargs="+", default=None, help="labels starting with these words")
     parser.add_argument("--one", nargs=2, metavar=("BACKEND", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one[0], int(args.one[1]), args.queries)))
         return
 
+    if not os.environ.get("RETRO_PG_URL"):
+        import pgserver
+
+        server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="retro-pg-")), cleanup_mode="stop")
+        os.environ["RETRO_PG_URL"] = server.get_uri()  # the row subprocesses connect to it
     corpus(max(args.sizes), args.queries)  # embed (or load) once before the timed runs
     results = []
     columns = list(run_keys())
@@ -190,6 +207,8 @@ def main() -> None:
     print("|" + "---|" * len(columns))
     for size in args.sizes:
         for label in backends(size):
+            if args.backends and not any(label.startswith(word) for word in args.backends):
+                continue
             command = [sys.executable, __file__, "--one", label, str(size), "--queries", str(args.queries)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
