@@ -11,7 +11,7 @@ import typer
 
 services_app = typer.Typer(help="Start, stop and check the real servers (Prefect, MLflow, Redis, a worker).")
 
-NAMES_HELP = "services to act on (default: prefect, mlflow, redis, worker)"
+NAMES_HELP = "services to act on (default: prefect, mlflow, redis, worker; postgres only when named)"
 
 
 def _services(home: Path, prefect_port: int, mlflow_port: int, redis_port: int):  # noqa: ANN202
@@ -21,13 +21,14 @@ def _services(home: Path, prefect_port: int, mlflow_port: int, redis_port: int):
 
 
 def _chosen(names: list[str] | None) -> list[str]:
-    from components.cli.services import SERVICE_ORDER
+    from components.cli.services import OPTIONAL_SERVICES, SERVICE_ORDER
 
-    unknown = [n for n in names or [] if n not in SERVICE_ORDER]
+    known = SERVICE_ORDER + OPTIONAL_SERVICES
+    unknown = [n for n in names or [] if n not in known]
     if unknown:
-        typer.echo(f"unknown service(s) {unknown}; services: {', '.join(SERVICE_ORDER)}", err=True)
+        typer.echo(f"unknown service(s) {unknown}; services: {', '.join(known)}", err=True)
         raise typer.Exit(2)
-    return [n for n in SERVICE_ORDER if not names or n in names]
+    return [n for n in SERVICE_ORDER if not names] + [n for n in known if names and n in names]
 
 
 HomeOption = Annotated[Path, typer.Option(help="pid files, logs and the Prefect database")]
@@ -57,6 +58,11 @@ def services_up(
         f"Prefect UI  {services.prefect_api_url.removesuffix('/api')}\n"
         f"MLflow UI   {services.mlflow_url}   (pipeline: -S register.tracking_uri={services.mlflow_url})\n"
         f"Redis       {services.redis_url}   (serving: serve.cache.redis_url)"
+        + (
+            f"\nexport RETRO_PG_URL='{services.postgres_url}'   (index.store: pgvector)"
+            if services.postgres_url
+            else ""
+        )
     )
 
 

@@ -13,6 +13,7 @@ health check and leaves running ones alone, so it can be called again safely.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -27,6 +28,9 @@ from pathlib import Path
 from components.core.environment import OFFLINE_ENV
 
 SERVICE_ORDER = ("prefect", "mlflow", "redis", "worker")
+OPTIONAL_SERVICES = ("postgres",)
+"""Started only when named (`retro services up postgres`): a PostgreSQL with pgvector for
+`index.store: pgvector`, from the pgserver package."""
 WORK_POOL = "retro-process"
 
 
@@ -122,7 +126,17 @@ class Services:
             ], {}
         if name == "worker":
             return [str(bin_dir / "prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"], {}
-        raise ValueError(f"unknown service {name!r}; services: {', '.join(SERVICE_ORDER)}")
+        if name == "postgres":
+            return [sys.executable, "-m", "components.cli.pg_server", str(home / "postgres")], {}
+        raise ValueError(
+            f"unknown service {name!r}; services: {', '.join(SERVICE_ORDER + OPTIONAL_SERVICES)}"
+        )
+
+    @property
+    def postgres_url(self) -> str | None:
+        """The URL of the postgres service (a Unix socket in its folder) while it runs."""
+        path = self._home() / "postgres" / "url"
+        return path.read_text().strip() if path.exists() else None
 
     def pid(self, name: str) -> int | None:
         """The pid of a running service started here, or None."""
@@ -150,6 +164,8 @@ class Services:
                     return sock.recv(16).startswith(b"+PONG")
             if name == "worker":
                 return self.pid("worker") is not None
+            if name == "postgres":
+                return self.postgres_url is not None and _postgres_ok(self.postgres_url)
         except OSError:
             return False
         return False
@@ -193,6 +209,7 @@ class Services:
             os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
+                _reap(pid)  # a service this process started stays a zombie until reaped
                 os.kill(pid, 0)
                 time.sleep(0.2)
             os.killpg(pid, signal.SIGKILL)
@@ -227,10 +244,26 @@ class Services:
     def status(self) -> dict[str, str]:
         """Each service: running and healthy, running but not answering, or stopped."""
         report = {}
-        for name in SERVICE_ORDER:
+        started = [n for n in OPTIONAL_SERVICES if self.pid(n) is not None]
+        for name in SERVICE_ORDER + tuple(started):
             pid, ok = self.pid(name), self.healthy(name)
             report[name] = "healthy" if ok else ("starting or unhealthy" if pid else "stopped")
         return report
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _postgres_ok(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.Error:
+        return False
 
 
 def _http_ok(url: str) -> bool:
