@@ -1,4 +1,5 @@
-"""The `retro` command line: make-corpus, pipeline, update, ask, serve, services, watch, lineage."""
+"""The `retro` command line: make-corpus, pipeline, update, ask, serve, services, watch, lineage,
+prune-index."""
 
 from __future__ import annotations
 

@@ -187,6 +187,44 @@ def forget(
     typer.echo(result["verdict"])
 
 
+def prune_index(
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the tables, drop nothing"),
+    tracking_uri: str = typer.Option("", help="MLflow store (default: register.tracking_uri)"),
+    model: str = typer.Option("", help="registered model name (default: the corpus's, register.model_name)"),
+) -> None:
+    """Drop the pgvector tables of index versions that are neither current nor registered."""
+    from components.core.config import load_params_file
+    from components.core.params import PipelineParams
+    from components.core.paths import Paths
+    from components.registry import mlflow_registry as reg
+    from components.registry.naming import project_model_name
+    from components.stores.manifest import IndexManifest
+    from components.stores.pgvector_store import PgvectorStore, prune_version_tables
+
+    raw = load_params_file("params.yaml")
+    params = PipelineParams.model_validate(raw)
+    if params.index.store != "pgvector":
+        typer.echo(f"index.store is {params.index.store}: only pgvector keeps older versions (as tables)")
+        return
+    options = params.index.store_params
+    url = options.get("url") or PgvectorStore.url_from_env(options.get("url_env", "RETRO_PG_URL"))
+    uri = tracking_uri or params.registration.tracking_uri
+    names = reg.ModelNames(model or project_model_name(raw))
+    keep = reg.tag_values(reg.configure(uri), names.index, "content_hash")
+    try:
+        keep.add(IndexManifest.read(Paths(".", params.paths).index).content_hash)
+    except FileNotFoundError:
+        pass  # no index built here yet: only registered versions are kept
+    except (ValueError, RuntimeError) as exc:
+        typer.echo(f"the current index manifest cannot be read ({exc}): nothing dropped", err=True)
+        raise typer.Exit(1) from None
+    gone = prune_version_tables(url, keep, dry_run)
+    verb = "would drop" if dry_run else "dropped"
+    typer.echo(f"{verb} {len(gone)} table(s), kept the {len(keep)} registered or current version(s)")
+    for table in gone:
+        typer.echo(f"  {table}")
+
+
 def register_ops(app: typer.Typer) -> None:
     """Attach the operations commands to the main `retro` app."""
     app.add_typer(services_app, name="services")
@@ -194,3 +232,4 @@ def register_ops(app: typer.Typer) -> None:
     app.command()(lineage)
     app.command()(forget)
     app.command("alert-on-failure")(alert_on_failure)
+    app.command("prune-index")(prune_index)

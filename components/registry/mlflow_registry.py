@@ -70,6 +70,11 @@ def find_version(client: MlflowClient, name: str, tag: str, value: str):  # noqa
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
+def tag_values(client: MlflowClient, name: str, tag: str) -> set[str]:
+    """The values of tag `tag` over every registered version of `name` (none when it is not registered)."""
+    return {v.tags[tag] for v in client.search_model_versions(f"name = '{name}'") if tag in v.tags}
+
+
 def version_by_alias(client: MlflowClient, name: str, alias: str):  # noqa: ANN201
     try:
         return client.get_model_version_by_alias(name, alias)

@@ -84,6 +84,15 @@ class PgvectorStore:
         self._ensure_table()
         self._ivfflat_ready = index == "ivfflat" and self._has_vector_index()
 
+    @staticmethod
+    def url_from_env(url_env: str) -> str:
+        """The connection string in the environment variable `url_env`, or a clear error."""
+        if not os.environ.get(url_env):
+            raise StoreUnavailable(
+                f"pgvector needs index.store_params.url or the {url_env} environment variable"
+            )
+        return os.environ[url_env]
+
     # -- connection ------------------------------------------------------------------------------
     def _connect(self):  # noqa: ANN202
         import psycopg
@@ -266,3 +275,28 @@ class PgvectorStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+VERSION_TABLE = re.compile(r"^retro_[0-9a-f]{16}$")
+"""The tables the index stage makes: `retro_<content hash>`, one per index version."""
+
+
+def version_tables(url: str) -> list[str]:
+    """The index-version tables on the server at `url`."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()").fetchall()
+    return sorted(name for (name,) in rows if VERSION_TABLE.match(name))
+
+
+def prune_version_tables(url: str, keep: set[str], dry_run: bool = False) -> list[str]:
+    """Drop the index-version tables whose content hash is not in `keep`; returns their names."""
+    import psycopg
+
+    gone = [t for t in version_tables(url) if t.removeprefix("retro_") not in keep]
+    if gone and not dry_run:
+        with psycopg.connect(url, connect_timeout=10, autocommit=True) as conn:
+            for table in gone:
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+    return gone
