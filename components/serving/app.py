@@ -135,16 +135,17 @@ class Service:
             raise RequestError(503, f"no model loaded: {self.promoter.problem}")
         return answerer
 
-    def checked(self, body: RetrieveRequest, answerer: Answerer) -> tuple[str, int]:
+    def checked(self, question: str, k: int | None, answerer: Answerer) -> tuple[str, int]:
+        """The stripped question and the k to use; RequestError (422) past a limit."""
         limits = self.settings.limits
-        question = body.question.strip()
+        question = question.strip()
         if not question:
             raise RequestError(422, "question is empty")
         if len(question) > limits.max_question_chars:
             raise RequestError(
                 422, f"question is {len(question)} characters; the limit is {limits.max_question_chars}"
             )
-        k = answerer.k if body.k is None else body.k
+        k = answerer.k if k is None else k
         if not 1 <= k <= limits.max_k:
             raise RequestError(422, f"k must be between 1 and {limits.max_k} (got {k})")
         return question, k
@@ -166,8 +167,12 @@ class Service:
         await self.cache.put("retrieval", key, found)
         return found, None
 
+    def answer_key(self, answerer: Answerer, question: str, k: int) -> str:
+        """The cache key of the answer to a checked question (the fast path looks it up too)."""
+        return cache_key("answer", self.scope(answerer), question, k, self.settings.max_new_tokens)
+
     async def answer(self, answerer: Answerer, question: str, k: int) -> dict[str, Any]:
-        key = cache_key("answer", self.scope(answerer), question, k, self.settings.max_new_tokens)
+        key = self.answer_key(answerer, question, k)
         cached, tier = await self.cache.get("answer", key)
         if cached is not None:
             return {**cached, "cache": tier}
@@ -254,7 +259,9 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
     keys = settings.auth.keys()
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.cache.fast_path:
-        app.add_middleware(CachedAnswers, service=service, keys=keys)  # L1 answer hits leave here
+        app.add_middleware(
+            CachedAnswers, service=service, keys=keys, fields=set(AnswerRequest.model_fields)
+        )  # L1 answer hits leave here
     app.add_middleware(Measure, service=service)
     auth = require_api_key(keys)
 
@@ -277,7 +284,7 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
     @app.post("/v1/answer", dependencies=[Depends(auth)])
     async def answer(body: AnswerRequest) -> Response:
         answerer = service.serving()
-        question, k = service.checked(body, answerer)
+        question, k = service.checked(body.question, body.k, answerer)
         if body.stream:
             return StreamingResponse(service.stream(answerer, question, k), media_type="text/event-stream")
         return Response(
@@ -287,7 +294,7 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
     @app.post("/v1/retrieve", dependencies=[Depends(auth)])
     async def retrieve(body: RetrieveRequest) -> Response:
         answerer = service.serving()
-        question, k = service.checked(body, answerer)
+        question, k = service.checked(body.question, body.k, answerer)
         found, tier = await service.sources(answerer, question, k)
         result = {"sources": public(found), **answerer.version_fields(), "cache": tier}
         return Response(orjson.dumps(result), media_type="application/json")

@@ -13,19 +13,19 @@ from typing import Any
 
 import orjson
 
-from components.serving.cache import cache_key
+from components.serving.limits import RequestError
 from components.serving.settings import key_accepted
 
 ASGI = Callable[..., Awaitable[None]]
-FIELDS = {"question", "k", "stream"}
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class CachedAnswers:
     """ASGI middleware in front of the app: L1 answer hits leave here; the rest passes through."""
 
-    def __init__(self, app: ASGI, service: Any, keys: list[bytes]) -> None:
-        self.app, self.service, self.keys = app, service, keys
+    def __init__(self, app: ASGI, service: Any, keys: list[bytes], fields: set[str]) -> None:
+        """`fields`: those the answer request model accepts (any other one is the full path's 422)."""
+        self.app, self.service, self.keys, self.fields = app, service, keys, fields
         self.max_bytes = service.settings.limits.max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
@@ -67,20 +67,18 @@ class CachedAnswers:
             return None
         if (
             not isinstance(request, dict)
-            or not request.keys() <= FIELDS
+            or not request.keys() <= self.fields
             or request.get("stream", False) is not False
         ):
             return None
         question, k = request.get("question"), request.get("k")
         if not isinstance(question, str) or not (k is None or type(k) is int):
             return None
-        limits, question = self.service.settings.limits, question.strip()
-        k = answerer.k if k is None else k
-        if not question or len(question) > limits.max_question_chars or not 1 <= k <= limits.max_k:
-            return None
-        key = cache_key(
-            "answer", self.service.scope(answerer), question, k, self.service.settings.max_new_tokens
-        )
+        try:
+            question, k = self.service.checked(question, k, answerer)
+        except RequestError:
+            return None  # the full path refuses it, with its reason
+        key = self.service.answer_key(answerer, question, k)
         value = l1.get(key)
         if value is None:
             return None  # the full path looks again and counts the miss

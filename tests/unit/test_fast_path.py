@@ -9,12 +9,13 @@ from types import SimpleNamespace
 
 import orjson
 
-from components.serving.app import Service
+from components.serving.app import AnswerRequest, Service
 from components.serving.cache import TieredCache, cache_key
 from components.serving.fast_path import CachedAnswers
 from components.serving.metrics import ServingMetrics
 from components.serving.settings import ServeSettings
 
+FIELDS = set(AnswerRequest.model_fields)
 ANSWER = {"answer": "Orbell Works", "sources": [], "adapter_version": "1", "index_version": "1"}
 
 
@@ -42,7 +43,8 @@ def _service() -> SimpleNamespace:
         settings=settings, metrics=metrics, cache=TieredCache(settings.cache, metrics),
         promoter=SimpleNamespace(current=current), model_name="retro",
     )  # fmt: skip
-    service.scope = lambda answerer: Service.scope(service, answerer)
+    for method in ("scope", "checked", "answer_key"):  # the Service's own request checks and cache keys
+        setattr(service, method, getattr(Service, method).__get__(service))
     key = cache_key("answer", service.scope(current), "Who makes Zorvex?", 3, settings.max_new_tokens)
     service.cache.l1["answer"][key] = ANSWER
     return service
@@ -68,7 +70,7 @@ def _post(
 
 def test_a_cached_answer_leaves_before_the_app_and_the_rest_reach_it_intact() -> None:
     app = RecordingApp()
-    middleware = CachedAnswers(app, _service(), keys=[])
+    middleware = CachedAnswers(app, _service(), keys=[], fields=FIELDS)
     for question in ({"question": "Who makes Zorvex?"}, {"question": "  Who makes Zorvex? ", "k": 3}):
         status, body = _post(middleware, orjson.dumps(question))
         assert status == 200 and orjson.loads(body) == {**ANSWER, "cache": "l1"}
@@ -91,7 +93,7 @@ def test_a_cached_answer_leaves_before_the_app_and_the_rest_reach_it_intact() ->
 
 def test_with_api_keys_only_an_accepted_key_gets_the_cached_answer() -> None:
     app = RecordingApp()
-    middleware = CachedAnswers(app, _service(), keys=[b"k-one"])
+    middleware = CachedAnswers(app, _service(), keys=[b"k-one"], fields=FIELDS)
     body = orjson.dumps({"question": "Who makes Zorvex?"})
     for headers in ({}, {b"x-api-key": b"k-two"}, {b"authorization": b"Bearer k-on"}):
         assert _post(middleware, body, headers)[0] == 299  # the app's 401 answers these
