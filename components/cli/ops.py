@@ -207,7 +207,7 @@ def prune_index(
         typer.echo(f"index.store is {params.index.store}: only pgvector keeps older versions (as tables)")
         return
     options = params.index.store_params
-    url = options.get("url") or PgvectorStore.url_from_env(options.get("url_env", "RETRO_PG_URL"))
+    url = PgvectorStore.connection_url(options.get("url"), options.get("url_env", "RETRO_PG_URL"))
     uri = tracking_uri or params.registration.tracking_uri
     names = reg.ModelNames(model or project_model_name(raw))
     keep = reg.tag_values(reg.configure(uri), names.index, "content_hash")

@@ -30,10 +30,9 @@ OPSET = 17
 
 
 def backend_name(backend: str, quantize: str) -> str:
-    """The engine for params `embed.backend` and `embed.quantize` (one of BACKENDS)."""
+    """The engine for params `embed.backend` and `embed.quantize` (one of BACKENDS; EmbedParams
+    refuses int8 without onnx)."""
     if backend == "torch":
-        if quantize != "none":
-            raise ValueError("embed.quantize: int8 needs embed.backend: onnx (torch runs the float model)")
         return "torch"
     return "onnx-int8" if quantize == "int8" else "onnx"
 
@@ -44,12 +43,10 @@ def cache_root() -> Path:
 
 def embedder_hash(source: Path) -> str:
     """A content hash of an embedder folder: a fine-tuned one's recorded hash, else its files'."""
-    report = source / "finetune.json"
-    if report.is_file():
-        return json.loads(report.read_text())["model_hash"]
+    from components.embed.encoder import model_version
     from components.embed.finetune import model_hash
 
-    return model_hash(source)
+    return model_version(str(source)) or model_hash(source)
 
 
 def pooled_module(transformer, pooling: str):  # noqa: ANN001, ANN201

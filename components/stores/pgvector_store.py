@@ -69,11 +69,7 @@ class PgvectorStore:
         if index not in INDEXES:
             raise StoreInputError(f"index.store_params.index must be one of {INDEXES}, got {index!r}")
         self.dim, self.url_env, self.index = dim, url_env, index
-        self.url = url or os.environ.get(url_env)
-        if not self.url:
-            raise StoreUnavailable(
-                f"pgvector needs index.store_params.url or the {url_env} environment variable"
-            )
+        self.url = self.connection_url(url, url_env)
         self.settings = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search, "lists": lists}
         self.settings["probes"], self.timeout = probes, timeout
         pointer = Path(path) / POINTER if path else None
@@ -85,13 +81,14 @@ class PgvectorStore:
         self._ivfflat_ready = index == "ivfflat" and self._has_vector_index()
 
     @staticmethod
-    def url_from_env(url_env: str) -> str:
-        """The connection string in the environment variable `url_env`, or a clear error."""
-        if not os.environ.get(url_env):
+    def connection_url(url: str | None, url_env: str = "RETRO_PG_URL") -> str:
+        """`url`, else the connection string in the environment variable `url_env`, or a clear error."""
+        found = url or os.environ.get(url_env)
+        if not found:
             raise StoreUnavailable(
                 f"pgvector needs index.store_params.url or the {url_env} environment variable"
             )
-        return os.environ[url_env]
+        return found
 
     # -- connection ------------------------------------------------------------------------------
     def _connect(self):  # noqa: ANN202
