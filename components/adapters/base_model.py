@@ -22,7 +22,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RETRO_CACHE", Path.home() / ".cache" / "retro-peft")).expanduser()
 
 
-def _packaged_gguf() -> Path:
+def packaged_gguf() -> Path:
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
@@ -36,7 +36,7 @@ def convert_packaged_model(target: Path) -> Path:
     """Dequantise the packaged GGUF once into a safetensors folder (about 30 s)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = _packaged_gguf()
+    gguf = packaged_gguf()
     log.info("converting %s to safetensors in %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

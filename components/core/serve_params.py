@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -51,6 +52,22 @@ class AuthSettings(StrictModel):
         return [k.encode() for k in keys if k and not k.startswith("#")]
 
 
+class LlamaCppSettings(StrictModel):
+    threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp (None: every core)")
+    context_tokens: int = Field(2048, ge=128, description="llama.cpp's context window: prompt and answer")
+    base_gguf: str | None = Field(
+        None,
+        description="GGUF file of the base model (None: the packaged SmolLM2 Q4_1 GGUF for the default "
+        "model, else one written once from the Hugging Face model in `dtype`)",
+    )
+    dtype: Literal["f32", "f16"] = Field(
+        "f16", description="weights of the GGUF files written here: a base model, an adapter folded in (IA3)"
+    )
+    prefix_state_mb: int = Field(
+        512, ge=0, description="memory for saved llama.cpp states of prompt prefixes (passages); 0: off"
+    )
+
+
 class ServeSettings(StrictModel):
     tracking_uri: str | None = Field(None, description="MLflow store (default: register.tracking_uri)")
     alias: str = Field("champion", description="registry alias of the retro-adapter version to serve")
@@ -64,6 +81,12 @@ class ServeSettings(StrictModel):
     chunk_kv_budget_gb: float = Field(
         8.0, gt=0, description="disk budget of chunk_kv_folder for this service"
     )
+    engine: Literal["torch", "llamacpp"] = Field(
+        "torch",
+        description="what generates answers: torch (every fusion mode) or llamacpp (in_context adapters, "
+        "about 5x faster decoding on CPUs; needs the cpu-engine extra)",
+    )
+    llamacpp: LlamaCppSettings = LlamaCppSettings()
     cache: CacheSettings = CacheSettings()
     batching: BatchSettings = BatchSettings()
     limits: LimitSettings = LimitSettings()

@@ -24,6 +24,7 @@ from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
 from components.adapters.kv_index import KVFolder
 from components.adapters.prompting import context_prefix
+from components.core.serve_params import LlamaCppSettings
 from components.stores.base import Hit, citation
 from components.stores.retriever import Retriever
 
@@ -40,17 +41,28 @@ class Answerer:
         prefix_entries: int = 0,
         on_prefix: Callable[[bool], None] | None = None,
         kv_folder: KVFolder | None = None,
+        engine: str = "torch",
+        llamacpp: LlamaCppSettings | None = None,
     ) -> None:
-        """`prefix_entries` > 0 keeps the key/values of that many prompt prefixes (instructions +
-        passages) for streaming: a question whose passages were seen recently starts generating
-        after encoding only its own tokens. `on_prefix(hit)` is told of every lookup. kv and
-        gated adapters read chunk key/values from `kv_folder` (and fill it), so only the question
-        is prefilled."""
+        """`engine` generates the answers: torch, or llamacpp (in_context adapters converted to
+        GGUF; components/serving/llamacpp_engine.py). `prefix_entries` > 0 keeps the key/values of
+        that many prompt prefixes (instructions + passages) for streaming: a question whose
+        passages were seen recently starts generating after encoding only its own tokens.
+        `on_prefix(hit)` is told of every lookup. kv and gated adapters read chunk key/values from
+        `kv_folder` (and fill it), so only the question is prefilled."""
         self.model = load_retro_model(adapter_dir)
         if kv_folder is not None:
             kv_folder.attach(self.model)
         self.prefixes = LRUCache(prefix_entries) if prefix_entries and not self.model.uses_memory else None
         self.on_prefix = on_prefix
+        self.engine, self.llama = engine, None
+        if engine == "llamacpp":
+            from components.serving.llamacpp_engine import LlamaCppEngine
+
+            self.llama = LlamaCppEngine(
+                self.model, adapter_dir, llamacpp or LlamaCppSettings(), prefix_entries, on_prefix
+            )
+            self.prefixes = None
         self.retriever = Retriever.load(index_dir)
         self.k = int(self.model.artifact_config.get("retrieval", {}).get("k", 3))
         self.adapter_version, self.index_version = adapter_version, index_version
@@ -85,10 +97,11 @@ class Answerer:
     def cache_scope(self) -> tuple[str, str]:
         """What cached results depend on: the versions and the forgotten documents (a forget
         makes every earlier cache entry, in every tier, unreachable)."""
+        adapter = self.adapter_version if self.engine == "torch" else f"{self.adapter_version}@{self.engine}"
         if not self.forgotten:
-            return self.versions
+            return adapter, self.index_version
         digest = hashlib.sha256(json.dumps(sorted(self.forgotten)).encode()).hexdigest()[:12]
-        return self.adapter_version, f"{self.index_version}.f{digest}"
+        return adapter, f"{self.index_version}.f{digest}"
 
     def forget(self, doc_ids: frozenset[str]) -> int:
         """Drop every chunk of these documents from the served index (in memory) and the prompt
@@ -104,6 +117,8 @@ class Answerer:
                 self.model.kv_store.forget([payloads[cid].get("text", "") for cid in gone])
             if self.prefixes is not None:
                 self.prefixes.clear()
+            if self.llama is not None:
+                self.llama.clear_prefixes()
             self.forgotten = doc_ids
         return len(gone)
 
@@ -128,8 +143,10 @@ class Answerer:
         return self.model.prompt(question, texts), texts
 
     def generate(self, prompts: list[tuple[str, list[str]]], max_new_tokens: int = 24) -> list[str]:
-        """Greedy answers for (prompt, passages) pairs, in one batch."""
+        """Greedy answers for (prompt, passages) pairs, in one batch (one by one on llama.cpp)."""
         with self.lock:
+            if self.llama is not None:
+                return [self.llama.answer(prompt, max_new_tokens) for prompt, _ in prompts]
             return generate(
                 self.model,
                 [p for p, _ in prompts],
@@ -153,8 +170,12 @@ class Answerer:
                 return done.is_set()
 
         tokenizer = self.model.tokenizer
-        streamer = TokenStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = TokenStreamer(tokenizer, skip_prompt=self.llama is None, skip_special_tokens=True)
         done = threading.Event()
+        if self.llama is not None:
+            worker = executor.submit(self._llama_into, prompt, max_new_tokens, streamer, done)
+            yield from self._pieces(streamer, done, worker)
+            return
         kwargs = {
             "prompt": prompt,
             "max_new_tokens": max_new_tokens,
@@ -166,6 +187,11 @@ class Answerer:
         }
         memory = [passages] if self.model.uses_memory else None
         worker = executor.submit(self._generate_into, memory, kwargs)
+        yield from self._pieces(streamer, done, worker)
+
+    @staticmethod
+    def _pieces(streamer: Any, done: threading.Event, worker: Any) -> Iterator[str]:
+        """The visible text of a generation in `worker` as it arrives, up to the first line break."""
         received, sent, ended = "", "", False
         try:
             for piece in streamer:
@@ -186,6 +212,19 @@ class Answerer:
                 for _ in streamer:
                     pass
             worker.result()
+
+    def _llama_into(self, prompt: str, max_new_tokens: int, streamer: Any, done: threading.Event) -> None:
+        """llama.cpp generation for `stream`: each token into `streamer` until `done` is set."""
+
+        def hand_on(token: int) -> bool:
+            streamer.put(np.array([token]))
+            return not done.is_set()
+
+        try:
+            with self.lock:
+                self.llama.answer(prompt, max_new_tokens, on_token=hand_on)
+        finally:
+            streamer.end()
 
     def _generate_into(self, memory: list[list[str]] | None, kwargs: dict[str, Any]) -> None:
         """Generation for `stream`; an error ends the stream (so its reader stops) and propagates."""

@@ -64,6 +64,8 @@ class Service:
             prefix_entries=settings.cache.prefix_entries,
             on_prefix=self._count_prefix,
             kv_folder=kv_folder,
+            engine=settings.engine,
+            llamacpp=settings.llamacpp,
         )
         folder = Path(settings.download_dir)
         every = settings.poll_seconds

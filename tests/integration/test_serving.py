@@ -266,3 +266,42 @@ def test_retro_serve_runs_several_workers(registry: dict, tmp_path: Path) -> Non
     finally:
         server.terminate()
         assert server.wait(timeout=60) is not None
+
+
+def test_llamacpp_engine_streams_caches_and_follows_promotion(
+    registry: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("llama_cpp", reason="the llama.cpp engine needs the cpu-engine extra (make install)")
+    monkeypatch.setenv("RETRO_GGUF_CACHE", str(tmp_path / "gguf"))
+    engine = {"engine": "llamacpp", "llamacpp": {"dtype": "f32", "threads": 1, "context_tokens": 256}}
+    live = LiveService(settings(registry["root"], **engine), registry["uri"]).start()
+    torch_live = LiveService(
+        settings(tmp_path, download_dir=str(tmp_path / "torch")), registry["uri"]
+    ).start()
+    try:
+        assert live.service.promoter.current.llama is not None
+        varnholt = {"question": "When is the Varnholt Act from?"}
+        plain = httpx.post(f"{live.url}/v1/answer", json=varnholt, timeout=60).json()
+        same_on_torch = httpx.post(f"{torch_live.url}/v1/answer", json=varnholt, timeout=60).json()
+        assert plain["answer"] == same_on_torch["answer"] and versions(plain) == pair(registry["v1"])
+        streamed = httpx.post(f"{live.url}/v1/answer", json={**QUESTION, "stream": True}, timeout=60)
+        events = [block.split("\n") for block in streamed.text.strip().split("\n\n")]
+        data = [orjson.loads(lines[1].removeprefix("data: ")) for lines in events]
+        assert events[0][0] == "event: sources" and events[-1][0] == "event: done"
+        assert data[-1]["answer"] == "".join(d["text"] for d in data[1:-1]).strip()
+        again = httpx.post(f"{live.url}/v1/answer", json={**QUESTION, "stream": True}, timeout=60).text
+        assert again == streamed.text  # the passages' llama.cpp state restored: the same tokens
+        assert 'kind="prefix_kv",result="hit",tier="prefix"}' in httpx.get(f"{live.url}/metrics").text
+
+        client = registry["client"]
+        client.set_registered_model_alias(reg.ADAPTER_MODEL, "champion", registry["v2"]["adapter_version"])
+        for _ in range(300):
+            body = httpx.post(f"{live.url}/v1/answer", json=QUESTION, timeout=60).json()
+            if versions(body) == pair(registry["v2"]):
+                break
+            threading.Event().wait(0.1)
+        assert versions(body) == pair(registry["v2"]) and len(body["sources"]) == 2
+        assert live.service.promoter.current.llama is not None  # the new version on llama.cpp too
+    finally:
+        live.stop()
+        torch_live.stop()

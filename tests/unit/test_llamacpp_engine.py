@@ -1,0 +1,120 @@
+"""The llama.cpp engine against the torch engine on tiny Llama models written to f32 GGUF: the same
+greedy tokens with a LoRA, an AdaLoRA and an IA3 adapter, the same answers through the Answerer
+with and without a reused passage prefix, and a clear refusal for fusion modes it cannot run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.adapters.base_model import load_base_model
+from components.adapters.builder import build_retro_model, load_retro_model
+from components.core.serve_params import LlamaCppSettings
+
+pytest.importorskip("llama_cpp", reason="the llama.cpp engine needs the cpu-engine extra (make install)")
+
+from components.serving.llamacpp_engine import EngineUnavailable, LlamaCppEngine  # noqa: E402
+
+F32 = LlamaCppSettings(dtype="f32", threads=1, context_tokens=512)
+PROMPTS = [
+    "Answer the question. Context: Zorvex is made by Orbell Works. Question: Who makes Zorvex? Answer:",
+    "Quillan is in Norway . Where is Quillan ?",
+    "The Varnholt Act dates from 2004 .",
+]
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ADAPTERS = {
+    "lora": {"r": 4, "lora_alpha": 8, "target_modules": ALL_LINEAR},
+    "adalora": {
+        "init_r": 4,
+        "target_r": 4,
+        "total_step": 10,
+        "target_modules": ["q_proj", "k_proj", "v_proj"],
+    },
+    "ia3": {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]},
+}
+
+
+def _trained_looking(model, seed: int) -> None:  # noqa: ANN001
+    """Move every adapter weight off its no-op initialisation, as training would."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.model.named_parameters():
+            if any(part in name for part in ("lora_", "ia3_")):
+                param.add_(torch.randn_like(param) * 0.3)
+
+
+def _artifact(folder: Path, tiny_model: Path, method: str, fusion: dict | None = None) -> Path:
+    base, tokenizer = load_base_model(str(tiny_model))
+    model = build_retro_model(
+        base, tokenizer, method, dict(ADAPTERS[method]), fusion, max_trainable_share=None
+    )
+    _trained_looking(model, seed=len(method))
+    model.save(folder, {"base_model": str(tiny_model), "method": method, "retrieval": {"k": 2}})
+    return folder
+
+
+def _torch_tokens(model, prompt: str, n: int) -> list[int]:  # noqa: ANN001
+    tokenizer = model.tokenizer
+    inputs = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new = out[0, inputs["input_ids"].shape[1] :].tolist()
+    return new[: new.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in new else new
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora", "ia3"])
+def test_llamacpp_gives_the_torch_engines_tokens(
+    method: str, tmp_path: Path, tiny_model: Path, monkeypatch
+) -> None:  # noqa: ANN001
+    monkeypatch.setenv("RETRO_GGUF_CACHE", str(tmp_path / "gguf"))
+    folder = _artifact(tmp_path / method, tiny_model, method)
+    model = load_retro_model(folder)
+    engine = LlamaCppEngine(model, folder, F32)
+    model_file, lora_file = engine.files
+    assert (lora_file is None) == (method == "ia3")  # IA3 has no low-rank form: folded into a model
+    with model.base_only():
+        base_tokens = [_torch_tokens(model, p, 12) for p in PROMPTS]
+    adapted = [_torch_tokens(model, p, 12) for p in PROMPTS]
+    assert adapted != base_tokens  # the adapter changes the answers, so a dropped adapter would show
+    assert [engine.answer_tokens(p, 12) for p in PROMPTS] == adapted
+
+
+def test_answers_match_with_a_reused_passage_prefix(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("RETRO_GGUF_CACHE", str(tmp_path / "gguf"))
+    from components.adapters.prompting import build_prompt
+
+    folder = _artifact(tmp_path / "lora", tiny_model, "lora")
+    model = load_retro_model(folder)
+    seen: list[bool] = []
+    engine = LlamaCppEngine(model, folder, F32, prefix_entries=4, on_prefix=seen.append)
+    passages = [["Zorvex is made by Orbell Works ."], ["Quillan is in Norway ."]]
+    questions = ["Who makes Zorvex ?", "Where is Quillan ?", "Is Zorvex old ?"]
+    prompts = [build_prompt(model.tokenizer, q, p) for p in passages for q in questions]
+    expected = [_torch_tokens(model, p, 8) for p in prompts]
+    expected_text = [
+        model.tokenizer.decode(t, skip_special_tokens=True).strip().split("\n")[0].strip() for t in expected
+    ]
+    assert [engine.answer(p, 8) for p in prompts] == expected_text
+    assert [engine.answer(p, 8) for p in reversed(prompts)] == expected_text[::-1]  # restored states
+    assert seen[:3] == [False, True, True] and seen[3] is False and all(seen[6:])
+
+
+@pytest.mark.parametrize("fusion", ["kv", "gated"])
+def test_fusion_inside_attention_is_refused_with_the_reason(
+    fusion: str,
+    tmp_path: Path,
+    tiny_model: Path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv("RETRO_GGUF_CACHE", str(tmp_path / "gguf"))
+    folder = _artifact(tmp_path / fusion, tiny_model, "lora", {"fusion": fusion})
+    with pytest.raises(EngineUnavailable, match=f"{fusion} fusion.*set serve.engine to torch"):
+        LlamaCppEngine(load_retro_model(folder), folder, F32)
