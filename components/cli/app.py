@@ -221,10 +221,11 @@ def ask(
     tracking_uri: str = typer.Option("", help="MLflow store (default: register.tracking_uri)"),
     model: str = typer.Option("", help=MODEL_HELP),
     max_new_tokens: int = 24,
+    engine: str = typer.Option("", help="torch or llamacpp (default: serve.engine)"),
 ) -> None:
     """Answer from a registered adapter and its linked index; print sources and versions."""
     from components.adapters.kv_index import KVFolder
-    from components.core.config import load_params_file
+    from components.core.config import ParamsError, load_params_file, parse_section
     from components.core.serve_params import ServeSettings
     from components.registry.naming import project_model_name
     from components.serving.answerer import Answerer
@@ -236,11 +237,23 @@ def ask(
 
         tracking_uri = params.get("register", {}).get("tracking_uri", DEFAULT_TRACKING_URI)
     model = model or project_model_name(params)
-    serve = ServeSettings.model_validate(params.get("serve") or {})
+    try:
+        serve_section = {**(params.get("serve") or {}), **({"engine": engine} if engine else {})}
+        serve = parse_section(ServeSettings, {"serve": serve_section}, "serve")
+    except ParamsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     kv_folder = KVFolder(Path(serve.chunk_kv_folder), serve.chunk_kv_budget_gb)
     try:
-        answerer = Answerer.from_registry(tracking_uri, alias, model_name=model, kv_folder=kv_folder)
-    except LookupError as exc:
+        answerer = Answerer.from_registry(
+            tracking_uri,
+            alias,
+            model_name=model,
+            kv_folder=kv_folder,
+            engine=serve.engine,
+            llamacpp=serve.llamacpp,
+        )
+    except (LookupError, RuntimeError, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     result = answerer.answer(question, k=k or None, max_new_tokens=max_new_tokens)
@@ -267,6 +280,7 @@ def serve(
         "params.yaml"
     ),
     log_level: str = "info",
+    engine: str = typer.Option("", help="torch or llamacpp (default: serve.engine)"),
 ) -> None:
     """Serve the promoted adapter/index pair over HTTP and follow promotions without a restart."""
     import json
@@ -280,7 +294,8 @@ def serve(
 
     try:
         params = load_params_file(params_file) if params_file.exists() else {}
-        settings = parse_section(ServeSettings, params, "serve")
+        serve_section = {**(params.get("serve") or {}), **({"engine": engine} if engine else {})}
+        settings = parse_section(ServeSettings, {"serve": serve_section}, "serve")
     except ParamsError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -328,3 +343,31 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@app.command("export-gguf")
+def export_gguf_cmd(
+    artifact: Annotated[Path, typer.Argument(help="adapter artifact folder (e.g. data/models/current)")],
+    out: Annotated[Path, typer.Argument(help="folder for the GGUF files")],
+    dtype: str = typer.Option("f16", help="f32 or f16: weights of the GGUF models written (IA3, base)"),
+) -> None:
+    """Write an in_context adapter for llama.cpp: a GGUF LoRA adapter and its base model's GGUF
+    (LoRA, AdaLoRA), or one GGUF model with the adapter folded in (IA3)."""
+    import shutil
+
+    from components.adapters.builder import load_retro_model
+    from components.core.serve_params import LlamaCppSettings
+    from components.serving.llamacpp_engine import engine_files
+
+    try:
+        model_file, lora_file = engine_files(
+            load_retro_model(artifact), artifact, LlamaCppSettings(dtype=dtype)
+        )
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    out.mkdir(parents=True, exist_ok=True)
+    written = [shutil.copy2(f, out / f.name) for f in (model_file, lora_file) if f is not None]
+    typer.echo("written: " + ", ".join(str(w) for w in written))
+    lora = f" --lora {out / lora_file.name}" if lora_file else ""
+    typer.echo(f"run it with llama.cpp: llama-server -m {out / model_file.name}{lora}")

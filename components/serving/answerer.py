@@ -77,16 +77,24 @@ class Answerer:
         cache: Path | None = None,
         model_name: str | None = None,
         kv_folder: KVFolder | None = None,
+        engine: str = "torch",
+        llamacpp: LlamaCppSettings | None = None,
     ) -> Answerer:
         """The version of `<model_name>-adapter` (default: retro) holding `alias`, with its index
-        (kv and gated adapters read chunk key/values from `kv_folder`)."""
+        (kv and gated adapters read chunk key/values from `kv_folder`), answering on `engine`."""
         from components.registry import mlflow_registry as reg
 
         client = reg.configure(tracking_uri)
         names = reg.ModelNames(model_name) if model_name else reg.DEFAULT_NAMES
         pair = reg.download_pair(client, alias, cache or Path(tempfile.mkdtemp(prefix="retro-")), names)
         return cls(
-            pair.adapter_dir, pair.index_dir, pair.adapter_version, pair.index_version, kv_folder=kv_folder
+            pair.adapter_dir,
+            pair.index_dir,
+            pair.adapter_version,
+            pair.index_version,
+            kv_folder=kv_folder,
+            engine=engine,
+            llamacpp=llamacpp,
         )
 
     @property

@@ -118,3 +118,25 @@ def test_fusion_inside_attention_is_refused_with_the_reason(
     folder = _artifact(tmp_path / fusion, tiny_model, "lora", {"fusion": fusion})
     with pytest.raises(EngineUnavailable, match=f"{fusion} fusion.*set serve.engine to torch"):
         LlamaCppEngine(load_retro_model(folder), folder, F32)
+
+
+def test_export_gguf_writes_files_llama_cpp_runs(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:  # noqa: ANN001
+    from llama_cpp import Llama
+    from typer.testing import CliRunner
+
+    from components.cli.app import app
+
+    monkeypatch.setenv("RETRO_GGUF_CACHE", str(tmp_path / "gguf"))
+    folder = _artifact(tmp_path / "lora", tiny_model, "lora")
+    result = CliRunner().invoke(app, ["export-gguf", str(folder), str(tmp_path / "out"), "--dtype", "f32"])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(files) == 2 and "lora.gguf" in files and "llama-server -m" in result.output
+    base = next(p for p in (tmp_path / "out").iterdir() if p.name != "lora.gguf")
+    llm = Llama(str(base), lora_path=str(tmp_path / "out" / "lora.gguf"), n_ctx=128, verbose=False)
+    model = load_retro_model(folder)
+    ids = model.tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
+    tokens = [t for _, t in zip(range(6), llm.generate(ids, temp=0.0), strict=False)]
+    assert tokens == _torch_tokens(model, PROMPTS[1], 6)[:6]
+    refused = CliRunner().invoke(app, ["export-gguf", str(folder), str(tmp_path / "x"), "--dtype", "f8"])
+    assert refused.exit_code == 1 and "dtype" in refused.output
