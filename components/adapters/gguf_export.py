@@ -83,6 +83,18 @@ def _finish(writer: Any) -> None:
 
 
 # -- base models ---------------------------------------------------------------------------------
+def rope_theta(config: Any) -> float:
+    """The rotary base frequency (transformers 5 keeps it in `rope_parameters`); scaled rotary
+    variants are refused, since only the plain one is written."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        raise UnsupportedForGGUF(
+            f"the base model uses {rope['rope_type']} rotary scaling, which is not written to GGUF here: "
+            "give serve.llamacpp.base_gguf (llama.cpp's convert_hf_to_gguf.py) or set serve.engine to torch"
+        )
+    return float(rope.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0)
+
+
 def _hyperparameters(writer: Any, config: Any) -> None:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer.add_block_count(config.num_hidden_layers)
@@ -91,7 +103,7 @@ def _hyperparameters(writer: Any, config: Any) -> None:
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads or config.num_attention_heads)
-    writer.add_rope_freq_base(float(getattr(config, "rope_theta", None) or 10000.0))
+    writer.add_rope_freq_base(rope_theta(config))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_rope_dimension_count(head_dim)
     writer.add_vocab_size(config.vocab_size)

@@ -349,7 +349,7 @@ if __name__ == "__main__":  # pragma: no cover
 def export_gguf_cmd(
     artifact: Annotated[Path, typer.Argument(help="adapter artifact folder (e.g. data/models/current)")],
     out: Annotated[Path, typer.Argument(help="folder for the GGUF files")],
-    dtype: str = typer.Option("f16", help="f32 or f16: weights of the GGUF models written (IA3, base)"),
+    weights: str = typer.Option("q8_0", help="f32, f16, q8_0 or q4_0: the GGUF models written (base, IA3)"),
 ) -> None:
     """Write an in_context adapter for llama.cpp: a GGUF LoRA adapter and its base model's GGUF
     (LoRA, AdaLoRA), or one GGUF model with the adapter folded in (IA3)."""
@@ -361,7 +361,7 @@ def export_gguf_cmd(
 
     try:
         model_file, lora_file = engine_files(
-            load_retro_model(artifact), artifact, LlamaCppSettings(dtype=dtype)
+            load_retro_model(artifact), artifact, LlamaCppSettings(weights=weights)
         )
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         typer.echo(str(exc), err=True)

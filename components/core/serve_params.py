@@ -54,15 +54,22 @@ class AuthSettings(StrictModel):
 
 class LlamaCppSettings(StrictModel):
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp (None: every core)")
-    context_tokens: int = Field(2048, ge=128, description="llama.cpp's context window: prompt and answer")
+    context_tokens: int = Field(
+        4096,
+        ge=128,
+        description="llama.cpp's context window: prompt and answer (key/values allocated up front)",
+    )
     base_gguf: str | None = Field(
         None,
-        description="GGUF file of the base model (None: the packaged SmolLM2 Q4_1 GGUF for the default "
-        "model, else one written once from the Hugging Face model in `dtype`)",
+        description="GGUF file of the base model (None: written once from the model's transformers "
+        "weights in `weights`; for the default model those are the packaged Q4_1 weights dequantized)",
     )
-    dtype: Literal["f32", "f16"] = Field(
-        "f16", description="weights of the GGUF files written here: a base model, an adapter folded in (IA3)"
+    weights: Literal["f32", "f16", "q8_0", "q4_0"] = Field(
+        "q8_0",
+        description="weights of the GGUF models written here (the base, an IA3 adapter folded in); q8_0 and "
+        "q4_0 by llama.cpp's quantizer. LoRA and AdaLoRA adapters stay f32 GGUF LoRA adapters",
     )
+    flash_attention: bool = Field(True, description="llama.cpp's fused attention kernel")
     prefix_state_mb: int = Field(
         512, ge=0, description="memory for saved llama.cpp states of prompt prefixes (passages); 0: off"
     )

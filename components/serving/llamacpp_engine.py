@@ -10,6 +10,7 @@ kept as llama.cpp sequence states and restored for the next question over the sa
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import hashlib
@@ -51,17 +52,59 @@ def _adapter_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _llama_cpp():  # noqa: ANN202
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise EngineUnavailable(f"serve.engine llamacpp needs llama-cpp-python: {INSTALL_HINT}") from exc
+    return llama_cpp
+
+
+def _quantize(source: Path, out: Path, weights: str) -> None:
+    """llama.cpp's own quantizer (what its llama-quantize tool runs), into `out` atomically."""
+    llama_cpp = _llama_cpp()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[
+        weights
+    ]
+    params.nthread = os.cpu_count() or 1
+    staging = out.with_name(f".{out.name}.tmp")
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(staging).encode(), ctypes.byref(params)) != 0:
+        staging.unlink(missing_ok=True)
+        raise RuntimeError(f"llama.cpp could not quantize {source} to {weights}")
+    os.replace(staging, out)
+
+
+def write_model(model: Any, tokenizer: Any, out: Path, weights: str, tokenizer_gguf: Path | None) -> Path:
+    """A transformers Llama model as GGUF with `weights` f32 | f16 (written directly) or q8_0 | q4_0
+    (written in f32, then quantized by llama.cpp)."""
+    if weights in gguf_export.DTYPES:
+        return gguf_export.write_model_gguf(model, tokenizer, out, weights, tokenizer_gguf)
+    full = out.with_name(f".{out.name}.f32")
+    try:
+        gguf_export.write_model_gguf(model, tokenizer, full, "f32", tokenizer_gguf)
+        _quantize(full, out, weights)
+    finally:
+        full.unlink(missing_ok=True)
+    return out
+
+
+def _tokenizer_gguf(base_model: str) -> Path | None:
+    """The packaged GGUF's own tokenizer fields for the default model; others use their tokenizer."""
+    return packaged_gguf() if base_model == DEFAULT_BASE_MODEL else None
+
+
 def _base_gguf(base_model: str, settings: LlamaCppSettings) -> Path:
-    """The base model's GGUF: given, packaged (the default model), or written once from transformers."""
+    """The base model's GGUF: `base_gguf` when given, else written once from the transformers
+    weights (for the default model: the packaged Q4_1 weights as the torch engine sees them)."""
     if settings.base_gguf:
         return Path(settings.base_gguf)
-    if base_model == DEFAULT_BASE_MODEL:
-        return packaged_gguf()
-    key = hashlib.sha256(f"{Path(base_model).resolve()}|{settings.dtype}".encode()).hexdigest()[:16]
-    out = gguf_cache() / f"base-{key}-{settings.dtype}.gguf"
+    name = base_model if base_model == DEFAULT_BASE_MODEL else str(Path(base_model).resolve())
+    key = hashlib.sha256(f"{name}|{settings.weights}".encode()).hexdigest()[:16]
+    out = gguf_cache() / f"base-{key}-{settings.weights}.gguf"
     if not out.exists():
         base, tokenizer = load_base_model(base_model)
-        gguf_export.write_model_gguf(base, tokenizer, out, settings.dtype)
+        write_model(base, tokenizer, out, settings.weights, _tokenizer_gguf(base_model))
     return out
 
 
@@ -74,32 +117,21 @@ def engine_files(model: Any, adapter_dir: Path, settings: LlamaCppSettings) -> t
         )
     base_model = model.artifact_config.get("base_model", "")
     gguf_export.check_llama(model.model.config)
-    base = _base_gguf(base_model, settings)
     folder = gguf_cache() / f"adapter-{_adapter_digest(adapter_dir)}"
     if gguf_export.is_low_rank(model.model):
         lora = folder / "lora.gguf"
         if not lora.exists():
             gguf_export.write_lora_gguf(model.model, lora)
-        return base, lora
-    merged = folder / f"merged-{settings.dtype}.gguf"
+        return _base_gguf(base_model, settings), lora
+    merged = folder / f"merged-{settings.weights}.gguf"
     if not merged.exists():  # IA3 and other scaling adapters: folded into a model of their own
-        tokenizer_source = packaged_gguf() if base_model == DEFAULT_BASE_MODEL else None
-        gguf_export.write_model_gguf(
-            copy.deepcopy(model.model).merge_and_unload(),
-            model.tokenizer,
-            merged,
-            settings.dtype,
-            tokenizer_source,
-        )
+        folded = copy.deepcopy(model.model).merge_and_unload()
+        write_model(folded, model.tokenizer, merged, settings.weights, _tokenizer_gguf(base_model))
     return merged, None
 
 
 def _llama(model_path: Path, lora_path: Path | None, settings: LlamaCppSettings):  # noqa: ANN202
-    try:
-        from llama_cpp import Llama
-    except ImportError as exc:
-        raise EngineUnavailable(f"serve.engine llamacpp needs llama-cpp-python: {INSTALL_HINT}") from exc
-    return Llama(
+    return _llama_cpp().Llama(
         model_path=str(model_path),
         lora_path=str(lora_path) if lora_path else None,
         n_ctx=settings.context_tokens,
@@ -107,6 +139,7 @@ def _llama(model_path: Path, lora_path: Path | None, settings: LlamaCppSettings)
         n_threads=settings.threads or os.cpu_count(),
         n_threads_batch=settings.threads or os.cpu_count(),
         use_mmap=lora_path is None,
+        flash_attn=settings.flash_attention,
         verbose=False,
     )
 
@@ -184,7 +217,8 @@ class LlamaCppEngine:
         self.llm.eval(prefix_ids)
         if len(self.states) >= self.max_states:
             self.states.popitem()
-        self.states[key] = self._save_state()
+        with contextlib.suppress(ValueError):  # a state larger than the whole budget is not kept
+            self.states[key] = self._save_state()
 
     def clear_prefixes(self) -> None:
         if self.states is not None:

@@ -273,7 +273,7 @@ def test_llamacpp_engine_streams_caches_and_follows_promotion(
 ) -> None:
     pytest.importorskip("llama_cpp", reason="the llama.cpp engine needs the cpu-engine extra (make install)")
     monkeypatch.setenv("RETRO_GGUF_CACHE", str(tmp_path / "gguf"))
-    engine = {"engine": "llamacpp", "llamacpp": {"dtype": "f32", "threads": 1, "context_tokens": 256}}
+    engine = {"engine": "llamacpp", "llamacpp": {"weights": "f32", "threads": 1, "context_tokens": 256}}
     live = LiveService(settings(registry["root"], **engine), registry["uri"]).start()
     torch_live = LiveService(
         settings(tmp_path, download_dir=str(tmp_path / "torch")), registry["uri"]

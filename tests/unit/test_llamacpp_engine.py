@@ -17,7 +17,7 @@ pytest.importorskip("llama_cpp", reason="the llama.cpp engine needs the cpu-engi
 
 from components.serving.llamacpp_engine import EngineUnavailable, LlamaCppEngine  # noqa: E402
 
-F32 = LlamaCppSettings(dtype="f32", threads=1, context_tokens=512)
+F32 = LlamaCppSettings(weights="f32", threads=1, context_tokens=512)
 PROMPTS = [
     "Answer the question. Context: Zorvex is made by Orbell Works. Question: Who makes Zorvex? Answer:",
     "Quillan is in Norway . Where is Quillan ?",
@@ -128,7 +128,7 @@ def test_export_gguf_writes_files_llama_cpp_runs(tmp_path: Path, tiny_model: Pat
 
     monkeypatch.setenv("RETRO_GGUF_CACHE", str(tmp_path / "gguf"))
     folder = _artifact(tmp_path / "lora", tiny_model, "lora")
-    result = CliRunner().invoke(app, ["export-gguf", str(folder), str(tmp_path / "out"), "--dtype", "f32"])
+    result = CliRunner().invoke(app, ["export-gguf", str(folder), str(tmp_path / "out"), "--weights", "f32"])
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(files) == 2 and "lora.gguf" in files and "llama-server -m" in result.output
@@ -138,5 +138,40 @@ def test_export_gguf_writes_files_llama_cpp_runs(tmp_path: Path, tiny_model: Pat
     ids = model.tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
     tokens = [t for _, t in zip(range(6), llm.generate(ids, temp=0.0), strict=False)]
     assert tokens == _torch_tokens(model, PROMPTS[1], 6)[:6]
-    refused = CliRunner().invoke(app, ["export-gguf", str(folder), str(tmp_path / "x"), "--dtype", "f8"])
-    assert refused.exit_code == 1 and "dtype" in refused.output
+    refused = CliRunner().invoke(app, ["export-gguf", str(folder), str(tmp_path / "x"), "--weights", "f8"])
+    assert refused.exit_code == 1 and "weights" in refused.output
+
+
+def test_the_models_own_hyperparameters_reach_the_gguf(tmp_path: Path) -> None:
+    import gguf
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from components.adapters import gguf_export
+
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        rope_theta=100000.0,
+        rms_norm_eps=1e-5,
+        max_position_embeddings=64,
+    )
+    tokenizer = type("T", (), {})  # only the vocabulary is read, through the tokenizer GGUF here
+    model = LlamaForCausalLM(config)
+    source = tmp_path / "tok.gguf"
+    writer = gguf.GGUFWriter(str(source), "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([f"t{i}" for i in range(32)])
+    writer.add_token_merges(["t 1"])
+    gguf_export._finish(writer)
+    out = gguf_export.write_model_gguf(model, tokenizer, tmp_path / "m.gguf", "f32", tokenizer_gguf=source)
+    fields = gguf.GGUFReader(out).fields
+    assert fields["llama.rope.freq_base"].contents() == 100000.0
+    assert fields["llama.attention.head_count_kv"].contents() == 1
+    assert fields["llama.attention.layer_norm_rms_epsilon"].contents() == pytest.approx(1e-5)
+    config.rope_parameters = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}
+    with pytest.raises(gguf_export.UnsupportedForGGUF, match="llama3 rotary scaling"):
+        gguf_export.write_model_gguf(model, tokenizer, tmp_path / "n.gguf", "f32", tokenizer_gguf=source)
