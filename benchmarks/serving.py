@@ -21,6 +21,8 @@ store"): streaming is timed for new chunks (computed now), then, after the servi
 then once more with them in RAM. `--fusion in_context,kv` runs both, one after the other, on the
 same index and questions. `--embed-backend torch,onnx-int8` runs the cases once per query
 embedding engine (README "Embedding engines"); `--retrieve-only` stops after /v1/retrieve.
+`--generator-engine torch,llamacpp` runs them once per `serve.engine` (README "Serving engines");
+`--answers-only` times only uncached answers, at c=1 and c=8, with the L1 and prefix caches off.
 """
 
 from __future__ import annotations
@@ -253,17 +255,27 @@ def main() -> None:
         "--embed-backend", default="torch", help="query embedding engines, e.g. torch,onnx,onnx-int8"
     )
     parser.add_argument("--retrieve-only", action="store_true", help="cached answers and /v1/retrieve only")
+    parser.add_argument(
+        "--generator-engine", default="torch", help="serve.engine values to run, e.g. torch,llamacpp"
+    )
+    parser.add_argument(
+        "--answers-only",
+        action="store_true",
+        help="uncached answers only (c=1 and c=8), with the L1 and prefix caches off",
+    )
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     tables = [
-        ((fusion, engine), bench(args, fusion, engine))
+        ((fusion, engine, generator), bench(args, fusion, engine, generator))
         for fusion in args.fusion.split(",")
         for engine in args.embed_backend.split(",")
+        for generator in args.generator_engine.split(",")
     ]
-    for (fusion, engine), rows in tables:
+    for (fusion, engine, generator), rows in tables:
         print(
             f"\n{args.passages:,} passages (FAISS HNSW32, hybrid), queries embedded by {engine}, "
-            f"SmolLM2-135M + LoRA r=8, fusion {fusion}, k=3, {args.workers} worker(s), client in this process"
+            f"SmolLM2-135M + LoRA r=8 on {generator}, fusion {fusion}, k=3, {args.workers} worker(s), "
+            "client in this process"
         )
         print("| case | requests | concurrency | failed | QPS | p50 ms | p95 ms | p99 ms |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -274,23 +286,34 @@ def main() -> None:
             )
 
 
-def bench(args: argparse.Namespace, fusion: str, engine: str = "torch") -> list[dict]:
-    """Every case against a service of a fresh pair with this fusion and query embedding engine;
-    one row each."""
+def bench(
+    args: argparse.Namespace, fusion: str, engine: str = "torch", generator: str = "torch"
+) -> list[dict]:
+    """Every case against a service of a fresh pair with this fusion, query embedding engine and
+    generator engine; one row each."""
     folder = Path(tempfile.mkdtemp(prefix="retro-serving-bench-"))
     uri, questions = register_pair(folder, args.passages, fusion, engine)
-    service = start_service(folder, uri, args.port, args.workers)
+    extra = f"  engine: {generator}\n"
+    if args.answers_only:
+        extra += "  cache:\n    l1_entries: 0\n    prefix_entries: 0\n"
+    service = start_service(folder, uri, args.port, args.workers, extra)
     rows: list[dict] = []
 
     def run(label: str, path: str, bodies: list[dict], concurrency: int, mark: bytes | None = None) -> None:
         result = asyncio.run(drive(args.port, path, bodies, concurrency, mark))
         rows.append({"case": label, **result})
-        print(f"{fusion} {engine} {label}: {json.dumps(rows[-1])}", flush=True)
+        print(f"{fusion} {engine} {generator} {label}: {json.dumps(rows[-1])}", flush=True)
 
     try:
         run("warm-up (not reported)", "/v1/answer", [{"question": q} for q in questions[:8]], 1)
         rows.clear()
         n, r, a = args.cached_requests, args.retrieve_requests, args.answer_requests
+        if args.answers_only:
+            distinct = iter(questions[8:])
+            for c in (1, 8):
+                bodies = [{"question": next(distinct)} for _ in range(a)]
+                run(f"/v1/answer uncached, caches off, c={c}", "/v1/answer", bodies, c)
+            return rows
         run("cached answer, c=64", "/v1/answer", [{"question": questions[0]}] * n, 64)
         run("cached answer, c=1", "/v1/answer", [{"question": questions[0]}] * (n // 10), 1)
         distinct = iter(questions[8:])
