@@ -222,7 +222,7 @@ def main() -> None:
     parser.add_argument("--timed", type=int, default=12, help="prompts timed per passage count")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--weights", default="q8_0,q4_0", help="llama.cpp base weights to compare, comma-separated"
+        "--weights", default="q8_0,q4_1,q4_0", help="llama.cpp base weights to compare, comma-separated"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

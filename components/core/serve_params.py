@@ -64,10 +64,10 @@ class LlamaCppSettings(StrictModel):
         description="GGUF file of the base model (None: written once from the model's transformers "
         "weights in `weights`; for the default model those are the packaged Q4_1 weights dequantized)",
     )
-    weights: Literal["f32", "f16", "q8_0", "q4_0"] = Field(
+    weights: Literal["f32", "f16", "q8_0", "q4_1", "q4_0"] = Field(
         "q8_0",
-        description="weights of the GGUF models written here (the base, an IA3 adapter folded in); q8_0 and "
-        "q4_0 by llama.cpp's quantizer. LoRA and AdaLoRA adapters stay f32 GGUF LoRA adapters",
+        description="weights of the GGUF models written here (the base, an IA3 adapter folded in); q8_0, "
+        "q4_1 and q4_0 by llama.cpp's quantizer. LoRA and AdaLoRA adapters stay f32 GGUF LoRA adapters",
     )
     flash_attention: bool = Field(True, description="llama.cpp's fused attention kernel")
     prefix_state_mb: int = Field(

@@ -64,9 +64,11 @@ def _quantize(source: Path, out: Path, weights: str) -> None:
     """llama.cpp's own quantizer (what its llama-quantize tool runs), into `out` atomically."""
     llama_cpp = _llama_cpp()
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[
-        weights
-    ]
+    params.ftype = {
+        "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+        "q4_1": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1,
+        "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
+    }[weights]
     params.nthread = os.cpu_count() or 1
     staging = out.with_name(f".{out.name}.tmp")
     if llama_cpp.llama_model_quantize(str(source).encode(), str(staging).encode(), ctypes.byref(params)) != 0:
@@ -76,8 +78,8 @@ def _quantize(source: Path, out: Path, weights: str) -> None:
 
 
 def write_model(model: Any, tokenizer: Any, out: Path, weights: str, tokenizer_gguf: Path | None) -> Path:
-    """A transformers Llama model as GGUF with `weights` f32 | f16 (written directly) or q8_0 | q4_0
-    (written in f32, then quantized by llama.cpp)."""
+    """A transformers Llama model as GGUF with `weights` f32 | f16 (written directly) or q8_0 | q4_1
+    | q4_0 (written in f32, then quantized by llama.cpp)."""
     if weights in gguf_export.DTYPES:
         return gguf_export.write_model_gguf(model, tokenizer, out, weights, tokenizer_gguf)
     full = out.with_name(f".{out.name}.f32")
