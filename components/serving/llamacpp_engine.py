@@ -31,7 +31,9 @@ from components.core.serve_params import LlamaCppSettings
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "RETRO_GGUF_CACHE"
-INSTALL_HINT = "pip install 'retro-peft[cpu-engine]' (make install does this; it compiles llama.cpp, ~3 min)"
+INSTALL_HINT = (
+    "pip install 'retro-peft[cpu-engine]' (make install does this; it compiles llama.cpp, about 5 min)"
+)
 
 
 class EngineUnavailable(RuntimeError):
@@ -105,6 +107,7 @@ def _base_gguf(base_model: str, settings: LlamaCppSettings) -> Path:
     key = hashlib.sha256(f"{name}|{settings.weights}".encode()).hexdigest()[:16]
     out = gguf_cache() / f"base-{key}-{settings.weights}.gguf"
     if not out.exists():
+        log.info("writing %s as GGUF (%s) to %s, once", base_model, settings.weights, out)
         base, tokenizer = load_base_model(base_model)
         write_model(base, tokenizer, out, settings.weights, _tokenizer_gguf(base_model))
     return out
@@ -123,10 +126,12 @@ def engine_files(model: Any, adapter_dir: Path, settings: LlamaCppSettings) -> t
     if gguf_export.is_low_rank(model.model):
         lora = folder / "lora.gguf"
         if not lora.exists():
+            log.info("writing %s as a GGUF LoRA adapter to %s, once", adapter_dir, lora)
             gguf_export.write_lora_gguf(model.model, lora)
         return _base_gguf(base_model, settings), lora
     merged = folder / f"merged-{settings.weights}.gguf"
     if not merged.exists():  # IA3 and other scaling adapters: folded into a model of their own
+        log.info("folding %s into a GGUF model (%s) at %s, once", adapter_dir, settings.weights, merged)
         folded = copy.deepcopy(model.model).merge_and_unload()
         write_model(folded, model.tokenizer, merged, settings.weights, _tokenizer_gguf(base_model))
     return merged, None
