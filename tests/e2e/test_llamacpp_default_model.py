@@ -27,6 +27,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_llamacpp_answers_like_torch_on_the_default_model(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("RETRO_GGUF_CACHE", str(tmp_path / "gguf"))
     base, tokenizer = load_base_model(DEFAULT_BASE_MODEL)
