@@ -68,19 +68,16 @@ def project_source(project: Path, questions: int) -> tuple[Path, Path, list[tupl
 
 def covid_source(folder: Path, questions: int) -> tuple[Path, Path, list[tuple[str, list[str]]]]:
     """covid-qa as above: a hybrid index of its chunks and an untrained LoRA on the default model."""
-    import pandas as pd
     from embedding_engines import COVID, covid_chunks
 
     from components.adapters.base_model import DEFAULT_BASE_MODEL, load_base_model
     from components.adapters.builder import build_retro_model
-    from components.data.ingest import ingest_corpus
-    from components.data.readers import ReadOptions
     from components.embed.encoder import encode
     from components.stores.retriever import Retriever
 
     ids, texts, asked, _ = covid_chunks()
-    qa = ingest_corpus(COVID, 1, 10**9, ReadOptions(ocr="off")).qa
-    answers = dict(zip(qa["question"], qa["answer"], strict=False)) if isinstance(qa, pd.DataFrame) else {}
+    qa = [json.loads(line) for line in (COVID / "qa.jsonl").read_text().splitlines() if line.strip()]
+    answers = {item["question"]: item["answer"] for item in qa}
     retriever = Retriever.build(
         ids, texts, encode(texts, "all-MiniLM-L6-v2"), [{"doc_id": i} for i in ids], "all-MiniLM-L6-v2"
     )
@@ -122,7 +119,7 @@ def llama_tokens(answerer: Any, prompt: str, n: int, reuse: bool) -> None:
         engine._use_prefix(prompt, ids)
     else:
         engine.llm.reset()
-    for count, _ in enumerate(engine.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0), start=1):
+    for count, _ in enumerate(engine.greedy(ids), start=1):
         if count >= n:
             break
 

@@ -62,8 +62,8 @@ def gguf_name(names: Any, hf_name: str) -> str:
     return name
 
 
-def _atomic_write(out: Path, fill) -> Path:  # noqa: ANN001
-    """Write through `fill(writer_path)` to a temporary file renamed into place at the end."""
+def atomic_write(out: Path, fill) -> Path:  # noqa: ANN001
+    """Write through `fill(staging_path)` to a temporary file renamed into place at the end."""
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}-", suffix=".tmp")
     os.close(handle)
@@ -163,7 +163,7 @@ def write_model_gguf(
     import gguf
 
     if dtype not in DTYPES:
-        raise ValueError(f"serve.llamacpp.dtype must be one of {DTYPES}, not {dtype!r}")
+        raise ValueError(f"GGUF weights written directly must be one of {DTYPES}, not {dtype!r}")
     check_llama(model.config)
 
     def fill(path: str) -> None:
@@ -178,7 +178,7 @@ def write_model_gguf(
             writer.add_tensor(name, array)
         _finish(writer)
 
-    return _atomic_write(Path(out), fill)
+    return atomic_write(Path(out), fill)
 
 
 # -- adapters --------------------------------------------------------------------------------------
@@ -234,4 +234,4 @@ def write_lora_gguf(peft_model: Any, out: Path) -> Path:
             writer.add_tensor(f"{base}.lora_b", np.ascontiguousarray(_oriented(hf_name, b, config)))
         _finish(writer)
 
-    return _atomic_write(Path(out), fill)
+    return atomic_write(Path(out), fill)

@@ -1,5 +1,5 @@
 """The `retro` command line: make-corpus, pipeline, update, ask, serve, services, watch, lineage,
-prune-index."""
+prune-index, export-merged, export-gguf."""
 
 from __future__ import annotations
 
@@ -213,6 +213,16 @@ def update(
     _report(results)
 
 
+def _serve_settings(params: dict, engine: str):  # noqa: ANN202
+    """The serve section of params, with `--engine` over serve.engine when given; ParamsError names
+    the bad key."""
+    from components.core.config import parse_section
+    from components.core.serve_params import ServeSettings
+
+    section = {**(params.get("serve") or {}), **({"engine": engine} if engine else {})}
+    return parse_section(ServeSettings, {"serve": section}, "serve")
+
+
 @app.command()
 def ask(
     question: str,
@@ -225,8 +235,7 @@ def ask(
 ) -> None:
     """Answer from a registered adapter and its linked index; print sources and versions."""
     from components.adapters.kv_index import KVFolder
-    from components.core.config import ParamsError, load_params_file, parse_section
-    from components.core.serve_params import ServeSettings
+    from components.core.config import ParamsError, load_params_file
     from components.registry.naming import project_model_name
     from components.serving.answerer import Answerer
     from components.stores.base import format_citation
@@ -238,8 +247,7 @@ def ask(
         tracking_uri = params.get("register", {}).get("tracking_uri", DEFAULT_TRACKING_URI)
     model = model or project_model_name(params)
     try:
-        serve_section = {**(params.get("serve") or {}), **({"engine": engine} if engine else {})}
-        serve = parse_section(ServeSettings, {"serve": serve_section}, "serve")
+        serve = _serve_settings(params, engine)
     except ParamsError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -287,15 +295,13 @@ def serve(
 
     import uvicorn
 
-    from components.core.config import ParamsError, load_params_file, parse_section
+    from components.core.config import ParamsError, load_params_file
     from components.registry.mlflow_registry import DEFAULT_TRACKING_URI
     from components.serving.app import SETTINGS_ENV
-    from components.serving.settings import ServeSettings
 
     try:
         params = load_params_file(params_file) if params_file.exists() else {}
-        serve_section = {**(params.get("serve") or {}), **({"engine": engine} if engine else {})}
-        settings = parse_section(ServeSettings, {"serve": serve_section}, "serve")
+        settings = _serve_settings(params, engine)
     except ParamsError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -337,19 +343,13 @@ def export_merged_cmd(
 register_ops(app)
 
 
-def main() -> None:  # pragma: no cover
-    app(prog_name="retro")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 @app.command("export-gguf")
 def export_gguf_cmd(
     artifact: Annotated[Path, typer.Argument(help="adapter artifact folder (e.g. data/models/current)")],
     out: Annotated[Path, typer.Argument(help="folder for the GGUF files")],
-    weights: str = typer.Option("q8_0", help="f32, f16, q8_0 or q4_0: the GGUF models written (base, IA3)"),
+    weights: str = typer.Option(
+        "q8_0", help="f32, f16, q8_0, q4_1 or q4_0: the GGUF models written (base, IA3)"
+    ),
 ) -> None:
     """Write an in_context adapter for llama.cpp: a GGUF LoRA adapter and its base model's GGUF
     (LoRA, AdaLoRA), or one GGUF model with the adapter folded in (IA3)."""
@@ -371,3 +371,11 @@ def export_gguf_cmd(
     typer.echo("written: " + ", ".join(str(w) for w in written))
     lora = f" --lora {out / lora_file.name}" if lora_file else ""
     typer.echo(f"run it with llama.cpp: llama-server -m {out / model_file.name}{lora}")
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="retro")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -53,16 +53,16 @@ class Answerer:
         self.model = load_retro_model(adapter_dir)
         if kv_folder is not None:
             kv_folder.attach(self.model)
-        self.prefixes = LRUCache(prefix_entries) if prefix_entries and not self.model.uses_memory else None
         self.on_prefix = on_prefix
         self.engine, self.llama = engine, None
-        if engine == "llamacpp":
+        if engine == "llamacpp":  # it keeps its own passage-prefix states
             from components.serving.llamacpp_engine import LlamaCppEngine
 
             self.llama = LlamaCppEngine(
                 self.model, adapter_dir, llamacpp or LlamaCppSettings(), prefix_entries, on_prefix
             )
-            self.prefixes = None
+        torch_prefixes = prefix_entries and not self.model.uses_memory and self.llama is None
+        self.prefixes = LRUCache(prefix_entries) if torch_prefixes else None
         self.retriever = Retriever.load(index_dir)
         self.k = int(self.model.artifact_config.get("retrieval", {}).get("k", 3))
         self.adapter_version, self.index_version = adapter_version, index_version

@@ -16,7 +16,7 @@ import ctypes
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from components.adapters.base_model import cache_dir, load_base_model, packaged_
 from components.adapters.prompting import context_prefix
 from components.core.params import DEFAULT_BASE_MODEL
 from components.core.serve_params import LlamaCppSettings
+from components.embed.finetune import model_hash
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "RETRO_GGUF_CACHE"
@@ -43,15 +44,6 @@ class EngineUnavailable(RuntimeError):
 def gguf_cache() -> Path:
     """Where written GGUF files live: $RETRO_GGUF_CACHE, else the model cache's gguf/ (outside git)."""
     return Path(os.environ.get(CACHE_ENV, cache_dir() / "gguf")).expanduser()
-
-
-def _adapter_digest(folder: Path) -> str:
-    """Content hash of an artifact folder's files (weights and configs), for converted-file names."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _llama_cpp():  # noqa: ANN202
@@ -72,11 +64,12 @@ def _quantize(source: Path, out: Path, weights: str) -> None:
         "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
     }[weights]
     params.nthread = os.cpu_count() or 1
-    staging = out.with_name(f".{out.name}.tmp")
-    if llama_cpp.llama_model_quantize(str(source).encode(), str(staging).encode(), ctypes.byref(params)) != 0:
-        staging.unlink(missing_ok=True)
-        raise RuntimeError(f"llama.cpp could not quantize {source} to {weights}")
-    os.replace(staging, out)
+
+    def fill(staging: str) -> None:
+        if llama_cpp.llama_model_quantize(str(source).encode(), staging.encode(), ctypes.byref(params)) != 0:
+            raise RuntimeError(f"llama.cpp could not quantize {source} to {weights}")
+
+    gguf_export.atomic_write(out, fill)
 
 
 def write_model(model: Any, tokenizer: Any, out: Path, weights: str, tokenizer_gguf: Path | None) -> Path:
@@ -122,7 +115,7 @@ def engine_files(model: Any, adapter_dir: Path, settings: LlamaCppSettings) -> t
         )
     base_model = model.artifact_config.get("base_model", "")
     gguf_export.check_llama(model.model.config)
-    folder = gguf_cache() / f"adapter-{_adapter_digest(adapter_dir)}"
+    folder = gguf_cache() / f"adapter-{model_hash(adapter_dir)}"
     if gguf_export.is_low_rank(model.model):
         lora = folder / "lora.gguf"
         if not lora.exists():
@@ -179,8 +172,7 @@ class LlamaCppEngine:
 
     # -- passage prefixes --------------------------------------------------------------------------
     def _save_state(self) -> tuple[bytes, np.ndarray]:
-        import llama_cpp
-
+        llama_cpp = _llama_cpp()
         ctx = self.llm.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
@@ -188,8 +180,7 @@ class LlamaCppEngine:
         return bytes(buffer)[:written], self.llm.input_ids[: self.llm.n_tokens].copy()
 
     def _load_state(self, state: tuple[bytes, np.ndarray]) -> None:
-        import llama_cpp
-
+        llama_cpp = _llama_cpp()
         data, ids = state
         self.llm.reset()
         self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
@@ -232,6 +223,11 @@ class LlamaCppEngine:
             self.states.clear()
 
     # -- answers -------------------------------------------------------------------------------------
+    def greedy(self, ids: list[int]) -> Iterator[int]:
+        """llama.cpp's greedy continuation of these token ids, token by token (the longest prefix
+        already in its context is not evaluated again)."""
+        return self.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
+
     def answer(self, prompt: str, max_new_tokens: int, on_token: Callable[[int], bool] | None = None) -> str:
         """The greedy answer to one prompt, cut at its first line break. `on_token(id)` sees each
         new token and stops generation by returning False."""
@@ -243,7 +239,7 @@ class LlamaCppEngine:
             )
         self._use_prefix(prompt, ids)
         new: list[int] = []
-        for token in self.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+        for token in self.greedy(ids):
             if token == self.eos:
                 break
             new.append(int(token))
@@ -257,9 +253,8 @@ class LlamaCppEngine:
 
     def answer_tokens(self, prompt: str, max_new_tokens: int) -> list[int]:
         """The greedy token ids themselves (no line cut), for comparing engines token by token."""
-        ids = self._ids(prompt)
         new: list[int] = []
-        for token in self.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+        for token in self.greedy(self._ids(prompt)):
             if token == self.eos or len(new) >= max_new_tokens:
                 break
             new.append(int(token))
