@@ -2,16 +2,23 @@
 
     .venv/bin/python benchmarks/continual.py --mode quick                 # tiny model, 5 tasks, ~1 min
     .venv/bin/python benchmarks/continual.py --mode full --tasks 50       # SmolLM2, 50 tasks (hours)
+    .venv/bin/python benchmarks/continual.py --mode full --sequence pubmedqa --tasks 50
 
-Tasks come from `make_corpus(tasks=N)`: each adds entities of the next domain and revises facts
-of earlier tasks. Methods (same tasks, seeds and base model): naive sequential LoRA (closed
-book), LoRA + replay (closed book), RAG without an adapter, peft's OSF (closed book), LoRA +
-retrieval retrained from scratch on everything so far, and ours (LoRA + retrieval updated from
-the previous version with a fixed replay reservoir, optionally online EWC and distillation).
+Sequences: `synthetic` (`make_corpus(tasks=N)`: each task adds entities of the next domain and
+revises facts of earlier tasks; R asks every fact in the phrasing it was not trained with) and
+`pubmedqa` (../shared/corpora/pubmedqa: its abstracts 20 per task, 6 of each task's questions
+held out of training and asked in R). Methods (same tasks, seeds, prompts and base model; the
+closed-book ones may get their own step budget): ours (LoRA + retrieval updated from the
+previous version with a fixed replay reservoir, optionally online EWC and distillation), LoRA +
+retrieval without replay, LoRA + retrieval with replay only, an adapter frozen after task 1 with
+the index still updated, peft OSF + retrieval, retraining from scratch, RAG without an adapter,
+and the closed-book naive, replay and OSF rows for reference.
 
-Prints the summary table (average accuracy, backward transfer, forgetting, retention, revised
-facts) and per-task costs; writes JSON, PNG plots (accuracy-matrix heatmaps, retention and
-update time per task) into --out, and logs them to MLflow when --tracking-uri is given.
+Prints the summary table (average accuracy with its interval over seeds and by bootstrap over
+facts, the paired test against ours, backward transfer, forgetting, clipped retention, training
+and general-capability accuracy, revised facts) and per-task costs; writes JSON, PNG plots
+(accuracy-matrix heatmaps, retention, update time and peak RSS per task) into --out, and logs
+them to MLflow when --tracking-uri is given.
 """
 
 from __future__ import annotations
@@ -27,32 +34,56 @@ import numpy as np
 os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness and the tiny test model
 
-from benchmarks.continual_harness import METHODS, Settings, load_tasks, quick_setup, run_sequence  # noqa: E402
+from benchmarks.continual_harness import (  # noqa: E402
+    LABELS,
+    METHODS,
+    Settings,
+    load_tasks,
+    pubmedqa_tasks,
+    quick_setup,
+    run_sequence,
+)
+from components.continual.metrics import bootstrap_average_accuracy, mcnemar_exact, seed_interval  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBMEDQA = ROOT.parent / "shared" / "corpora" / "pubmedqa"
+GENERAL = ROOT / "benchmarks" / "general_questions.jsonl"
+# OSF keeps all but the 8 smallest singular directions frozen: 8 trainable ranks, like LoRA r=8
+OSF_R8 = {"target_modules": ["q_proj", "v_proj"], "rank_pattern": {"q_proj": 568, "v_proj": 184}}
 
 
-def full_setup(folder: Path, tasks: int, seed: int) -> tuple[list, Settings]:
+def full_setup(folder: Path, tasks: int, sequence: str, corpus_seed: int) -> tuple[list, Settings]:
+    """SmolLM2-135M on the synthetic sequence (k=2 whole-document passages) or on PubMedQA
+    (k=1: an abstract is ~350 tokens; prompts up to 512 tokens)."""
+    general = [json.loads(line) for line in GENERAL.read_text().splitlines()]
+    common = {"base_model": "smollm2-135m-instruct", "steps": 12, "lr": 1e-3, "bf16": True, "osf": OSF_R8}
+    if sequence == "pubmedqa":
+        settings = Settings(**common, k=1, max_length=512, max_new_tokens=4, general_questions=general)
+        return pubmedqa_tasks(PUBMEDQA, tasks=tasks, seed=corpus_seed), settings
     from components.data.synthetic import make_corpus
 
-    make_corpus(
-        folder / "tasks", seed=seed, tasks=tasks, entities_per_task=2, revisions_per_task=1, test_share=0.0
-    )
-    # OSF keeps all but the 8 smallest singular directions frozen: 8 trainable ranks, like LoRA r=8
-    osf = {"target_modules": ["q_proj", "v_proj"], "rank_pattern": {"q_proj": 568, "v_proj": 184}}
-    settings = Settings(base_model="smollm2-135m-instruct", steps=12, lr=1e-3, bf16=True, k=2, osf=osf)
-    return load_tasks(folder / "tasks"), settings
+    if not (folder / "tasks").is_dir():
+        make_corpus(
+            folder / "tasks", seed=corpus_seed, tasks=tasks, entities_per_task=2, revisions_per_task=1,
+            test_share=0.0,
+        )  # fmt: skip
+    return load_tasks(folder / "tasks"), Settings(**common, k=2, general_questions=general)
 
 
 def plots(results: list[dict], out: Path) -> list[Path]:
+    """Accuracy-matrix heatmaps, retention, update time and peak RSS per task, for each method's
+    first seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    firsts = list({r["method"]: r for r in reversed(results)}.values())[::-1]
     paths = []
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), squeeze=False)
-    for ax, result in zip(axes[0], results, strict=True):
+    fig, axes = plt.subplots(1, len(firsts), figsize=(3.2 * len(firsts), 3.2), squeeze=False)
+    for ax, result in zip(axes[0], firsts, strict=True):
         ax.imshow(np.array(result["R"], dtype=float), vmin=0, vmax=1, cmap="viridis")
-        ax.set_title(result["method"])
+        ax.set_title(result["method"], fontsize=8)
         ax.set_xlabel("task j")
         ax.set_ylabel("after task i")
     fig.tight_layout()
@@ -60,24 +91,13 @@ def plots(results: list[dict], out: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     for key, label, name in (
-        ("retention_curve", "final / just-learned accuracy", "retention.png"),
+        ("retention", "final / just-learned accuracy (clipped at 1)", "retention.png"),
         ("seconds", "update wall time (s)", "update_time.png"),
+        ("peak_rss_mb", "peak RSS during the update (MB)", "peak_rss.png"),
     ):
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        for result in results:
-            if key == "seconds":  # tasks a method skipped (scratch between retrainings) are gaps
-                seconds = [
-                    p["seconds"] if p["peak_rss_mb"] == p["peak_rss_mb"] else np.nan
-                    for p in result["per_task"]
-                ]
-                ax.plot(seconds, marker=".", label=result["method"])
-            else:
-                r = np.array(result["R"], dtype=float)
-                diag = np.diag(r)
-                ax.plot(
-                    [r[-1, j] / diag[j] if diag[j] > 0 else np.nan for j in range(len(r))],
-                    label=result["method"],
-                )
+        for result in firsts:
+            ax.plot(_curve(result, key), marker=".", label=result["method"])
         ax.set_xlabel("task")
         ax.set_ylabel(label)
         if key == "seconds":
@@ -90,49 +110,110 @@ def plots(results: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+def _curve(result: dict, key: str) -> list[float]:
+    """One method's per-task series; tasks a method skipped (scratch between retrainings) are gaps."""
+    if key == "retention":
+        r = np.array(result["R"], dtype=float)
+        diag = np.diag(r)
+        return [min(r[-1, j] / diag[j], 1.0) if diag[j] > 0 else np.nan for j in range(len(r))]
+    skipped = [p["peak_rss_mb"] != p["peak_rss_mb"] for p in result["per_task"]]
+    return [np.nan if gap else p[key] for p, gap in zip(result["per_task"], skipped, strict=True)]
+
+
 COLUMNS = (
     "method",
-    "avg accuracy",
+    "seeds",
+    "avg accuracy (held-out), mean ± 95% over seeds",
+    "bootstrap 95% over facts",
+    "difference to ours (method − ours), McNemar p",
     "backward transfer",
     "forgetting",
-    "retention",
-    "revised: new value",
-    "revised: old value",
-    "old chunk retrieved",
+    "retention (clipped)",
+    "training accuracy",
+    "general accuracy",
+    "revised: new / old value",
     "params",
-    "adapter bytes",
     "update s (first / last)",
     "peak RSS MB (first / last)",
 )
 
 
-def row(result: dict) -> list[str]:
-    nan = float("nan")
-    first, last, revised = result["per_task"][0], result["per_task"][-1], result["revised"]
+def _pm(values: list[float], digits: int = 3) -> str:
+    mean, half = seed_interval(values)
+    if mean != mean:
+        return "-"
+    return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if half == half else "")
+
+
+def versus_ours(runs: list[dict], ours: list[dict]) -> str:
+    """The paired difference with ours over the facts both answered, pooled over shared seeds."""
+    by_seed = {r["seed"]: r for r in ours}
+    mine, theirs = [], []
+    for run in runs:
+        reference = by_seed.get(run["seed"])
+        if reference is None or reference is run:
+            continue
+        shared = sorted(set(run["final"]) & set(reference["final"]))
+        mine += [reference["final"][q] for q in shared]
+        theirs += [run["final"][q] for q in shared]
+    if not mine:
+        return "-"
+    test = mcnemar_exact(mine, theirs)
+    mark = " (significant)" if test["p_value"] < 0.05 else ""
+    return f"{-test['difference']:+.3f}, p={test['p_value']:.3g}{mark}"
+
+
+def summary_row(runs: list[dict], ours: list[dict]) -> list[str]:
+    """One method's row over its seeds."""
+    first = runs[0]
+    boots = [bootstrap_average_accuracy(r["final"], r["task_of"], seed=r["seed"]) for r in runs if r["final"]]
+    boot = f"[{np.mean([b[0] for b in boots]):.3f}, {np.mean([b[1] for b in boots]):.3f}]" if boots else "-"
+    new_value = [r["revised"].get("answered_new_value", np.nan) for r in runs]
+    old_value = [r["revised"].get("answered_old_value", np.nan) for r in runs]
+    costs = first["per_task"]
+    done = [p for p in costs if p["peak_rss_mb"] == p["peak_rss_mb"]]
     return [
-        result["method"],
-        f"{result['average_accuracy']:.3f}",
-        f"{result.get('backward_transfer', nan):+.3f}",
-        f"{result.get('forgetting', nan):.3f}",
-        f"{result.get('retention', nan):.3f}",
-        f"{revised.get('answered_new_value', nan):.2f}",
-        f"{revised.get('answered_old_value', nan):.2f}",
-        f"{revised.get('old_value_retrieved', nan):.2f}",
-        f"{last['parameters']:,}",
-        f"{last['adapter_bytes']:,}",
-        f"{first['seconds']:.2f} / {last['seconds']:.2f}",
-        f"{first['peak_rss_mb']:.0f} / {last['peak_rss_mb']:.0f}",
+        LABELS.get(first["method"], first["method"]),
+        ",".join(str(r["seed"]) for r in runs),
+        _pm([r["average_accuracy"] for r in runs]),
+        boot,
+        versus_ours(runs, ours),
+        _pm([r.get("backward_transfer", np.nan) for r in runs]),
+        _pm([r.get("forgetting", np.nan) for r in runs]),
+        _pm([r.get("retention", np.nan) for r in runs]),
+        _pm([r.get("training_accuracy", np.nan) for r in runs]),
+        _pm([r.get("general_accuracy", np.nan) for r in runs]),
+        f"{np.nanmean(new_value):.2f} / {np.nanmean(old_value):.2f}"
+        if first["revised"].get("count")
+        else "-",
+        f"{costs[-1]['parameters']:,}",
+        f"{done[0]['seconds']:.1f} / {done[-1]['seconds']:.1f}" if done else "-",
+        f"{done[0]['peak_rss_mb']:.0f} / {done[-1]['peak_rss_mb']:.0f}" if done else "-",
     ]
+
+
+def table(results: list[dict]) -> list[str]:
+    """The markdown table, one row per method in METHODS order, seeds aggregated."""
+    by_method: dict[str, list[dict]] = {}
+    for result in results:
+        by_method.setdefault(result["method"], []).append(result)
+    ours = by_method.get("ours", [])
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
+    for method in sorted(by_method, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
+        lines.append("| " + " | ".join(summary_row(by_method[method], ours)) + " |")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--mode", choices=("quick", "full"), default="quick")
+    parser.add_argument("--sequence", choices=("synthetic", "pubmedqa"), default="synthetic")
     parser.add_argument("--tasks", type=int, default=None, help="tasks in the sequence (quick 5, full 50)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="training seeds, each run in full")
+    parser.add_argument("--corpus-seed", type=int, default=1, help="the sequence itself (the same for all)")
     parser.add_argument("--ewc-weight", type=float, default=0.0)
     parser.add_argument("--distill-weight", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--closed-book-steps",
         type=int,
@@ -169,32 +250,33 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work or Path("benchmarks/.cache") / args.out.name  # never inside the results folder
     if args.mode == "quick":
-        tasks, settings = quick_setup(work, args.tasks or 5, args.seed)
+        tasks, settings = quick_setup(work, args.tasks or 5, args.corpus_seed)
     else:
-        tasks, settings = full_setup(work, args.tasks or 50, args.seed)
+        tasks, settings = full_setup(work, args.tasks or 50, args.sequence, args.corpus_seed)
     settings.ewc_weight, settings.distill_weight = args.ewc_weight, args.distill_weight
     full = args.mode == "full"
     settings.closed_book_steps = args.closed_book_steps
     settings.eval_every = args.eval_every or (5 if full else 1)
     settings.scratch_every = args.scratch_every or (5 if full else 1)
     results = []
-    for method in args.methods:
-        results.append(run_sequence(method, tasks, settings, work / method))
-        # written after every method, so a long run that is stopped keeps what it finished
-        (args.out / "results.json").write_text(json.dumps(results, indent=2))
-        print(f"done: {method}: " + " | ".join(row(results[-1])), flush=True)
+    for seed in args.seeds:
+        settings.seed = seed
+        for method in args.methods:
+            results.append(run_sequence(method, tasks, settings, work / f"{method}-s{seed}"))
+            # written after every run, so a long run that is stopped keeps what it finished
+            (args.out / "results.json").write_text(json.dumps(results, indent=2))
+            r = results[-1]
+            print(f"done: {method} seed {seed}: avg {r['average_accuracy']:.3f}", flush=True)
 
-    print(f"{len(tasks)} tasks, {sum(len(t.new) for t in tasks)} facts taught, mode {args.mode}")
-    report(results, args.out, args.tracking_uri, f"{args.mode}-{len(tasks)}")
+    taught = sum(len(t.new) for t in tasks)
+    print(f"{len(tasks)} tasks, {taught} facts, sequence {args.sequence}, mode {args.mode}")
+    report(results, args.out, args.tracking_uri, f"{args.mode}-{args.sequence}-{len(tasks)}")
 
 
 def report(results: list[dict], out: Path, tracking_uri: str | None, name: str) -> None:
     """Print the table, write results.json and the PNG plots into `out`, log them to MLflow."""
     out.mkdir(parents=True, exist_ok=True)
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|---|" + "---:|" * (len(COLUMNS) - 1))
-    for result in results:
-        print("| " + " | ".join(row(result)) + " |")
+    print("\n".join(table(results)))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     figures = plots(results, out)
     print("plots:", ", ".join(str(p) for p in figures))
@@ -206,7 +288,9 @@ def report(results: list[dict], out: Path, tracking_uri: str | None, name: str) 
         configure(tracking_uri)
         with mlflow.start_run(run_name=f"continual-{name}"):
             for r in results:
-                mlflow.log_metrics({f"{r['method']}.{k}": v for k, v in r.items() if isinstance(v, float)})
+                mlflow.log_metrics(
+                    {f"{r['method']}.s{r['seed']}.{k}": v for k, v in r.items() if isinstance(v, float)}
+                )
             mlflow.log_artifact(str(out / "results.json"))
             for path in figures:
                 mlflow.log_artifact(str(path), "plots")

@@ -405,6 +405,22 @@ class KnowledgeBase:
                 fh.write(json.dumps(item) + "\n")
 
 
+def heldout_question(item: dict[str, str]) -> str | None:
+    """The other phrasing of a generated question (`qa()` asks each fact with one of its
+    attribute's two phrasings): a question about the same fact in words never trained on, or
+    None when the item is not one of ours or its attribute has one phrasing only."""
+    doc_id, _, attr_name = item["id"].partition("#")
+    domain = DOMAIN_BY_NAME.get(doc_id.split("/", 1)[0])
+    attr = next((a for a in domain.attributes if a.name == attr_name), None) if domain else None
+    lowered = doc_id.split("/", 1)[-1]
+    start = item["question"].lower().find(lowered)
+    if attr is None or len(attr.questions) < 2 or start < 0:
+        return None
+    name = item["question"][start : start + len(lowered)]
+    others = [q.format(e=name) for q in attr.questions if q.format(e=name) != item["question"]]
+    return others[0] if others else None
+
+
 def passages(count: int, seed: int = 0) -> list[dict[str, str]]:
     """`count` one-fact passages (chunk-sized) over all domains, for large retrieval corpora."""
     kb = KnowledgeBase(seed=seed)
