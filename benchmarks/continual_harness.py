@@ -261,6 +261,7 @@ class Learner:
         self.learned.update({it["id"]: it for it in trained})
         self.learned = current = {i: task.answers[i] for i in self.learned if i in task.answers}
         frozen = self.method == "frozen" and step > 0  # learns task 1 only; its index keeps up
+        examples: list[Example] = []
         with PeakRSS() as rss:
             started = time.perf_counter()
             self.index(task)
@@ -268,7 +269,7 @@ class Learner:
                 self.model = self._fresh()
                 items = list(current.values())
                 examples = _examples(items, self.retriever, task, s.k)
-                steps = max(s.steps, round(s.steps * len(items) / max(len(task.new), 1)))
+                steps = max(s.steps, round(s.steps * len(items) / max(len(trained), 1)))
                 options = self._options(steps, step)
                 update_adapter(self.model, examples, [], options, desc="scratch")
             elif self.method != "rag" and trained and not frozen:
@@ -282,8 +283,20 @@ class Learner:
                 update_adapter(self.model, new, replay, options, self.ewc, unchanged, desc=self.method)
                 for item in trained:
                     self.buffer.add(item)
+                examples = new + replay
             seconds = time.perf_counter() - started
-        return {"seconds": seconds, "peak_rss_mb": rss.peak / 2**20}
+        return {
+            "seconds": seconds,
+            "peak_rss_mb": rss.peak / 2**20,
+            "longest_tokens": self._longest(examples),
+        }
+
+    def _longest(self, examples: list[Example]) -> int:
+        """The longest training sequence of an update in tokens (activation and logit memory
+        grow with it, up to `max_length`); 0 when nothing was trained."""
+        from components.training.trainer import encode as encode_example
+
+        return max((len(encode_example(self.model, e, self.s.max_length)[0]) for e in examples), default=0)
 
     def footprint(self) -> dict[str, int]:
         """Trainable parameters and bytes of the saved adapter (0 for RAG, which has none)."""

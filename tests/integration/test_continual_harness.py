@@ -28,6 +28,7 @@ def ours(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_nothing_grows_with_the_number_of_tasks(ours: dict) -> None:
     per_task = ours["per_task"]
     assert len(per_task) == 5
+    assert all(p["longest_tokens"] > 0 for p in per_task)  # recorded beside the peak memory
     assert len({p["parameters"] for p in per_task}) == 1 and per_task[0]["parameters"] > 0
     assert len({p["adapter_bytes"] for p in per_task}) == 1 and per_task[0]["adapter_bytes"] > 0
     assert per_task[-1]["peak_rss_mb"] <= 1.10 * per_task[0]["peak_rss_mb"]
