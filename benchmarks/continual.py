@@ -116,8 +116,12 @@ def _curve(result: dict, key: str) -> list[float]:
         r = np.array(result["R"], dtype=float)
         diag = np.diag(r)
         return [min(r[-1, j] / diag[j], 1.0) if diag[j] > 0 else np.nan for j in range(len(r))]
-    skipped = [p["peak_rss_mb"] != p["peak_rss_mb"] for p in result["per_task"]]
-    return [np.nan if gap else p[key] for p, gap in zip(result["per_task"], skipped, strict=True)]
+    return [p[key] if _ran(p) else np.nan for p in result["per_task"]]
+
+
+def _ran(cost: dict) -> bool:
+    """Whether a task's update ran: tasks scratch skipped between retrainings have a NaN peak RSS."""
+    return cost["peak_rss_mb"] == cost["peak_rss_mb"]
 
 
 COLUMNS = (
@@ -171,7 +175,7 @@ def summary_row(runs: list[dict], ours: list[dict]) -> list[str]:
     new_value = [r["revised"].get("answered_new_value", np.nan) for r in runs]
     old_value = [r["revised"].get("answered_old_value", np.nan) for r in runs]
     costs = first["per_task"]
-    done = [p for p in costs if p["peak_rss_mb"] == p["peak_rss_mb"]]
+    done = [p for p in costs if _ran(p)]
     return [
         LABELS.get(first["method"], first["method"]),
         ",".join(str(r["seed"]) for r in runs),

@@ -78,7 +78,7 @@ class Task:
     docs: dict[str, str]  # doc_id -> text of this snapshot
     answers: dict[str, dict]  # qa id -> item, current answers
     new: list[dict]  # items new or revised in this task
-    eval_questions: dict[str, str] = field(default_factory=dict)  # qa id -> the question asked in R
+    eval_questions: dict[str, str] = field(default_factory=dict)  # qa id -> its held-out phrasing, if any
     held_out: set[str] = field(default_factory=set)  # qa ids never trained on (evaluated only)
 
     def trained(self) -> list[dict]:
@@ -123,7 +123,7 @@ def load_tasks(folder: Path) -> list[Task]:
         items = [json.loads(line) for line in (snapshot / "qa.jsonl").read_text().splitlines()]
         answers = {it["id"]: it for it in items}
         new = [it for it in items if previous.get(it["id"], {}).get("answer") != it["answer"]]
-        asked = {it["id"]: heldout_question(it) or it["question"] for it in items}
+        asked = {it["id"]: other for it in items if (other := heldout_question(it))}
         tasks.append(Task(snapshot.name, docs, answers, new, asked))
         previous = answers
     return tasks
@@ -149,9 +149,8 @@ def pubmedqa_tasks(
         part = items[t * per_task : (t + 1) * per_task]
         docs |= {it["doc_id"]: (corpus / "docs" / f"{it['doc_id']}.md").read_text() for it in part}
         answers |= {it["id"]: it for it in part}
-        asked = {it["id"]: it["question"] for it in answers.values()}
         kept = {it["id"] for it in part[:held_out]}
-        out.append(Task(f"p{t + 1:03d}", dict(docs), dict(answers), part, asked, kept))
+        out.append(Task(f"p{t + 1:03d}", dict(docs), dict(answers), part, held_out=kept))
     return out
 
 
@@ -261,7 +260,7 @@ class Learner:
         self.learned.update({it["id"]: it for it in trained})
         self.learned = current = {i: task.answers[i] for i in self.learned if i in task.answers}
         frozen = self.method == "frozen" and step > 0  # learns task 1 only; its index keeps up
-        examples: list[Example] = []
+        stats: dict[str, Any] = {}
         with PeakRSS() as rss:
             started = time.perf_counter()
             self.index(task)
@@ -271,7 +270,7 @@ class Learner:
                 examples = _examples(items, self.retriever, task, s.k)
                 steps = max(s.steps, round(s.steps * len(items) / max(len(trained), 1)))
                 options = self._options(steps, step)
-                update_adapter(self.model, examples, [], options, desc="scratch")
+                stats = update_adapter(self.model, examples, [], options, desc="scratch")
             elif self.method != "rag" and trained and not frozen:
                 unchanged = unchanged_pairs(self.buffer.items)
                 self.buffer.refresh(current)
@@ -280,23 +279,17 @@ class Learner:
                 replay = _examples(self.buffer.items, retriever, task, s.k) if self.method in REPLAY else []
                 closed_book = self.method not in RETRIEVAL
                 options = self._options(s.closed_book_steps or s.steps if closed_book else s.steps, step)
-                update_adapter(self.model, new, replay, options, self.ewc, unchanged, desc=self.method)
+                stats = update_adapter(
+                    self.model, new, replay, options, self.ewc, unchanged, desc=self.method
+                )
                 for item in trained:
                     self.buffer.add(item)
-                examples = new + replay
             seconds = time.perf_counter() - started
         return {
             "seconds": seconds,
             "peak_rss_mb": rss.peak / 2**20,
-            "longest_tokens": self._longest(examples),
+            "longest_tokens": stats.get("longest_tokens", 0),  # the longest sequence trained on; 0: none
         }
-
-    def _longest(self, examples: list[Example]) -> int:
-        """The longest training sequence of an update in tokens (activation and logit memory
-        grow with it, up to `max_length`); 0 when nothing was trained."""
-        from components.training.trainer import encode as encode_example
-
-        return max((len(encode_example(self.model, e, self.s.max_length)[0]) for e in examples), default=0)
 
     def footprint(self) -> dict[str, int]:
         """Trainable parameters and bytes of the saved adapter (0 for RAG, which has none)."""
@@ -402,18 +395,19 @@ def run_sequence(method: str, tasks: list[Task], settings: Settings, workdir: Pa
         **accuracy_summary(r),
         "final": correct,
         "task_of": {q: evaluated[q] for q in correct},
-        "training_accuracy": float(
-            np.mean(
-                [exact_match(p, it["answer"]) for it, (p, _) in zip(trained, trained_answers, strict=True)]
-            )
-        )
-        if trained
-        else float("nan"),
+        "training_accuracy": _exact_share([it["answer"] for it in trained], trained_answers),
         "general": general,
         "general_accuracy": float(np.mean(list(general.values()))) if general else float("nan"),
         "per_task": per_task,
         "revised": _revised_checks(learner, tasks),
     }
+
+
+def _exact_share(golds: list[str], predictions: list[tuple[str, list]]) -> float:
+    """The share of `predictions` (answer, passages) that exactly match their gold; NaN for none."""
+    if not golds:
+        return float("nan")
+    return float(np.mean([exact_match(p, g) for g, (p, _) in zip(golds, predictions, strict=True)]))
 
 
 def general_outcomes(learner: Learner, questions: list[dict]) -> dict[str, float]:
@@ -449,14 +443,7 @@ def _revised_checks(learner: Learner, tasks: list[Task]) -> dict[str, float]:
     ]
 
     def share(predictions: list[tuple[str, list]], new: bool) -> float:
-        return float(
-            np.mean(
-                [
-                    exact_match(pred, item["answer"] if new else old)
-                    for (item, old), (pred, _) in zip(revised, predictions, strict=True)
-                ]
-            )
-        )
+        return _exact_share([item["answer"] if new else old for item, old in revised], predictions)
 
     return {
         "count": len(revised),

@@ -220,6 +220,7 @@ def train(
         "final_loss": sum(tail) / len(tail),
         "seconds": elapsed,
         "seconds_per_step": elapsed / steps_run,
+        "longest_tokens": max(len(ids) for ids, _ in cache.values()),  # activations grow with it
         "bf16_autocast": use_bf16,
         **(stopper.summary() if stopper is not None else {}),
     }
