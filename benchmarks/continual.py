@@ -42,6 +42,7 @@ from benchmarks.continual_harness import (  # noqa: E402
     pubmedqa_tasks,
     quick_setup,
     run_sequence,
+    run_settings,
 )
 from components.continual.metrics import bootstrap_average_accuracy, mcnemar_exact, seed_interval  # noqa: E402
 
@@ -216,6 +217,22 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="training seeds, each run in full")
     parser.add_argument("--corpus-seed", type=int, default=1, help="the sequence itself (the same for all)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per task (full: 12)")
+    parser.add_argument(
+        "--first-steps",
+        type=int,
+        default=None,
+        help="every adapter's steps on task 1, where it learns the answer format (default: --steps)",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="answer length in R (full: synthetic 12, pubmedqa 4)"
+    )
+    parser.add_argument("--k", type=int, default=None, help="passages per question (synthetic 2, pubmedqa 1)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs (method, seed) already in --out/results.json and run only the others",
+    )
     parser.add_argument("--ewc-weight", type=float, default=0.0)
     parser.add_argument("--distill-weight", type=float, default=0.0)
     parser.add_argument(
@@ -258,14 +275,21 @@ def main() -> None:
     else:
         tasks, settings = full_setup(work, args.tasks or 50, args.sequence, args.corpus_seed)
     settings.ewc_weight, settings.distill_weight = args.ewc_weight, args.distill_weight
+    settings.steps = args.steps or settings.steps
+    settings.first_steps = args.first_steps
+    settings.k = args.k or settings.k
+    settings.max_new_tokens = args.max_new_tokens or settings.max_new_tokens
     full = args.mode == "full"
     settings.closed_book_steps = args.closed_book_steps
     settings.eval_every = args.eval_every or (5 if full else 1)
     settings.scratch_every = args.scratch_every or (5 if full else 1)
-    results = []
+    results = _finished(args.out / "results.json", len(tasks), settings) if args.resume else []
+    done = {(r["method"], r["seed"]) for r in results}
     for seed in args.seeds:
         settings.seed = seed
         for method in args.methods:
+            if (method, seed) in done:
+                continue
             results.append(run_sequence(method, tasks, settings, work / f"{method}-s{seed}"))
             # written after every run, so a long run that is stopped keeps what it finished
             (args.out / "results.json").write_text(json.dumps(results, indent=2))
@@ -275,6 +299,22 @@ def main() -> None:
     taught = sum(len(t.new) for t in tasks)
     print(f"{len(tasks)} tasks, {taught} facts, sequence {args.sequence}, mode {args.mode}")
     report(results, args.out, args.tracking_uri, f"{args.mode}-{args.sequence}-{len(tasks)}")
+
+
+def _finished(path: Path, tasks: int, settings: Settings) -> list[dict]:
+    """The runs a stopped benchmark wrote to `path`; refused if they ran another sequence length
+    or other settings, which would not compare."""
+    if not path.exists():
+        return []
+    results = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(run_settings(settings)))
+    for r in results:
+        if len(r["per_task"]) != tasks or r.get("settings") != wanted:
+            raise SystemExit(
+                f"{path}: {r['method']} seed {r['seed']} ran {len(r['per_task'])} tasks with "
+                f"{r.get('settings')}, not {tasks} with {wanted}; choose another --out"
+            )
+    return results
 
 
 def report(results: list[dict], out: Path, tracking_uri: str | None, name: str) -> None:

@@ -19,7 +19,7 @@ import json
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,7 @@ class Task:
 class Settings:
     base_model: str
     steps: int = 20
+    first_steps: int | None = None  # every adapter's budget on task 1, where it learns the task format
     lr: float = 1e-3
     batch_size: int = 4
     max_length: int = 256
@@ -101,6 +102,7 @@ class Settings:
     ewc_weight: float = 0.0
     distill_weight: float = 0.0
     max_new_tokens: int = 12
+    general_max_new_tokens: int = 16  # general questions' own answer length, whatever the sequence's
     eval_batch: int = 16
     seed: int = 0
     bf16: bool = False
@@ -254,7 +256,7 @@ class Learner:
         )
 
     def learn(self, task: Task, step: int) -> dict[str, float]:
-        """Update on the task; returns wall time and peak RSS of the update."""
+        """Update on the task; returns wall time, peak RSS and training steps of the update."""
         s = self.s
         trained = task.trained()
         self.learned.update({it["id"]: it for it in trained})
@@ -268,7 +270,8 @@ class Learner:
                 self.model = self._fresh()
                 items = list(current.values())
                 examples = _examples(items, self.retriever, task, s.k)
-                steps = max(s.steps, round(s.steps * len(items) / max(len(trained), 1)))
+                warmup = (s.first_steps or s.steps) - s.steps  # what a sequential learner spent on task 1
+                steps = warmup + max(s.steps, round(s.steps * len(items) / max(len(trained), 1)))
                 options = self._options(steps, step)
                 stats = update_adapter(self.model, examples, [], options, desc="scratch")
             elif self.method != "rag" and trained and not frozen:
@@ -278,7 +281,8 @@ class Learner:
                 new = _examples(trained, retriever, task, s.k)
                 replay = _examples(self.buffer.items, retriever, task, s.k) if self.method in REPLAY else []
                 closed_book = self.method not in RETRIEVAL
-                options = self._options(s.closed_book_steps or s.steps if closed_book else s.steps, step)
+                steps = s.closed_book_steps or s.steps if closed_book else s.steps
+                options = self._options(s.first_steps or steps if step == 0 else steps, step)
                 stats = update_adapter(
                     self.model, new, replay, options, self.ewc, unchanged, desc=self.method
                 )
@@ -289,6 +293,7 @@ class Learner:
             "seconds": seconds,
             "peak_rss_mb": rss.peak / 2**20,
             "longest_tokens": stats.get("longest_tokens", 0),  # the longest sequence trained on; 0: none
+            "steps": stats.get("steps", 0),  # training steps this task (0: frozen, RAG, or skipped)
         }
 
     def footprint(self) -> dict[str, int]:
@@ -303,9 +308,12 @@ class Learner:
             "adapter_bytes": size,
         }
 
-    def answer(self, items: list[dict], closed_book: bool = False) -> list[tuple[str, list[tuple[str, str]]]]:
+    def answer(
+        self, items: list[dict], closed_book: bool = False, max_new_tokens: int | None = None
+    ) -> list[tuple[str, list[tuple[str, str]]]]:
         """Predictions for `items`, each with the (doc_id, text) passages it was given (none
-        when `closed_book`, or for a method without retrieval)."""
+        when `closed_book`, or for a method without retrieval); answers of the sequence's length
+        unless `max_new_tokens` is given."""
         if not items:
             return []
         if self.model is None:  # scratch before its first retraining
@@ -316,7 +324,8 @@ class Learner:
         given = given or [[] for _ in items]
         passages = [[text for _, text in row] for row in given]
         prompts = [self.model.prompt(it["question"], p) for it, p in zip(items, passages, strict=True)]
-        out = generate(self.model, prompts, self.s.max_new_tokens, self.s.eval_batch, passages)
+        length = max_new_tokens or self.s.max_new_tokens
+        out = generate(self.model, prompts, length, self.s.eval_batch, passages)
         return list(zip(out, given, strict=True))
 
 
@@ -326,9 +335,15 @@ def quick_setup(folder: Path, tasks: int = 5, seed: int = 1) -> tuple[list[Task]
     from components.data.synthetic import make_corpus
     from tests.fixtures.tiny_model import build_tiny_model
 
-    make_corpus(
-        folder / "tasks", seed=seed, tasks=tasks, entities_per_task=2, revisions_per_task=1, test_share=0.0
-    )
+    if not (folder / "tasks").is_dir():  # a resumed run reuses its corpus
+        make_corpus(
+            folder / "tasks",
+            seed=seed,
+            tasks=tasks,
+            entities_per_task=2,
+            revisions_per_task=1,
+            test_share=0.0,
+        )
     texts = [p.read_text() for p in (folder / "tasks").rglob("*.md")]
     texts += [line for p in (folder / "tasks").rglob("qa.jsonl") for line in p.read_text().splitlines()]
     texts += [WITH_CONTEXT, WITHOUT_CONTEXT, "Context: Question: Answer: [1] [2]"]
@@ -366,7 +381,13 @@ def run_sequence(method: str, tasks: list[Task], settings: Settings, workdir: Pa
         if method == "scratch" and i != last and (i + 1) % settings.scratch_every:
             learner.learned.update({it["id"]: it for it in task.trained()})  # seen, retrained later
             per_task.append(
-                {"task": task.name, "seconds": 0.0, "peak_rss_mb": float("nan"), **learner.footprint()}
+                {
+                    "task": task.name,
+                    "seconds": 0.0,
+                    "peak_rss_mb": float("nan"),
+                    "steps": 0,
+                    **learner.footprint(),
+                }
             )
             continue
         cost = learner.learn(task, i)
@@ -400,7 +421,13 @@ def run_sequence(method: str, tasks: list[Task], settings: Settings, workdir: Pa
         "general_accuracy": float(np.mean(list(general.values()))) if general else float("nan"),
         "per_task": per_task,
         "revised": _revised_checks(learner, tasks),
+        "settings": run_settings(settings),
     }
+
+
+def run_settings(settings: Settings) -> dict[str, Any]:
+    """What a run was trained and asked with (not its seed, nor the general questions' text)."""
+    return {k: v for k, v in asdict(settings).items() if k not in ("seed", "general_questions")}
 
 
 def _exact_share(golds: list[str], predictions: list[tuple[str, list]]) -> float:
@@ -415,7 +442,8 @@ def general_outcomes(learner: Learner, questions: list[dict]) -> dict[str, float
     contains one of the accepted answers (normalised), else 0, by question."""
     if not questions:
         return {}
-    answers = learner.answer([{"question": q["question"]} for q in questions], closed_book=True)
+    asked = [{"question": q["question"]} for q in questions]
+    answers = learner.answer(asked, closed_book=True, max_new_tokens=learner.s.general_max_new_tokens)
     out = {}
     for q, (pred, _) in zip(questions, answers, strict=True):
         said = f" {normalize_answer(pred)} "

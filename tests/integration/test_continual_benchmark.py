@@ -1,5 +1,6 @@
 """`benchmarks/continual.py` from the command line: quick mode, three methods side by side, the
-table, the JSON, the PNG plots, and the figures and plots logged to a real MLflow store."""
+table, the JSON, the PNG plots, the figures and plots logged to a real MLflow store, and a
+resumed run that keeps what was finished."""
 
 from __future__ import annotations
 
@@ -60,3 +61,13 @@ def test_quick_benchmark_writes_table_json_plots_and_mlflow(tmp_path: Path) -> N
     assert run.data.metrics["ours.s1.average_accuracy"] == results[2]["average_accuracy"]
     logged = {a.path for a in mlflow.artifacts.list_artifacts(run_id=run.info.run_id, artifact_path="plots")}
     assert logged == {f"plots/{name}" for name in plots}
+
+    # a stopped benchmark resumes: finished runs are kept, not rerun; other settings are refused
+    resumed = [*command[: command.index("--tracking-uri")], "--resume"]
+    again = subprocess.run(resumed, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "done:" not in again.stdout and json.loads((out / "results.json").read_text()) == results
+    other = [*resumed[: resumed.index("--closed-book-steps") + 1], "6", *resumed[resumed.index("5") + 1 :]]
+    refused = subprocess.run(other, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "choose another --out" in refused.stderr
+    assert json.loads((out / "results.json").read_text()) == results

@@ -72,6 +72,23 @@ def test_frozen_adapter_learns_task_one_only_while_its_index_keeps_up(
     assert len(learner.retriever.bm25_ids) == len(tasks[1].docs) > len(tasks[0].docs)  # the index follows
 
 
+def test_first_task_budget_and_scratch_retraining_with_the_same_total(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Every adapter gets `first_steps` on task 1 and `steps` after; scratch, retrained only at
+    the end, gets what a sequential learner spent in all (scaled by the items it relearns)."""
+    folder = tmp_path_factory.mktemp("budget")
+    tasks, settings = quick_setup(folder, tasks=2, seed=3)
+    settings.steps, settings.first_steps, settings.scratch_every = 2, 5, 10
+    lora = run_sequence("lora_rag", tasks, settings, folder / "lora")
+    assert [p["steps"] for p in lora["per_task"]] == [5, 2]
+    scratch = run_sequence("scratch", tasks, settings, folder / "scratch")
+    items = len(tasks[1].answers)
+    assert scratch["per_task"][0]["steps"] == 0  # not retrained at task 1
+    assert scratch["per_task"][1]["steps"] == 3 + round(2 * items / len(tasks[1].trained()))
+    assert scratch["settings"]["first_steps"] == 5 and "seed" not in scratch["settings"]
+
+
 def test_unknown_method_is_refused(tmp_path: Path) -> None:
     from benchmarks.continual_harness import Learner, Settings
 
