@@ -94,11 +94,13 @@ def plots(results: list[dict], out: Path) -> list[Path]:
     for key, label, name in (
         ("retention", "final / just-learned accuracy (clipped at 1)", "retention.png"),
         ("seconds", "update wall time (s)", "update_time.png"),
-        ("peak_rss_mb", "peak RSS during the update (MB)", "peak_rss.png"),
+        ("peak_rss_mb", "peak RSS during the update, dashed before it (MB)", "peak_rss.png"),
     ):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for result in firsts:
-            ax.plot(_curve(result, key), marker=".", label=result["method"])
+            line = ax.plot(_curve(result, key), marker=".", label=result["method"])[0]
+            if key == "peak_rss_mb" and "rss_before_mb" in result["per_task"][0]:  # dashed: before the update
+                ax.plot(_curve(result, "rss_before_mb"), linestyle="--", color=line.get_color())
         ax.set_xlabel("task")
         ax.set_ylabel(label)
         if key == "seconds":

@@ -169,7 +169,7 @@ class PeakRSS:
 
     def __enter__(self) -> PeakRSS:
         release_free_memory()
-        self.peak = psutil.Process().memory_info().rss
+        self.start = self.peak = psutil.Process().memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -292,6 +292,7 @@ class Learner:
         return {
             "seconds": seconds,
             "peak_rss_mb": rss.peak / 2**20,
+            "rss_before_mb": rss.start / 2**20,  # what stays between updates
             "longest_tokens": stats.get("longest_tokens", 0),  # the longest sequence trained on; 0: none
             "steps": stats.get("steps", 0),  # training steps this task (0: frozen, RAG, or skipped)
         }
@@ -385,6 +386,7 @@ def run_sequence(method: str, tasks: list[Task], settings: Settings, workdir: Pa
                     "task": task.name,
                     "seconds": 0.0,
                     "peak_rss_mb": float("nan"),
+                    "rss_before_mb": float("nan"),
                     "steps": 0,
                     **learner.footprint(),
                 }

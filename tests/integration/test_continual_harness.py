@@ -32,6 +32,7 @@ def test_nothing_grows_with_the_number_of_tasks(ours: dict) -> None:
     assert len({p["parameters"] for p in per_task}) == 1 and per_task[0]["parameters"] > 0
     assert len({p["adapter_bytes"] for p in per_task}) == 1 and per_task[0]["adapter_bytes"] > 0
     assert per_task[-1]["peak_rss_mb"] <= 1.10 * per_task[0]["peak_rss_mb"]
+    assert all(0 < p["rss_before_mb"] <= p["peak_rss_mb"] for p in per_task)  # what stays, beside the peak
 
 
 def test_revised_facts_follow_the_new_value_and_the_old_text_is_gone(ours: dict) -> None:
