@@ -410,7 +410,7 @@ def run_sequence(method: str, tasks: list[Task], settings: Settings, workdir: Pa
         per_task.append({"task": task.name, **cost, **learner.footprint()})
     trained = [tasks[-1].answers[q] for q in learner.learned if q in tasks[-1].answers]
     trained_answers = learner.answer(trained)
-    general = general_outcomes(learner, settings.general_questions)
+    general, general_answers = general_outcomes(learner, settings.general_questions)
     return {
         "method": method,
         "seed": settings.seed,
@@ -420,6 +420,7 @@ def run_sequence(method: str, tasks: list[Task], settings: Settings, workdir: Pa
         "task_of": {q: evaluated[q] for q in correct},
         "training_accuracy": _exact_share([it["answer"] for it in trained], trained_answers),
         "general": general,
+        "general_answers": general_answers,
         "general_accuracy": float(np.mean(list(general.values()))) if general else float("nan"),
         "per_task": per_task,
         "revised": _revised_checks(learner, tasks),
@@ -439,18 +440,19 @@ def _exact_share(golds: list[str], predictions: list[tuple[str, list]]) -> float
     return float(np.mean([exact_match(p, g) for g, (p, _) in zip(golds, predictions, strict=True)]))
 
 
-def general_outcomes(learner: Learner, questions: list[dict]) -> dict[str, float]:
+def general_outcomes(learner: Learner, questions: list[dict]) -> tuple[dict[str, float], dict[str, str]]:
     """Closed-book questions that need no corpus (`general_questions.jsonl`): 1 where the answer
-    contains one of the accepted answers (normalised), else 0, by question."""
+    contains one of the accepted answers (normalised), else 0, by question; and the answers."""
     if not questions:
-        return {}
+        return {}, {}
     asked = [{"question": q["question"]} for q in questions]
     answers = learner.answer(asked, closed_book=True, max_new_tokens=learner.s.general_max_new_tokens)
-    out = {}
+    out, said = {}, {}
     for q, (pred, _) in zip(questions, answers, strict=True):
-        said = f" {normalize_answer(pred)} "
-        out[q["question"]] = float(any(f" {normalize_answer(a)} " in said for a in q["answers"]))
-    return out
+        said[q["question"]] = pred
+        normalized = f" {normalize_answer(pred)} "
+        out[q["question"]] = float(any(f" {normalize_answer(a)} " in normalized for a in q["answers"]))
+    return out, said
 
 
 def _revised_checks(learner: Learner, tasks: list[Task]) -> dict[str, float]:

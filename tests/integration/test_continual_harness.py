@@ -81,8 +81,11 @@ def test_first_task_budget_and_scratch_retraining_with_the_same_total(
     folder = tmp_path_factory.mktemp("budget")
     tasks, settings = quick_setup(folder, tasks=2, seed=3)
     settings.steps, settings.first_steps, settings.scratch_every = 2, 5, 10
+    settings.general_questions = [{"question": "What is 2 plus 3?", "answers": ["5", "five"]}]
     lora = run_sequence("lora_rag", tasks, settings, folder / "lora")
     assert [p["steps"] for p in lora["per_task"]] == [5, 2]
+    [(question, answer)] = lora["general_answers"].items()  # closed book, its own answer length
+    assert isinstance(answer, str) and lora["general"][question] in (0.0, 1.0)
     scratch = run_sequence("scratch", tasks, settings, folder / "scratch")
     items = len(tasks[1].answers)
     assert scratch["per_task"][0]["steps"] == 0  # not retrained at task 1
