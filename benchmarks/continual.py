@@ -34,6 +34,7 @@ import numpy as np
 os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness and the tiny test model
 
+from benchmarks.continual_goals import goal_rows, paired_test  # noqa: E402
 from benchmarks.continual_harness import (  # noqa: E402
     LABELS,
     METHODS,
@@ -44,7 +45,7 @@ from benchmarks.continual_harness import (  # noqa: E402
     run_sequence,
     run_settings,
 )
-from components.continual.metrics import bootstrap_average_accuracy, mcnemar_exact, seed_interval  # noqa: E402
+from components.continual.metrics import bootstrap_average_accuracy, seed_interval  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBMEDQA = ROOT.parent / "shared" / "corpora" / "pubmedqa"
@@ -154,18 +155,9 @@ def _pm(values: list[float], digits: int = 3) -> str:
 
 def versus_ours(runs: list[dict], ours: list[dict]) -> str:
     """The paired difference with ours over the facts both answered, pooled over shared seeds."""
-    by_seed = {r["seed"]: r for r in ours}
-    mine, theirs = [], []
-    for run in runs:
-        reference = by_seed.get(run["seed"])
-        if reference is None or reference is run:
-            continue
-        shared = sorted(set(run["final"]) & set(reference["final"]))
-        mine += [reference["final"][q] for q in shared]
-        theirs += [run["final"][q] for q in shared]
-    if not mine:
+    test = paired_test(runs, ours)
+    if test is None:
         return "-"
-    test = mcnemar_exact(mine, theirs)
     mark = " (significant)" if test["p_value"] < 0.05 else ""
     return f"{-test['difference']:+.3f}, p={test['p_value']:.3g}{mark}"
 
@@ -325,6 +317,7 @@ def report(results: list[dict], out: Path, tracking_uri: str | None, name: str) 
     """Print the table, write results.json and the PNG plots into `out`, log them to MLflow."""
     out.mkdir(parents=True, exist_ok=True)
     print("\n".join(table(results)))
+    print("\n".join(goal_rows(results)))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     figures = plots(results, out)
     print("plots:", ", ".join(str(p) for p in figures))
