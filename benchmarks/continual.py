@@ -232,6 +232,12 @@ def main() -> None:
     parser.add_argument("--ewc-weight", type=float, default=0.0)
     parser.add_argument("--distill-weight", type=float, default=0.0)
     parser.add_argument(
+        "--general-anchors",
+        type=int,
+        default=0,
+        help="ours only: general questions answered by the base model, replayed (as continual-update's)",
+    )
+    parser.add_argument(
         "--closed-book-steps",
         type=int,
         default=None,
@@ -271,6 +277,7 @@ def main() -> None:
     else:
         tasks, settings = full_setup(work, args.tasks or 50, args.sequence, args.corpus_seed)
     settings.ewc_weight, settings.distill_weight = args.ewc_weight, args.distill_weight
+    settings.general_anchors = args.general_anchors
     settings.steps = args.steps or settings.steps
     settings.first_steps = args.first_steps
     settings.k = args.k or settings.k
@@ -304,8 +311,11 @@ def _finished(path: Path, tasks: int, settings: Settings) -> list[dict]:
         return []
     results = json.loads(path.read_text())
     wanted = json.loads(json.dumps(run_settings(settings)))
+    defaults = json.loads(json.dumps(run_settings(Settings(base_model=settings.base_model))))
     for r in results:
-        if len(r["per_task"]) != tasks or r.get("settings") != wanted:
+        # a setting added since a run was written counts as its default there
+        ran = {**defaults, **r.get("settings", {})}
+        if len(r["per_task"]) != tasks or ran != wanted:
             raise SystemExit(
                 f"{path}: {r['method']} seed {r['seed']} ran {len(r['per_task'])} tasks with "
                 f"{r.get('settings')}, not {tasks} with {wanted}; choose another --out"

@@ -29,6 +29,7 @@ import psutil
 from components.adapters.base_model import load_base_model
 from components.adapters.builder import build_retro_model
 from components.adapters.generation import generate
+from components.continual.anchors import general_anchors
 from components.continual.metrics import accuracy_summary
 from components.continual.regularizers import OnlineEWC
 from components.continual.replay import ReplayBuffer
@@ -69,7 +70,7 @@ LABELS = {
 RETRIEVAL = {"ours", "lora_rag", "lora_rag_replay", "frozen", "osf_rag", "scratch", "rag"}
 REPLAY = {"replay", "ours", "lora_rag_replay"}
 OSF = {"osf", "osf_rag"}
-REGULARIZED = {"ours"}  # EWC and distillation apply to ours only; lora_rag_replay is ours without them
+REGULARIZED = {"ours"}  # EWC, distillation, general anchors: ours only; lora_rag_replay is ours without them
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Settings:
     replay_ratio: float = 0.5
     ewc_weight: float = 0.0
     distill_weight: float = 0.0
+    general_anchors: int = 0  # ours only: general questions with the base model's answers, replayed
     max_new_tokens: int = 12
     general_max_new_tokens: int = 16  # general questions' own answer length, whatever the sequence's
     eval_batch: int = 16
@@ -209,6 +211,7 @@ class Learner:
         self.buffer = ReplayBuffer(settings.replay_size if method in REPLAY else 0, settings.seed)
         self.ewc = OnlineEWC(settings.ewc_weight) if method in REGULARIZED and settings.ewc_weight else None
         self.learned: dict[str, dict] = {}
+        self._anchors: list[Example] | None = None
 
     def _fresh(self):  # noqa: ANN202
         import torch
@@ -241,6 +244,13 @@ class Learner:
             lambda wanted: encode([text_of[w] for w in wanted]),
         )
         previous.close()
+
+    def anchors(self) -> list[Example]:
+        """Ours' general anchors (the base model's answers do not change: made once per run)."""
+        if self._anchors is None:
+            count = self.s.general_anchors if self.method in REGULARIZED else 0
+            self._anchors = general_anchors(self.model, count) if count else []
+        return self._anchors
 
     def _options(self, steps: int, step: int) -> UpdateOptions:
         s = self.s
@@ -284,7 +294,7 @@ class Learner:
                 steps = s.closed_book_steps or s.steps if closed_book else s.steps
                 options = self._options(s.first_steps or steps if step == 0 else steps, step)
                 stats = update_adapter(
-                    self.model, new, replay, options, self.ewc, unchanged, desc=self.method
+                    self.model, new, replay + self.anchors(), options, self.ewc, unchanged, desc=self.method
                 )
                 for item in trained:
                     self.buffer.add(item)

@@ -141,6 +141,7 @@ def update_in_place(
     EWC estimate, when on, persists beside the adapter. kv and gated fusion use `kv_folder`."""
     from components.adapters.builder import load_retro_model
     from components.adapters.peft_adapter import read_artifact_config
+    from components.continual.anchors import general_anchors
 
     model = load_retro_model(out, trainable=True)
     if kv_folder is not None:
@@ -158,7 +159,8 @@ def update_in_place(
         distill_top_k=p.distill_top_k,
         ewc_batches=p.ewc_batches,
     )
-    stats = update_adapter(model, new, replay, options, ewc, unchanged)
+    anchors = general_anchors(model, p.general_anchors)  # the base model's answers: the adapter off
+    stats = update_adapter(model, new, replay + anchors, options, ewc, unchanged)
     staging = out.with_name(out.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     model.save(staging, read_artifact_config(out))

@@ -269,6 +269,9 @@ class ContinualParams(StrictModel):
     ewc_batches: int = Field(8, ge=1, description="batches used to estimate the Fisher after an update")
     distill_weight: float = Field(0.0, ge=0, description="distillation from the previous version (0: off)")
     distill_top_k: int = Field(16, ge=1, description="tokens kept per answer position of the teacher")
+    general_anchors: int = Field(
+        0, ge=0, le=24, description="general questions answered by the base model, replayed (0: off)"
+    )
 
 
 class EvaluateParams(StrictModel):
