@@ -34,7 +34,7 @@ import numpy as np
 os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness and the tiny test model
 
-from benchmarks.continual_goals import goal_rows, paired_test  # noqa: E402
+from benchmarks.continual_goals import goal_rows, paired_test, regular_updates  # noqa: E402
 from benchmarks.continual_harness import (  # noqa: E402
     LABELS,
     METHODS,
@@ -171,8 +171,7 @@ def summary_row(runs: list[dict], ours: list[dict]) -> list[str]:
     old_value = [r["revised"].get("answered_old_value", np.nan) for r in runs]
     costs = first["per_task"]
     done = [p for p in costs if _ran(p)]
-    # update time compares updates of the same budget: task 1's longer first-task budget is not one
-    regular = [p for p in done if p.get("steps") == done[-1].get("steps")] if done else []
+    regular = regular_updates(first) or done  # update time compares updates of the same budget
     return [
         LABELS.get(first["method"], first["method"]),
         ",".join(str(r["seed"]) for r in runs),

@@ -44,11 +44,21 @@ def _ran(per_task: list[dict]) -> list[dict]:
     return [p for p in per_task if p["peak_rss_mb"] == p["peak_rss_mb"]]
 
 
+def regular_updates(run: dict) -> list[dict]:
+    """The updates a run made at its last task's step budget: task 1's longer first-task budget
+    (`first_steps`) is not one of them, nor are the tasks scratch skipped."""
+    done = _ran(run["per_task"])
+    if done and "steps" not in done[-1]:  # written before steps were recorded: task 1 had first_steps
+        settings = run.get("settings", {})
+        longer_first = settings.get("first_steps") not in (None, settings.get("steps"))
+        return done[1:] if longer_first else done
+    return [p for p in done if p.get("steps") == done[-1].get("steps")] if done else []
+
+
 def _update_ratio(run: dict) -> tuple[float, float]:
     """(last / first update at the last task's step budget, mean of the last 5 / mean of the first 5
     such updates): the defined ratio and a steadier one beside it."""
-    done = _ran(run["per_task"])
-    regular = [p["seconds"] for p in done if p.get("steps") == done[-1].get("steps")]
+    regular = [p["seconds"] for p in regular_updates(run)]
     if len(regular) < 2:
         return math.nan, math.nan
     return regular[-1] / regular[0], float(np.mean(regular[-5:]) / np.mean(regular[:5]))
