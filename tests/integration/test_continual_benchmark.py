@@ -41,7 +41,14 @@ def test_quick_benchmark_writes_table_json_plots_and_mlflow(tmp_path: Path) -> N
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    table, goals = (
+        lines[: lines.index("| goal | measured | met? |")],
+        lines[lines.index("| goal | measured | met? |") :],
+    )
+    assert len(goals) == 1 + 8 and goals[1].startswith(
+        "| ours beats the frozen adapter"
+    )  # every goal, one row
     from benchmarks.continual_harness import LABELS
 
     rows = [line.split(" | ")[0] for line in table]
