@@ -34,7 +34,7 @@ import numpy as np
 os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness and the tiny test model
 
-from benchmarks.continual_goals import goal_rows, paired_test, regular_updates  # noqa: E402
+from benchmarks.continual_goals import goal_rows, paired_test, ran, regular_updates  # noqa: E402
 from benchmarks.continual_harness import (  # noqa: E402
     LABELS,
     METHODS,
@@ -120,12 +120,7 @@ def _curve(result: dict, key: str) -> list[float]:
         r = np.array(result["R"], dtype=float)
         diag = np.diag(r)
         return [min(r[-1, j] / diag[j], 1.0) if diag[j] > 0 else np.nan for j in range(len(r))]
-    return [p[key] if _ran(p) else np.nan for p in result["per_task"]]
-
-
-def _ran(cost: dict) -> bool:
-    """Whether a task's update ran: tasks scratch skipped between retrainings have a NaN peak RSS."""
-    return cost["peak_rss_mb"] == cost["peak_rss_mb"]
+    return [p[key] if ran(p) else np.nan for p in result["per_task"]]
 
 
 COLUMNS = (
@@ -170,7 +165,7 @@ def summary_row(runs: list[dict], ours: list[dict]) -> list[str]:
     new_value = [r["revised"].get("answered_new_value", np.nan) for r in runs]
     old_value = [r["revised"].get("answered_old_value", np.nan) for r in runs]
     costs = first["per_task"]
-    done = [p for p in costs if _ran(p)]
+    done = [p for p in costs if ran(p)]
     regular = regular_updates(first) or done  # update time compares updates of the same budget
     return [
         LABELS.get(first["method"], first["method"]),

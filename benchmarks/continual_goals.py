@@ -40,8 +40,13 @@ def _mean(runs: Sequence[dict], key: str) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def ran(cost: dict) -> bool:
+    """Whether a task's update ran: tasks scratch skipped between retrainings have a NaN peak RSS."""
+    return cost["peak_rss_mb"] == cost["peak_rss_mb"]
+
+
 def _ran(per_task: list[dict]) -> list[dict]:
-    return [p for p in per_task if p["peak_rss_mb"] == p["peak_rss_mb"]]
+    return [p for p in per_task if ran(p)]
 
 
 def regular_updates(run: dict) -> list[dict]:
