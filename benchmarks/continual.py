@@ -219,6 +219,12 @@ def main() -> None:
     )
     parser.add_argument("--k", type=int, default=None, help="passages per question (synthetic 2, pubmedqa 1)")
     parser.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=0,
+        help="index the chunk stage's windows of N embedder tokens (overlap 24); 0: every document whole",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="keep the runs (method, seed) already in --out/results.json and run only the others",
@@ -275,6 +281,7 @@ def main() -> None:
     settings.steps = args.steps or settings.steps
     settings.first_steps = args.first_steps
     settings.k = args.k or settings.k
+    settings.chunk_tokens = args.chunk_tokens
     settings.max_new_tokens = args.max_new_tokens or settings.max_new_tokens
     full = args.mode == "full"
     settings.closed_book_steps = args.closed_book_steps

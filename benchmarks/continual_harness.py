@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import json
 import tempfile
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import psutil
 
 from components.adapters.base_model import load_base_model
@@ -34,9 +36,9 @@ from components.continual.metrics import accuracy_summary
 from components.continual.regularizers import OnlineEWC
 from components.continual.replay import ReplayBuffer
 from components.continual.update import UpdateOptions, unchanged_pairs, update_adapter
-from components.data.chunking import chunk_id
+from components.data.chunking import chunk_id, chunk_text, load_offsets
 from components.data.synthetic import heldout_question
-from components.embed.encoder import encode
+from components.embed.encoder import encode, resolve_embedder
 from components.evaluation.gold import GoldFinder
 from components.evaluation.metrics import exact_match, normalize_answer
 from components.stores.retriever import Retriever
@@ -96,6 +98,8 @@ class Settings:
     batch_size: int = 4
     max_length: int = 256
     k: int = 2
+    chunk_tokens: int = 0  # 0: every document one passage; N: the chunk stage's windows of N tokens
+    chunk_overlap: int = 24  # tokens shared by consecutive windows (with chunk_tokens)
     lora: dict[str, Any] = field(default_factory=lambda: {"r": 8, "lora_alpha": 16})
     osf: dict[str, Any] = field(default_factory=lambda: {"target_modules": ["q_proj", "v_proj"]})
     replay_size: int = 32
@@ -188,14 +192,37 @@ class PeakRSS:
         self.peak = max(self.peak, psutil.Process().memory_info().rss)
 
 
-def _examples(items: list[dict], retriever: Retriever | None, task: Task, k: int) -> list[Example]:
+def passages_of(task: Task, chunk_tokens: int = 0, overlap: int = 24) -> pd.DataFrame:
+    """The chunk table a method indexes for `task` (chunk_id, doc_id, position, text): every
+    document whole (`chunk_tokens` 0), or cut as the chunk stage cuts it, into windows of
+    `chunk_tokens` embedder tokens sharing `overlap`."""
+    rows = []
+    for doc_id in sorted(task.docs):
+        text = task.docs[doc_id]
+        if not chunk_tokens:
+            rows.append((chunk_id(doc_id, text), doc_id, 0, text))
+            continue
+        for c in _chunks(doc_id, text, chunk_tokens, overlap):
+            rows.append((c.chunk_id, doc_id, c.position, c.text))
+    return pd.DataFrame(rows, columns=["chunk_id", "doc_id", "position", "text"])
+
+
+@functools.lru_cache(maxsize=200_000)
+def _chunks(doc_id: str, text: str, chunk_tokens: int, overlap: int) -> tuple:
+    """The chunk stage's windows of one document version (cached: most documents outlive a task)."""
+    return tuple(chunk_text(doc_id, text, _embedder_offsets(), chunk_tokens, overlap))
+
+
+@functools.cache
+def _embedder_offsets():  # noqa: ANN202
+    return load_offsets(resolve_embedder(EMBEDDER))
+
+
+def _examples(items: list[dict], retriever: Retriever | None, task: Task, s: Settings) -> list[Example]:
     if retriever is None:
         return [Example(it["id"], it["question"], it["answer"], it["doc_id"], []) for it in items]
-    doc_ids = sorted(task.docs)
-    texts = [task.docs[d] for d in doc_ids]
-    ids = [chunk_id(d, t) for d, t in zip(doc_ids, texts, strict=True)]  # the ids Learner indexes
-    gold = GoldFinder.whole_documents(doc_ids, texts, ids)
-    return with_retrieval(items, retriever, k, gold)
+    gold = GoldFinder(passages_of(task, s.chunk_tokens, s.chunk_overlap))
+    return with_retrieval(items, retriever, s.k, gold)
 
 
 class Learner:
@@ -226,10 +253,9 @@ class Learner:
         so their superseded text is deleted and only the changed text is embedded."""
         if self.method not in RETRIEVAL:
             return
-        doc_ids = sorted(task.docs)
-        texts = [task.docs[d] for d in doc_ids]
-        ids = [chunk_id(d, t) for d, t in zip(doc_ids, texts, strict=True)]
-        payloads = [{"doc_id": d} for d in doc_ids]
+        chunks = passages_of(task, self.s.chunk_tokens, self.s.chunk_overlap)
+        ids, texts = chunks["chunk_id"].tolist(), chunks["text"].tolist()
+        payloads = [{"doc_id": d} for d in chunks["doc_id"]]
         text_of = dict(zip(ids, texts, strict=True))
         if self.retriever is None:
             self.retriever = Retriever.build(ids, texts, encode(texts), payloads, EMBEDDER)
@@ -279,7 +305,7 @@ class Learner:
             if self.method == "scratch":
                 self.model = self._fresh()
                 items = list(current.values())
-                examples = _examples(items, self.retriever, task, s.k)
+                examples = _examples(items, self.retriever, task, s)
                 warmup = (s.first_steps or s.steps) - s.steps  # what a sequential learner spent on task 1
                 steps = warmup + max(s.steps, round(s.steps * len(items) / max(len(trained), 1)))
                 options = self._options(steps, step)
@@ -288,8 +314,8 @@ class Learner:
                 unchanged = unchanged_pairs(self.buffer.items)
                 self.buffer.refresh(current)
                 retriever = self.retriever if self.method in RETRIEVAL else None
-                new = _examples(trained, retriever, task, s.k)
-                replay = _examples(self.buffer.items, retriever, task, s.k) if self.method in REPLAY else []
+                new = _examples(trained, retriever, task, s)
+                replay = _examples(self.buffer.items, retriever, task, s) if self.method in REPLAY else []
                 closed_book = self.method not in RETRIEVAL
                 steps = s.closed_book_steps or s.steps if closed_book else s.steps
                 options = self._options(s.first_steps or steps if step == 0 else steps, step)

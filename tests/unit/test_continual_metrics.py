@@ -1,6 +1,6 @@
 """Continual-learning metrics on constructed inputs with known answers: clipped retention,
 backward transfer, forgetting, intervals over seeds and facts, and the paired test; the held-out
-phrasings and the PubMedQA task split the benchmark evaluates on."""
+phrasings, the PubMedQA task split and the passages the benchmark indexes."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.continual_harness import pubmedqa_tasks
+from benchmarks.continual_harness import Task, passages_of, pubmedqa_tasks
 from components.continual.metrics import (
     accuracy_summary,
     bootstrap_average_accuracy,
     mcnemar_exact,
     seed_interval,
 )
+from components.data.chunking import chunk_id
 from components.data.synthetic import DOMAINS, KnowledgeBase, heldout_question
+from components.evaluation.gold import GoldFinder
 
 NAN = float("nan")
 
@@ -101,3 +103,20 @@ def test_pubmedqa_tasks_hold_questions_out_of_training(tmp_path: Path) -> None:
     assert len(set().union(*(t.held_out for t in tasks))) == 3
     with pytest.raises(ValueError, match="4 tasks of 2 need 8"):
         pubmedqa_tasks(tmp_path, tasks=4, per_task=2)
+
+
+def test_passages_are_whole_documents_or_the_chunk_stages_windows() -> None:
+    long = " ".join(f"Sentence {i} reports outcome {i} in the trial cohort." for i in range(40))
+    task = Task("p001", {"b": "Short abstract.", "a": long}, {}, [])
+    whole = passages_of(task)
+    assert whole["chunk_id"].tolist() == [chunk_id("a", long), chunk_id("b", "Short abstract.")]
+    chunks = passages_of(task, chunk_tokens=64, overlap=8)
+    of_a = chunks[chunks["doc_id"] == "a"]
+    assert len(of_a) > 4 and of_a["position"].tolist() == list(range(len(of_a)))
+    assert all(text in long for text in of_a["text"])
+    assert long.startswith(of_a["text"].iloc[0]) and long.endswith(of_a["text"].iloc[-1])
+    assert chunks["chunk_id"].is_unique and chunks[chunks["doc_id"] == "b"]["text"].tolist() == [
+        "Short abstract."
+    ]
+    # a yes / no answer is grounded in the whole abstract: every window of it is gold
+    assert set(GoldFinder(chunks).find("a", "yes").chunk_ids) == set(of_a["chunk_id"])
