@@ -3,7 +3,8 @@ the majority label to everything?
 
 A yes / no / maybe sequence can be scored at its majority share by a model that always answers
 "yes". This prints, for each run in the results files, the share of held-out questions answered
-correctly among those whose gold label is yes, no and maybe, beside the always-yes reference.
+correctly among those whose gold label is yes, no and maybe, in all, and balanced (the mean over
+the labels), beside the always-yes reference.
 
     .venv/bin/python benchmarks/continual_labels.py benchmarks/results/continual-pubmedqa50/*/results.json
 """
@@ -35,26 +36,24 @@ def held_out_labels(tasks: int, corpus_seed: int = 1) -> dict[str, str]:
 
 
 def label_rows(results: list[dict], gold: dict[str, str]) -> list[str]:
-    """Markdown rows: each run's final accuracy on the held-out questions of each gold label."""
+    """Markdown rows: each run's final accuracy on the held-out questions of each gold label, in
+    all, and balanced (the mean over labels: 1/3 for any answer that ignores the question)."""
     counts = Counter(gold.values())
-    rows = [
-        "| method | seed | " + " | ".join(f"{label} (n={counts[label]})" for label in LABELS) + " | all |"
-    ]
-    rows.append("|---|---:|" + "---:|" * (len(LABELS) + 1))
-    always_yes = [1.0 if label == "yes" else 0.0 for label in LABELS]
-    rows.append(
-        '| always "yes" | - | '
-        + " | ".join(f"{v:.3f}" for v in always_yes)
-        + f" | {counts['yes'] / len(gold):.3f} |"
-    )
+    header = " | ".join(f"{label} (n={counts[label]})" for label in LABELS)
+    rows = [f"| method | seed | {header} | all | balanced |", "|---|---:|" + "---:|" * (len(LABELS) + 2)]
+    always_yes = {label: float(label == "yes") for label in LABELS}
+    rows.append(_row('always "yes"', "-", always_yes, counts["yes"] / len(gold)))
     for r in results:
         right = Counter(gold[q] for q, v in r["final"].items() if q in gold and v == 1.0)
-        shares = [right[label] / counts[label] if counts[label] else float("nan") for label in LABELS]
-        total = sum(right.values()) / len(gold)
-        rows.append(
-            f"| {r['method']} | {r['seed']} | " + " | ".join(f"{s:.3f}" for s in shares) + f" | {total:.3f} |"
-        )
+        shares = {label: right[label] / counts[label] for label in LABELS if counts[label]}
+        rows.append(_row(r["method"], r["seed"], shares, sum(right.values()) / len(gold)))
     return rows
+
+
+def _row(method: str, seed: object, shares: dict[str, float], total: float) -> str:
+    cells = " | ".join(f"{shares[label]:.3f}" if label in shares else "-" for label in LABELS)
+    balanced = sum(shares.values()) / len(shares)
+    return f"| {method} | {seed} | {cells} | {total:.3f} | {balanced:.3f} |"
 
 
 def main() -> None:

@@ -129,7 +129,7 @@ def test_label_rows_show_a_method_that_says_yes_to_everything() -> None:
     always_yes = {"method": "lora_rag", "seed": 1, "final": {"a": 1.0, "b": 1.0, "c": 0.0, "d": 0.0}}
     discerning = {"method": "ours", "seed": 1, "final": {"a": 1.0, "b": 0.0, "c": 1.0, "d": 1.0}}
     rows = label_rows([always_yes, discerning], gold)
-    assert rows[0] == "| method | seed | yes (n=2) | no (n=1) | maybe (n=1) | all |"
-    assert rows[2] == '| always "yes" | - | 1.000 | 0.000 | 0.000 | 0.500 |'
-    assert rows[3] == "| lora_rag | 1 | 1.000 | 0.000 | 0.000 | 0.500 |"
-    assert rows[4] == "| ours | 1 | 0.500 | 1.000 | 1.000 | 0.750 |"
+    assert rows[0] == "| method | seed | yes (n=2) | no (n=1) | maybe (n=1) | all | balanced |"
+    assert rows[2] == '| always "yes" | - | 1.000 | 0.000 | 0.000 | 0.500 | 0.333 |'
+    assert rows[3] == "| lora_rag | 1 | 1.000 | 0.000 | 0.000 | 0.500 | 0.333 |"
+    assert rows[4] == "| ours | 1 | 0.500 | 1.000 | 1.000 | 0.750 | 0.833 |"
