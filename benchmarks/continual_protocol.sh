@@ -5,7 +5,8 @@
 # `--resume` skips the finished ones, so the script can be stopped and started again; it ends by
 # merging each sequence's lanes into one table.
 #
-#   bash benchmarks/continual_protocol.sh             # both sequences (about 6 hours on 2 cores)
+#   bash benchmarks/continual_protocol.sh             # both sequences (measured: about 45-55 min a
+#                                                     # retrieval row, 25 frozen, 45 scratch)
 #   bash benchmarks/continual_protocol.sh synthetic   # or one of them
 #   bash benchmarks/continual_protocol.sh pubmedqa
 #
