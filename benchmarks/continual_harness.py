@@ -218,11 +218,12 @@ def _embedder_offsets():  # noqa: ANN202
     return load_offsets(resolve_embedder(EMBEDDER))
 
 
-def _examples(items: list[dict], retriever: Retriever | None, task: Task, s: Settings) -> list[Example]:
-    if retriever is None:
+def _examples(
+    items: list[dict], retriever: Retriever | None, gold: GoldFinder | None, k: int
+) -> list[Example]:
+    if retriever is None or gold is None:
         return [Example(it["id"], it["question"], it["answer"], it["doc_id"], []) for it in items]
-    gold = GoldFinder(passages_of(task, s.chunk_tokens, s.chunk_overlap))
-    return with_retrieval(items, retriever, s.k, gold)
+    return with_retrieval(items, retriever, k, gold)
 
 
 class Learner:
@@ -248,18 +249,19 @@ class Learner:
         method, config = ("osf", self.s.osf) if self.method in OSF else ("lora", self.s.lora)
         return build_retro_model(base, tokenizer, method, config, max_trainable_share=None)
 
-    def index(self, task: Task) -> None:
+    def index(self, task: Task) -> pd.DataFrame | None:
         """Bring the index to this snapshot incrementally: changed documents get new chunk ids,
-        so their superseded text is deleted and only the changed text is embedded."""
+        so their superseded text is deleted and only the changed text is embedded. Returns the
+        chunk table indexed (None for a method without retrieval)."""
         if self.method not in RETRIEVAL:
-            return
+            return None
         chunks = passages_of(task, self.s.chunk_tokens, self.s.chunk_overlap)
         ids, texts = chunks["chunk_id"].tolist(), chunks["text"].tolist()
         payloads = [{"doc_id": d} for d in chunks["doc_id"]]
         text_of = dict(zip(ids, texts, strict=True))
         if self.retriever is None:
             self.retriever = Retriever.build(ids, texts, encode(texts), payloads, EMBEDDER)
-            return
+            return chunks
         previous = self.retriever
         self.retriever, _ = previous.update(
             Path(tempfile.mkdtemp(dir=self.workdir)),
@@ -270,6 +272,7 @@ class Learner:
             lambda wanted: encode([text_of[w] for w in wanted]),
         )
         previous.close()
+        return chunks
 
     def anchors(self) -> list[Example]:
         """Ours' general anchors (the base model's answers do not change: made once per run)."""
@@ -301,11 +304,11 @@ class Learner:
         stats: dict[str, Any] = {}
         with PeakRSS() as rss:
             started = time.perf_counter()
-            self.index(task)
+            chunks = self.index(task)
             if self.method == "scratch":
                 self.model = self._fresh()
                 items = list(current.values())
-                examples = _examples(items, self.retriever, task, s)
+                examples = _examples(items, self.retriever, GoldFinder(chunks), s.k)
                 warmup = (s.first_steps or s.steps) - s.steps  # what a sequential learner spent on task 1
                 steps = warmup + max(s.steps, round(s.steps * len(items) / max(len(trained), 1)))
                 options = self._options(steps, step)
@@ -314,8 +317,9 @@ class Learner:
                 unchanged = unchanged_pairs(self.buffer.items)
                 self.buffer.refresh(current)
                 retriever = self.retriever if self.method in RETRIEVAL else None
-                new = _examples(trained, retriever, task, s)
-                replay = _examples(self.buffer.items, retriever, task, s) if self.method in REPLAY else []
+                gold = GoldFinder(chunks) if chunks is not None else None  # one finder for new and replay
+                new = _examples(trained, retriever, gold, s.k)
+                replay = _examples(self.buffer.items, retriever, gold, s.k) if self.method in REPLAY else []
                 closed_book = self.method not in RETRIEVAL
                 steps = s.closed_book_steps or s.steps if closed_book else s.steps
                 options = self._options(s.first_steps or steps if step == 0 else steps, step)
