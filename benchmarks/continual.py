@@ -235,7 +235,8 @@ def main() -> None:
         "--general-anchors",
         type=int,
         default=0,
-        help="ours only: general questions answered by the base model, replayed (as continual-update's)",
+        help="ours and ours_anchors: general questions answered by the base model, replayed (as "
+        "continual-update's general_anchors); ours_anchors takes 16 when this is 0",
     )
     parser.add_argument(
         "--closed-book-steps",

@@ -47,6 +47,7 @@ from components.training.examples import Example, with_retrieval
 EMBEDDER = "all-MiniLM-L6-v2"
 METHODS = (
     "ours",
+    "ours_anchors",
     "lora_rag",
     "lora_rag_replay",
     "frozen",
@@ -59,6 +60,7 @@ METHODS = (
 )
 LABELS = {
     "ours": "ours (LoRA + retrieval, updated with a replay reservoir; EWC/distillation as set)",
+    "ours_anchors": "ours + general anchors (the base model's closed-book answers replayed)",
     "lora_rag": "LoRA + retrieval, sequential, no replay",
     "lora_rag_replay": "LoRA + retrieval, replay only",
     "frozen": "adapter frozen after task 1, index updated",
@@ -69,10 +71,11 @@ LABELS = {
     "replay": "LoRA + replay, closed book",
     "osf": "peft OSF, closed book",
 }
-RETRIEVAL = {"ours", "lora_rag", "lora_rag_replay", "frozen", "osf_rag", "scratch", "rag"}
-REPLAY = {"replay", "ours", "lora_rag_replay"}
+RETRIEVAL = {"ours", "ours_anchors", "lora_rag", "lora_rag_replay", "frozen", "osf_rag", "scratch", "rag"}
+REPLAY = {"replay", "ours", "ours_anchors", "lora_rag_replay"}
 OSF = {"osf", "osf_rag"}
-REGULARIZED = {"ours"}  # EWC, distillation, general anchors: ours only; lora_rag_replay is ours without them
+REGULARIZED = {"ours", "ours_anchors"}  # EWC, distillation, anchors as set; lora_rag_replay: never
+DEFAULT_ANCHORS = 16  # ours_anchors' general anchors when --general-anchors is not given
 
 
 @dataclass
@@ -106,7 +109,7 @@ class Settings:
     replay_ratio: float = 0.5
     ewc_weight: float = 0.0
     distill_weight: float = 0.0
-    general_anchors: int = 0  # ours only: general questions with the base model's answers, replayed
+    general_anchors: int = 0  # ours, ours_anchors: general questions with the base model's answers, replayed
     max_new_tokens: int = 12
     general_max_new_tokens: int = 16  # general questions' own answer length, whatever the sequence's
     eval_batch: int = 16
@@ -226,6 +229,14 @@ def _examples(
     return with_retrieval(items, retriever, k, gold)
 
 
+def anchor_count(method: str, settings: Settings) -> int:
+    """How many general anchors a method replays: `settings.general_anchors` for ours (0 by
+    default, as continual-update's), that or `DEFAULT_ANCHORS` for ours_anchors, none otherwise."""
+    if method not in REGULARIZED:
+        return 0
+    return settings.general_anchors or (DEFAULT_ANCHORS if method == "ours_anchors" else 0)
+
+
 class Learner:
     """One method's state across the sequence: model, index, replay reservoir, EWC estimate."""
 
@@ -277,7 +288,7 @@ class Learner:
     def anchors(self) -> list[Example]:
         """Ours' general anchors (the base model's answers do not change: made once per run)."""
         if self._anchors is None:
-            count = self.s.general_anchors if self.method in REGULARIZED else 0
+            count = anchor_count(self.method, self.s)
             self._anchors = general_anchors(self.model, count) if count else []
         return self._anchors
 

@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.continual_harness import Task, passages_of, pubmedqa_tasks
+from benchmarks.continual_harness import (
+    DEFAULT_ANCHORS,
+    Settings,
+    Task,
+    anchor_count,
+    passages_of,
+    pubmedqa_tasks,
+)
 from components.continual.metrics import (
     accuracy_summary,
     bootstrap_average_accuracy,
@@ -133,3 +140,11 @@ def test_label_rows_show_a_method_that_says_yes_to_everything() -> None:
     assert rows[2] == '| always "yes" | - | 1.000 | 0.000 | 0.000 | 0.500 | 0.333 |'
     assert rows[3] == "| lora_rag | 1 | 1.000 | 0.000 | 0.000 | 0.500 | 0.333 |"
     assert rows[4] == "| ours | 1 | 0.500 | 1.000 | 1.000 | 0.750 | 0.833 |"
+
+
+def test_only_ours_replays_general_anchors_and_ours_anchors_by_default() -> None:
+    default, eight = Settings(base_model="x"), Settings(base_model="x", general_anchors=8)
+    assert anchor_count("ours", default) == 0  # the project's default: no anchors
+    assert anchor_count("ours_anchors", default) == DEFAULT_ANCHORS > 0
+    assert anchor_count("ours", eight) == anchor_count("ours_anchors", eight) == 8
+    assert anchor_count("lora_rag_replay", eight) == anchor_count("replay", eight) == 0  # replay only
