@@ -198,7 +198,8 @@ class PeakRSS:
 def passages_of(task: Task, chunk_tokens: int = 0, overlap: int = 24) -> pd.DataFrame:
     """The chunk table a method indexes for `task` (chunk_id, doc_id, position, text): every
     document whole (`chunk_tokens` 0), or cut as the chunk stage cuts it, into windows of
-    `chunk_tokens` embedder tokens sharing `overlap`."""
+    `chunk_tokens` embedder tokens sharing `overlap` (with `split_at_headings: false`, as the
+    protocol's PubMedQA runs were made)."""
     rows = []
     for doc_id in sorted(task.docs):
         text = task.docs[doc_id]
@@ -213,7 +214,9 @@ def passages_of(task: Task, chunk_tokens: int = 0, overlap: int = 24) -> pd.Data
 @functools.lru_cache(maxsize=200_000)
 def _chunks(doc_id: str, text: str, chunk_tokens: int, overlap: int) -> tuple:
     """The chunk stage's windows of one document version (cached: most documents outlive a task)."""
-    return tuple(chunk_text(doc_id, text, _embedder_offsets(), chunk_tokens, overlap))
+    return tuple(
+        chunk_text(doc_id, text, _embedder_offsets(), chunk_tokens, overlap, split_at_headings=False)
+    )
 
 
 @functools.cache

@@ -47,9 +47,9 @@ def covid_chunks() -> tuple[list[str], list[str], list[str], list[set[str]]]:
     ingest, chunk = IngestParams(), ChunkParams()
     corpus = ingest_corpus(COVID, ingest.min_chars, ingest.max_chars, ReadOptions(ocr="off"))
     offsets = load_offsets(resolve_embedder(EMBEDDER))
-    chunks = chunk_documents(corpus.documents, offsets, chunk.max_tokens, chunk.overlap).drop_duplicates(
-        "chunk_id"
-    )
+    chunks = chunk_documents(
+        corpus.documents, offsets, chunk.max_tokens, chunk.overlap, chunk.split_at_headings
+    ).drop_duplicates("chunk_id")
     questions, golds = located_golds(corpus.qa, chunks)
     return chunks["chunk_id"].tolist(), chunks["text"].tolist(), questions, golds
 

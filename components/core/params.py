@@ -109,6 +109,9 @@ class ChunkParams(StrictModel):
     max_tokens: int = Field(128, ge=8, description="window size in tokens of `tokenizer`")
     overlap: int = Field(24, ge=0)
     tokenizer: str = Field("embedder", description="'embedder' or any tokenizer id/path")
+    split_at_headings: bool = Field(
+        True, description="windows end before a markdown heading: whole sections packed, long ones cut"
+    )
 
     @model_validator(mode="after")
     def _overlap_below_window(self) -> ChunkParams:

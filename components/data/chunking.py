@@ -122,14 +122,28 @@ def load_offsets(name: str) -> OffsetsFn:
     return tokenizer_offsets(AutoTokenizer.from_pretrained(name))
 
 
+def heading_tokens(text: str, spans: list[tuple[int, int]]) -> list[int]:
+    """Index of the first token of every markdown heading line (ascending)."""
+    starts = [s for s, _ in spans]
+    return sorted({bisect.bisect_left(starts, offset) for offset, _ in heading_paths(text)} - {len(spans)})
+
+
 def chunk_text(
-    doc_id: str, text: str, offsets: OffsetsFn, max_tokens: int, overlap: int, pages: list[list] | None = None
+    doc_id: str,
+    text: str,
+    offsets: OffsetsFn,
+    max_tokens: int,
+    overlap: int,
+    pages: list[list] | None = None,
+    split_at_headings: bool = False,
 ) -> list[Chunk]:
     """Split `text` into windows of at most `max_tokens` tokens sharing `overlap` tokens.
 
     Windows end at a line or sentence break when one lies in the last third of the window,
-    so chunks rarely cut a sentence. `pages` (the PDF reader's page starts) give each chunk
-    its page.
+    so chunks rarely cut a sentence. With `split_at_headings`, a window that reaches a markdown
+    heading ends before the last one it reaches and the next window starts at that heading,
+    without overlap: sections are packed whole into windows, and only a section longer than a
+    window is cut. `pages` (the PDF reader's page starts) give each chunk its page.
     """
     if max_tokens <= 0 or not 0 <= overlap < max_tokens:
         raise ValueError("need max_tokens > 0 and 0 <= overlap < max_tokens")
@@ -139,10 +153,15 @@ def chunk_text(
     chunks: list[Chunk] = []
     seen: dict[str, int] = {}  # identical windows so far
     section, page = section_finder(text, pages), page_finder(pages)
+    headings = heading_tokens(text, spans) if split_at_headings else []
     start = 0
     while start < len(spans):
         end = min(start + max_tokens, len(spans))
-        if end < len(spans):
+        inside = headings[bisect.bisect_right(headings, start) : bisect.bisect_right(headings, end)]
+        at_heading = bool(inside)
+        if at_heading:
+            end = inside[-1]  # whole sections only; the next window starts at this heading
+        elif end < len(spans):
             for cut in range(end - 1, start + (2 * max_tokens) // 3, -1):
                 between = (
                     text[spans[cut - 1][1] : spans[cut][0]] + text[spans[cut - 1][0] : spans[cut - 1][1]]
@@ -163,6 +182,9 @@ def chunk_text(
             ))  # fmt: skip
         if end >= len(spans):
             break
+        if at_heading:
+            start = end
+            continue
         next_start = max(end - overlap, start + 1)
         # begin the next window at a word start, not inside a word
         while next_start < end and spans[next_start][0] > 0 and not text[spans[next_start][0] - 1].isspace():
@@ -189,7 +211,9 @@ CHUNK_COLUMNS = [
 ]
 
 
-def chunk_documents(docs: pd.DataFrame, offsets: OffsetsFn, max_tokens: int, overlap: int) -> pd.DataFrame:
+def chunk_documents(
+    docs: pd.DataFrame, offsets: OffsetsFn, max_tokens: int, overlap: int, split_at_headings: bool = False
+) -> pd.DataFrame:
     """The chunk table of every document (all versions), with a progress bar."""
     from tqdm.auto import tqdm
 
@@ -197,7 +221,7 @@ def chunk_documents(docs: pd.DataFrame, offsets: OffsetsFn, max_tokens: int, ove
     for doc in tqdm(docs.itertuples(), total=len(docs), desc="chunk", leave=False):
         pages = _metadata(doc).get("pages")
         source = str(getattr(doc, "source", "") or "")
-        for c in chunk_text(doc.doc_id, doc.text, offsets, max_tokens, overlap, pages):
+        for c in chunk_text(doc.doc_id, doc.text, offsets, max_tokens, overlap, pages, split_at_headings):
             rows.append({"version": doc.version, **asdict(c), "source": source})
     return pd.DataFrame(rows, columns=CHUNK_COLUMNS)
 

@@ -16,7 +16,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     p = params.chunk
     name = resolve_embedder(params.model.embedder) if p.tokenizer == "embedder" else p.tokenizer
     docs = read_table(paths.documents, "ingest")
-    chunks = chunk_documents(docs, load_offsets(name), p.max_tokens, p.overlap)
+    chunks = chunk_documents(docs, load_offsets(name), p.max_tokens, p.overlap, p.split_at_headings)
     write_table(chunks, paths.chunks, CHUNKS_SCHEMA)
     return chunk_summary(chunks, len(docs))
 

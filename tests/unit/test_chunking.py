@@ -85,6 +85,28 @@ def test_chunks_know_their_page_and_the_outline_section_of_it() -> None:
         assert text[c.start : c.end] == c.text
 
 
+SECTIONS = "# Bulletin\n\nIntro line.\n\n" + "".join(
+    f"## Part {i}\n\nPart {i} is P/N {i}00 and its wear limit is {i}.5 mm.\n\n" for i in range(1, 5)
+)  # 12 words a part section
+
+
+def test_split_at_headings_packs_whole_sections_and_cuts_only_a_longer_one() -> None:
+    plain = chunk_text("doc", SECTIONS, words, max_tokens=20, overlap=4)
+    assert any(c.text.count("## Part") == 1 and not c.text.startswith("## Part") for c in plain)  # cut across
+    chunks = chunk_text("doc", SECTIONS, words, max_tokens=20, overlap=4, split_at_headings=True)
+    for i in range(1, 5):  # every part whole in exactly one window, with its number and its limit
+        assert [c.text.count(f"P/N {i}00") for c in chunks].count(1) == 1
+        assert any(f"## Part {i}" in c.text and f"{i}.5 mm." in c.text for c in chunks)
+    assert all(c.text.startswith("#") for c in chunks)  # every window begins at a heading
+    assert " ".join(c.text for c in chunks).split() == SECTIONS.split()  # no overlap across a heading
+    packed = chunk_text("doc", SECTIONS, words, max_tokens=30, overlap=4, split_at_headings=True)
+    assert [c.text.count("## Part") for c in packed] == [1, 2, 1]  # whole sections packed together
+    long = "# Long\n\n" + TEXT + "\n\n## After\n\nend words."
+    cut = chunk_text("doc", long, words, max_tokens=20, overlap=5, split_at_headings=True)
+    assert max(len(c.text.split()) for c in cut) <= 20 and cut[-1].text == "## After\n\nend words."
+    assert set(cut[1].text.split()) & set(cut[2].text.split())  # a long section keeps its overlap
+
+
 def test_bad_window_is_refused() -> None:
     with pytest.raises(ValueError):
         chunk_text("doc", TEXT, words, max_tokens=5, overlap=5)
