@@ -14,6 +14,8 @@
 # one retrieved passage, full accuracy-matrix rows every 10 tasks (the diagonal every task),
 # scratch retrained once, at task 50, with the total steps a sequential learner spent. The
 # closed-book rows get 24 steps a task, their own budget: they must memorise every fact.
+# Ours runs continual-update's defaults (replay, no EWC, distillation or anchors), so the replay-only
+# row repeats it run for run and comes last; ours_anchors is ours with 16 general anchors.
 # PubMedQA indexes the chunk stage's 128-token windows (its default), not whole abstracts: an
 # abstract is ~350 tokens, and whole-abstract prompts made a step 25 s and an answer 2 s.
 set -euo pipefail
@@ -56,17 +58,17 @@ merge() {  # one table and plots per sequence from every lane that finished some
 }
 
 synthetic() {
-    lane synthetic p1 "ours 1" "frozen 1" "ours 2" "frozen 2" "ours 3" "frozen 3" "lora_rag_replay 1" \
-        "rag 1" "naive 1" "osf 1" &
-    lane synthetic p2 "lora_rag 1" "scratch 1" "lora_rag 2" "scratch 2" "lora_rag 3" "scratch 3" "osf_rag 1" \
-        "replay 1" &
+    lane synthetic p1 "ours 1" "frozen 1" "ours 2" "frozen 2" "ours 3" "frozen 3" "ours_anchors 1" \
+        "naive 1" "osf 1" "lora_rag_replay 1" &
+    lane synthetic p2 "lora_rag 1" "scratch 1" "lora_rag 2" "scratch 2" "rag 1" "lora_rag 3" "scratch 3" \
+        "osf_rag 1" "replay 1" &
     wait
     merge synthetic
 }
 
 pubmedqa() {
     lane pubmedqa p1 "ours 1" "frozen 1" "lora_rag_replay 1" "rag 1" "naive 1" "osf 1" &
-    lane pubmedqa p2 "lora_rag 1" "scratch 1" "osf_rag 1" "replay 1" &
+    lane pubmedqa p2 "lora_rag 1" "scratch 1" "osf_rag 1" "replay 1" "ours_anchors 1" &
     wait
     merge pubmedqa
 }
