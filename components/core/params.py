@@ -214,6 +214,12 @@ class SynthesizeParams(StrictModel):
     max_chunks: int = Field(192, ge=1, description="chunks sampled per version, stratified by document")
     cloze_per_chunk: int = Field(1, ge=0, description="cloze questions per sampled chunk (no model)")
     topic_per_chunk: int = Field(1, ge=0, description="topic questions per sampled chunk (no model)")
+    clause_per_chunk: int = Field(
+        0,
+        ge=0,
+        description="clause questions per sampled chunk (no model): a sentence's subject or the rest "
+        "of its clause asked for",
+    )
     teacher: bool = Field(True, description="also ask model.teacher for one question per sampled chunk")
     teacher_answer: Literal["sentence", "span"] = Field(
         "sentence",

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from components.core.params import SynthesizeParams
+from components.data.clauses import pick_clauses
 from components.data.cloze import cloze, pick_spans, topic_question
 
 QUESTION_COLUMNS = ["id", "question", "answer", "doc_id", "split", "version", "origin", "chunk_id"]
 HUMAN = "human"
-SYNTHETIC_ORIGINS = ("cloze", "topic", "teacher")
+SYNTHETIC_ORIGINS = ("cloze", "topic", "clause", "teacher")
 
 # (passage, answer) requests -> one question each (None where the teacher gave none)
 Teacher = Callable[[list[tuple[str, str]]], list[str | None]]
@@ -82,9 +83,11 @@ def candidate_pairs(
     seed: int,
     topic_per_chunk: int = 0,
     teacher_answer: str = "span",
+    clause_per_chunk: int = 0,
 ) -> list[dict]:
     """The pairs of every sampled chunk, each generator from its own sentences of the chunk:
-    cloze (a span blanked), topic (a name or code asked about, its sentence the answer) and, with
+    cloze (a span blanked), topic (a name or code asked about, its sentence the answer), clause
+    (a sentence's subject or the rest of its clause asked for: components/data/clauses.py) and, with
     a teacher, one teacher question whose answer is a span or, with `teacher_answer` sentence, a
     whole sentence (the teacher then sees only that sentence)."""
     rng = random.Random(seed)
@@ -96,6 +99,8 @@ def candidate_pairs(
         for sentence, span in picks[cloze_per_chunk : cloze_per_chunk + topic_per_chunk]:
             if span.kind != "number":
                 pairs.append(_pair(chunk, topic_question(span.text), sentence, "topic"))
+        for _, question, answer in pick_clauses(chunk["text"], clause_per_chunk, rng):
+            pairs.append(_pair(chunk, question, answer, "clause"))
         if teacher is not None and picks:
             sentence, span = picks[-1]
             requests.append((chunk, sentence if teacher_answer == "sentence" else chunk["text"],
@@ -173,7 +178,13 @@ def synthesize_version(
     teacher_before = getattr(teacher, "seconds", 0.0)
     sampled = sample_chunks(part, settings.max_chunks, seed)
     pairs = candidate_pairs(
-        sampled, settings.cloze_per_chunk, teacher, seed, settings.topic_per_chunk, settings.teacher_answer
+        sampled,
+        settings.cloze_per_chunk,
+        teacher,
+        seed,
+        settings.topic_per_chunk,
+        settings.teacher_answer,
+        settings.clause_per_chunk,
     )
     kept = filter_pairs(pairs, round_trip, settings.roundtrip_k)
     held_out = held_out_documents(part["doc_id"].tolist(), settings.test_share, seed)
@@ -181,7 +192,7 @@ def synthesize_version(
     seconds = time.perf_counter() - started
     teacher_seconds = getattr(teacher, "seconds", 0.0) - teacher_before
     teacher_made = kept.generated.get("teacher", 0)
-    model_free = kept.generated.get("cloze", 0) + kept.generated.get("topic", 0)
+    model_free = sum(kept.generated.get(origin, 0) for origin in ("cloze", "topic", "clause"))
     report = {
         "sampled_chunks": len(sampled),
         "generated": dict(kept.generated),
@@ -193,7 +204,7 @@ def synthesize_version(
         "seconds": round(seconds, 2),
         "teacher_seconds": round(teacher_seconds, 2),
         "teacher_pairs_per_s": round(teacher_made / teacher_seconds, 3) if teacher_seconds else None,
-        "cloze_and_topic_pairs_per_s": round(model_free / max(seconds - teacher_seconds, 1e-6), 1),
+        "model_free_pairs_per_s": round(model_free / max(seconds - teacher_seconds, 1e-6), 1),
     }
     return rows, report
 

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pandas as pd
 
+from components.data.clauses import clause_questions
 from components.data.cloze import BLANK, answer_spans, pick_spans
 from components.evaluation.compare import held_out
 from components.stores.retriever import Retriever
@@ -135,3 +136,40 @@ def test_topic_questions_are_answered_by_the_sentence_that_names_the_topic() -> 
         topic = pair["question"].removeprefix("What does the text say about ").removesuffix("?")
         assert topic in pair["answer"] and pair["answer"] in pair["text"]
         assert not topic.replace(".", "").isdigit()  # numbers are cloze answers, not topics
+
+
+def test_clause_questions_ask_for_the_rest_of_a_clause_or_its_subject() -> None:
+    contains = clause_questions(
+        "The TIV contains three or four inactivated viruses, which are grown in eggs."
+    )
+    assert contains == [
+        ("What does the TIV contain?", "three or four inactivated viruses"),
+        ("What contains three or four inactivated viruses?", "The TIV"),
+    ]
+    assert ("What is Hepcidin?", "a part of the natural defense mechanism") in clause_questions(
+        "Hepcidin is a part of the natural defense mechanism [3]."
+    )
+    # passive: only the subject is asked for
+    assert clause_questions("Samples were randomly allocated to two study arms.") == [
+        ("What was randomly allocated to two study arms?", "Samples")
+    ]
+    # a pronoun, a fronted clause or a noun that looks like a verb gives no question
+    for sentence in (
+        "We found that the vaccine is safe in adults.",
+        "If the community contained fewer residents, the next one was annexed.",
+        "Pneumonia remains the leading cause of death in children under five.",
+    ):
+        assert clause_questions(sentence) == [], sentence
+
+
+def test_clause_pairs_are_verbatim_spans_of_their_chunk() -> None:
+    frame = chunk_frame()
+    pairs = candidate_pairs(frame.to_dict("records"), 0, None, seed=0, clause_per_chunk=2)
+    assert pairs and {p["origin"] for p in pairs} == {"clause"}
+    for pair in pairs:
+        assert pair["answer"] in pair["text"] and pair["answer"] not in pair["question"]
+    # c0 has one sentence with a known verb: both its questions, the rest of its clause and its subject
+    assert {p["answer"] for p in pairs if p["chunk_id"] == "c0"} == {
+        "40 mg for adults",
+        "The maximum daily dose of velorane",
+    }
