@@ -217,8 +217,12 @@ class SynthesizeParams(StrictModel):
     clause_per_chunk: int = Field(
         0,
         ge=0,
-        description="clause questions per sampled chunk (no model): a sentence's subject or the rest "
-        "of its clause asked for",
+        description="clause questions per sampled chunk (no model): the rest of a sentence's clause "
+        "asked for (What does X contain?)",
+    )
+    clause_subjects: bool = Field(
+        False,
+        description="clause questions also ask for a sentence's subject (What leads to X? -> its subject)",
     )
     teacher: bool = Field(True, description="also ask model.teacher for one question per sampled chunk")
     teacher_answer: Literal["sentence", "span"] = Field(

@@ -121,8 +121,9 @@ def _in_question(subject: str) -> str:
     return f"{first.lower()} {others}".strip() if first in _DETERMINERS else subject
 
 
-def clause_questions(sentence: str) -> list[tuple[str, str]]:
-    """The (question, answer) pairs of one sentence: none, or one or two from its first verb."""
+def clause_questions(sentence: str, subjects: bool = False) -> list[tuple[str, str]]:
+    """The (question, answer) pairs of one sentence from its first verb: the rest of its clause
+    asked for and, with `subjects`, its subject too."""
     sentence = _LABEL.sub("", sentence)
     match = _VERB.search(sentence)
     if match is None:
@@ -135,7 +136,7 @@ def clause_questions(sentence: str) -> list[tuple[str, str]]:
     if verb.auxiliary == "do" and (not subject.endswith("s") or rest_words[0] == "of"):
         return []  # a bare lemma after a singular noun is a noun itself ("the leading cause of")
     pairs = []
-    # a participle after a copula or "have" is passive or perfect: only the subject is asked for
+    # a participle after a copula or "have" is passive or perfect: only the subject can be asked for
     auxiliary_use = (verb.auxiliary is None or verb.lemma == "have") and _starts_passive(rest_words)
     if not auxiliary_use and not verb.form.endswith(" been"):
         ask = (
@@ -144,17 +145,19 @@ def clause_questions(sentence: str) -> list[tuple[str, str]]:
             else f"What {verb.auxiliary} {_in_question(subject)} {verb.lemma}?"
         )
         pairs.append((ask, rest))
-    if len(rest_words) >= 2:
+    if subjects and len(rest_words) >= 2:
         asked = verb.form if verb.auxiliary != "do" else inflect(verb.lemma)[0]
         asked = {"are": "is", "were": "was", "have been": "has been"}.get(asked, asked)
         pairs.append((f"What {asked} {rest}?", subject))
     return pairs
 
 
-def pick_clauses(text: str, per_chunk: int, rng: random.Random) -> list[tuple[str, str, str]]:
+def pick_clauses(
+    text: str, per_chunk: int, rng: random.Random, subjects: bool = False
+) -> list[tuple[str, str, str]]:
     """Up to `per_chunk` (sentence, question, answer) triples of a chunk, from different
     sentences where it has enough."""
-    found = [[(s, q, a) for q, a in clause_questions(s)] for s in sentences(text)]
+    found = [[(s, q, a) for q, a in clause_questions(s, subjects)] for s in sentences(text)]
     found = [pairs for pairs in found if pairs]
     rng.shuffle(found)
     picked: list[tuple[str, str, str]] = []

@@ -84,6 +84,7 @@ def candidate_pairs(
     topic_per_chunk: int = 0,
     teacher_answer: str = "span",
     clause_per_chunk: int = 0,
+    clause_subjects: bool = False,
 ) -> list[dict]:
     """The pairs of every sampled chunk, each generator from its own sentences of the chunk:
     cloze (a span blanked), topic (a name or code asked about, its sentence the answer), clause
@@ -99,7 +100,7 @@ def candidate_pairs(
         for sentence, span in picks[cloze_per_chunk : cloze_per_chunk + topic_per_chunk]:
             if span.kind != "number":
                 pairs.append(_pair(chunk, topic_question(span.text), sentence, "topic"))
-        for _, question, answer in pick_clauses(chunk["text"], clause_per_chunk, rng):
+        for _, question, answer in pick_clauses(chunk["text"], clause_per_chunk, rng, clause_subjects):
             pairs.append(_pair(chunk, question, answer, "clause"))
         if teacher is not None and picks:
             sentence, span = picks[-1]
@@ -185,6 +186,7 @@ def synthesize_version(
         settings.topic_per_chunk,
         settings.teacher_answer,
         settings.clause_per_chunk,
+        settings.clause_subjects,
     )
     kept = filter_pairs(pairs, round_trip, settings.roundtrip_k)
     held_out = held_out_documents(part["doc_id"].tolist(), settings.test_share, seed)

@@ -139,18 +139,18 @@ def test_topic_questions_are_answered_by_the_sentence_that_names_the_topic() -> 
 
 
 def test_clause_questions_ask_for_the_rest_of_a_clause_or_its_subject() -> None:
-    contains = clause_questions(
-        "The TIV contains three or four inactivated viruses, which are grown in eggs."
-    )
-    assert contains == [
+    sentence = "The TIV contains three or four inactivated viruses, which are grown in eggs."
+    assert clause_questions(sentence) == [("What does the TIV contain?", "three or four inactivated viruses")]
+    assert clause_questions(sentence, subjects=True) == [
         ("What does the TIV contain?", "three or four inactivated viruses"),
         ("What contains three or four inactivated viruses?", "The TIV"),
     ]
     assert ("What is Hepcidin?", "a part of the natural defense mechanism") in clause_questions(
         "Hepcidin is a part of the natural defense mechanism [3]."
     )
-    # passive: only the subject is asked for
-    assert clause_questions("Samples were randomly allocated to two study arms.") == [
+    # passive: only the subject can be asked for
+    assert clause_questions("Samples were randomly allocated to two study arms.") == []
+    assert clause_questions("Samples were randomly allocated to two study arms.", subjects=True) == [
         ("What was randomly allocated to two study arms?", "Samples")
     ]
     # a pronoun, a fronted clause or a noun that looks like a verb gives no question
@@ -164,7 +164,9 @@ def test_clause_questions_ask_for_the_rest_of_a_clause_or_its_subject() -> None:
 
 def test_clause_pairs_are_verbatim_spans_of_their_chunk() -> None:
     frame = chunk_frame()
-    pairs = candidate_pairs(frame.to_dict("records"), 0, None, seed=0, clause_per_chunk=2)
+    pairs = candidate_pairs(
+        frame.to_dict("records"), 0, None, seed=0, clause_per_chunk=2, clause_subjects=True
+    )
     assert pairs and {p["origin"] for p in pairs} == {"clause"}
     for pair in pairs:
         assert pair["answer"] in pair["text"] and pair["answer"] not in pair["question"]
