@@ -23,7 +23,7 @@ from components.data.cloze import sentences
 MAX_SUBJECT_WORDS = 10
 MAX_ANSWER_WORDS = 30
 COPULAS = ("is", "are", "was", "were", "has been", "have been", "had been")
-# lemmas (a particle travels with its verb) and the forms no rule makes
+# verbs that carry findings, as lemmas (a particle travels with its verb: lead_to)
 _VERB_LEMMAS = (
     "cause contain include require show suggest indicate reduce increase induce inhibit encode provide "
     "allow enable prevent affect produce infect activate block mediate regulate trigger promote determine "
@@ -31,17 +31,17 @@ _VERB_LEMMAS = (
     "lead_to result_in bind_to consist_of apply_to"
 )
 _ACTION_VERBS = [lemma.replace("_", " ") for lemma in _VERB_LEMMAS.split()]
+# the third person singular and past forms no rule makes
 _IRREGULAR = {"lead": ("leads", "led"), "bind": ("binds", "bound"), "have": ("has", "had"),
               "identify": ("identifies", "identified"), "specify": ("specifies", "specified"),
               "apply": ("applies", "applied")}  # fmt: skip
-_PRONOUN_WORDS = (
-    "it this these those they we he she there that which here such our its their i you one both each what who"
+# a subject never starts with a pronoun or with a word that fronts a clause or a phrase
+_NOT_FIRST_WORDS = (
+    "it this these those they we he she there that which here such our its their i you one both each what "
+    "who if when while although because since as after before once unless in on at for to by with from "
+    "during among of however thus"
 )
-_FRONTED_WORDS = (
-    "if when while although because since as after before once unless in on at for to by with from"
-)
-_FRONTED_WORDS += " during among of however thus who"
-_PRONOUNS = {*_PRONOUN_WORDS.split(), *_FRONTED_WORDS.split()}  # a subject never starts with one
+_PRONOUNS = set(_NOT_FIRST_WORDS.split())
 # a subject holding one of these is a clause (modal, negation, existential), not a noun phrase
 _CLAUSE_WORDS = "there we they it can could may might will would should must also not only then"
 _NOT_IN_SUBJECT = set(_CLAUSE_WORDS.split())
