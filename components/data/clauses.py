@@ -1,11 +1,10 @@
 """Questions asked the way a reader asks them, made from a sentence's own clause without a model.
 
-A declarative sentence `SUBJECT VERB REST` gives two questions, each answered by a verbatim piece
-of the sentence:
-- what the subject is or does: "The TIV contains three or four inactivated viruses." asks
-  "What does the TIV contain?", answered by "three or four inactivated viruses";
-- what is or does the rest: "Production of ROS leads to oxidative stress." asks "What leads to
-  oxidative stress?", answered by "Production of ROS".
+A declarative sentence `SUBJECT VERB REST` asks what the subject is or does: "The TIV contains
+three or four inactivated viruses." asks "What does the TIV contain?", answered by the verbatim
+"three or four inactivated viruses". With `subjects` it also asks what is or does the rest:
+"Production of ROS leads to oxidative stress." asks "What leads to oxidative stress?", answered
+by "Production of ROS".
 Only a closed list of verbs is recognised (copulas and the verbs that carry findings in technical
 and scientific prose), so no tagger or parser is needed. A sentence whose subject is a pronoun,
 holds a comma or is longer than `MAX_SUBJECT_WORDS` gives nothing: its question would not name
@@ -41,7 +40,7 @@ _NOT_FIRST_WORDS = (
     "who if when while although because since as after before once unless in on at for to by with from "
     "during among of however thus"
 )
-_PRONOUNS = set(_NOT_FIRST_WORDS.split())
+_NOT_FIRST = set(_NOT_FIRST_WORDS.split())
 # a subject holding one of these is a clause (modal, negation, existential), not a noun phrase
 _CLAUSE_WORDS = "there we they it can could may might will would should must also not only then"
 _NOT_IN_SUBJECT = set(_CLAUSE_WORDS.split())
@@ -95,7 +94,7 @@ def _subject_ok(subject: str) -> bool:
         0 < len(words) <= MAX_SUBJECT_WORDS
         and "," not in subject
         and ":" not in subject
-        and words[0].lower() not in _PRONOUNS
+        and words[0].lower() not in _NOT_FIRST
         and not _NOT_IN_SUBJECT & {w.lower() for w in words}
         and any(len(w) >= 3 and w.isalpha() for w in words)
     )

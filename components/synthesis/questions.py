@@ -26,7 +26,8 @@ from components.data.cloze import cloze, pick_spans, topic_question
 
 QUESTION_COLUMNS = ["id", "question", "answer", "doc_id", "split", "version", "origin", "chunk_id"]
 HUMAN = "human"
-SYNTHETIC_ORIGINS = ("cloze", "topic", "clause", "teacher")
+MODEL_FREE_ORIGINS = ("cloze", "topic", "clause")
+SYNTHETIC_ORIGINS = (*MODEL_FREE_ORIGINS, "teacher")
 
 # (passage, answer) requests -> one question each (None where the teacher gave none)
 Teacher = Callable[[list[tuple[str, str]]], list[str | None]]
@@ -88,9 +89,10 @@ def candidate_pairs(
 ) -> list[dict]:
     """The pairs of every sampled chunk, each generator from its own sentences of the chunk:
     cloze (a span blanked), topic (a name or code asked about, its sentence the answer), clause
-    (a sentence's subject or the rest of its clause asked for: components/data/clauses.py) and, with
-    a teacher, one teacher question whose answer is a span or, with `teacher_answer` sentence, a
-    whole sentence (the teacher then sees only that sentence)."""
+    (the rest of a sentence's clause asked for and, with `clause_subjects`, its subject:
+    components/data/clauses.py) and, with a teacher, one teacher question whose answer is a span
+    or, with `teacher_answer` sentence, a whole sentence (the teacher then sees only that
+    sentence)."""
     rng = random.Random(seed)
     pairs, requests = [], []
     for chunk in sampled:
@@ -194,7 +196,7 @@ def synthesize_version(
     seconds = time.perf_counter() - started
     teacher_seconds = getattr(teacher, "seconds", 0.0) - teacher_before
     teacher_made = kept.generated.get("teacher", 0)
-    model_free = sum(kept.generated.get(origin, 0) for origin in ("cloze", "topic", "clause"))
+    model_free = sum(kept.generated.get(origin, 0) for origin in MODEL_FREE_ORIGINS)
     report = {
         "sampled_chunks": len(sampled),
         "generated": dict(kept.generated),
