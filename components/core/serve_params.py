@@ -70,6 +70,17 @@ class LlamaCppSettings(StrictModel):
         "q4_1 and q4_0 by llama.cpp's quantizer. LoRA and AdaLoRA adapters stay f32 GGUF LoRA adapters",
     )
     flash_attention: bool = Field(True, description="llama.cpp's fused attention kernel")
+    kv_cache: Literal["f16", "f32"] = Field(
+        "f16",
+        description="precision of llama.cpp's key/value cache: f16 (llama.cpp's default, half the memory) "
+        "or f32. Only f32 with flash_attention off gives torch's logits to float rounding; f16 or the "
+        "fused kernel (which computes in f16) moves them by up to about 0.3",
+    )
+    repack_weights: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="llama.cpp's repacked layouts of quantized weights (AMX tiles, interleaved q4_0/q8_0 "
+        "rows); auto: off where the build would use AMX, whose matrix multiply segfaults on q8_0 and q4_0",
+    )
     prefix_state_mb: int = Field(
         512, ge=0, description="memory for saved llama.cpp states of prompt prefixes (passages); 0: off"
     )

@@ -130,18 +130,55 @@ def engine_files(model: Any, adapter_dir: Path, settings: LlamaCppSettings) -> t
     return merged, None
 
 
+def amx_repacking_crashes(llama_cpp: Any) -> bool:
+    """Whether this llama.cpp build would repack quantized weights into AMX tiles: its AMX matrix
+    multiply segfaults on q8_0 and q4_0 models (llama.cpp issue 20824, seen with 0.3.36)."""
+    return b"AMX_INT8 = 1" in llama_cpp.llama_cpp.llama_print_system_info()
+
+
+def repack_weights(setting: str, llama_cpp: Any) -> bool:
+    """`serve.llamacpp.repack_weights` resolved: auto repacks except where AMX would crash."""
+    if setting == "auto":
+        return not amx_repacking_crashes(llama_cpp)
+    return setting == "on"
+
+
+@contextlib.contextmanager
+def _model_params(llama_cpp: Any, use_extra_bufts: bool) -> Iterator[None]:
+    """llama-cpp-python builds a model's parameters from llama.cpp's defaults and has no argument
+    for the extra (repacked) buffer types, so the defaults are set for the load that follows."""
+    bindings = llama_cpp.llama_cpp
+    defaults = bindings.llama_model_default_params
+
+    def params():  # noqa: ANN202
+        values = defaults()
+        values.use_extra_bufts = use_extra_bufts
+        return values
+
+    bindings.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = defaults
+
+
 def _llama(model_path: Path, lora_path: Path | None, settings: LlamaCppSettings):  # noqa: ANN202
-    return _llama_cpp().Llama(
-        model_path=str(model_path),
-        lora_path=str(lora_path) if lora_path else None,
-        n_ctx=settings.context_tokens,
-        n_batch=min(512, settings.context_tokens),
-        n_threads=settings.threads or os.cpu_count(),
-        n_threads_batch=settings.threads or os.cpu_count(),
-        use_mmap=lora_path is None,
-        flash_attn=settings.flash_attention,
-        verbose=False,
-    )
+    llama_cpp = _llama_cpp()
+    kv_type = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16}[settings.kv_cache]
+    with _model_params(llama_cpp, repack_weights(settings.repack_weights, llama_cpp)):
+        return llama_cpp.Llama(
+            model_path=str(model_path),
+            lora_path=str(lora_path) if lora_path else None,
+            n_ctx=settings.context_tokens,
+            n_batch=min(512, settings.context_tokens),
+            n_threads=settings.threads or os.cpu_count(),
+            n_threads_batch=settings.threads or os.cpu_count(),
+            use_mmap=lora_path is None,
+            flash_attn=settings.flash_attention,
+            type_k=kv_type,
+            type_v=kv_type,
+            verbose=False,
+        )
 
 
 class LlamaCppEngine:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,9 +16,14 @@ from components.core.serve_params import LlamaCppSettings
 
 pytest.importorskip("llama_cpp", reason="the llama.cpp engine needs the cpu-engine extra (make install)")
 
-from components.serving.llamacpp_engine import EngineUnavailable, LlamaCppEngine  # noqa: E402
+from components.serving.llamacpp_engine import (  # noqa: E402
+    EngineUnavailable,
+    LlamaCppEngine,
+    amx_repacking_crashes,
+    repack_weights,
+)
 
-F32 = LlamaCppSettings(weights="f32", threads=1, context_tokens=512)
+F32 = LlamaCppSettings(weights="f32", kv_cache="f32", flash_attention=False, threads=1, context_tokens=512)
 PROMPTS = [
     "Answer the question. Context: Zorvex is made by Orbell Works. Question: Who makes Zorvex? Answer:",
     "Quillan is in Norway . Where is Quillan ?",
@@ -55,6 +61,41 @@ def _artifact(folder: Path, tiny_model: Path, method: str, fusion: dict | None =
     return folder
 
 
+LOGIT_TOLERANCE = 0.01
+"""How far llama.cpp's next-token logits may sit from torch's with f32 weights, an f32 key/value
+cache and unfused attention (kernels sum in another order): under 0.001 on these models, against
+5 to 10 between the adapted and the base model. An f16 cache or the fused kernel (f16 inside)
+moves them by up to 0.3, enough to flip a near tie between two tokens on some CPUs."""
+
+
+def _torch_logits(model, ids: list[int]) -> np.ndarray:  # noqa: ANN001
+    with torch.inference_mode():
+        return model.model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
+
+
+def _llamacpp_logits(engine: LlamaCppEngine, ids: list[int]) -> np.ndarray:
+    """llama.cpp's next-token logits after each of `ids`, fed one token at a time."""
+    llm = engine.llm
+    llm.reset()
+    rows = []
+    for token in ids:
+        llm.eval([token])
+        rows.append(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy())
+    llm.reset()
+    return np.stack(rows)
+
+
+def _assert_same_greedy(model, prompt: str, engine_tokens: list[int], torch_tokens: list[int]) -> None:  # noqa: ANN001
+    """The engine's greedy tokens are torch's, except that they may part where torch's two best
+    tokens lie within twice the logit tolerance (a near tie that kernel rounding can flip)."""
+    if engine_tokens == torch_tokens:
+        return
+    step = next(i for i, (a, b) in enumerate(zip(engine_tokens, torch_tokens, strict=False)) if a != b)
+    ids = model.tokenizer(prompt, add_special_tokens=False)["input_ids"] + torch_tokens[:step]
+    top_two = np.sort(_torch_logits(model, ids)[-1])[-2:]
+    assert top_two[1] - top_two[0] < 2 * LOGIT_TOLERANCE, (step, engine_tokens, torch_tokens)
+
+
 def _torch_tokens(model, prompt: str, n: int) -> list[int]:  # noqa: ANN001
     tokenizer = model.tokenizer
     inputs = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
@@ -84,7 +125,31 @@ def test_llamacpp_gives_the_torch_engines_tokens(
         base_tokens = [_torch_tokens(model, p, 12) for p in PROMPTS]
     adapted = [_torch_tokens(model, p, 12) for p in PROMPTS]
     assert adapted != base_tokens  # the adapter changes the answers, so a dropped adapter would show
-    assert [engine.answer_tokens(p, 12) for p in PROMPTS] == adapted
+    for prompt, tokens in zip(PROMPTS, adapted, strict=True):
+        ids = model.tokenizer(prompt, add_special_tokens=False)["input_ids"] + tokens
+        torch_logits = _torch_logits(model, ids)
+        with model.base_only():
+            base_logits = _torch_logits(model, ids)
+        gap = np.abs(_llamacpp_logits(engine, ids) - torch_logits).max()
+        assert gap < LOGIT_TOLERANCE < np.abs(base_logits - torch_logits).max(), gap
+        _assert_same_greedy(model, prompt, engine.answer_tokens(prompt, 12), tokens)
+
+
+def test_quantized_weights_answer_where_amx_repacking_would_crash(
+    tmp_path: Path, tiny_model: Path, monkeypatch
+) -> None:  # noqa: ANN001
+    """q8_0 weights repacked into AMX tiles segfault in llama.cpp's AMX matrix multiply (this tiny
+    model included), so auto leaves them unpacked on such CPUs; elsewhere it repacks."""
+    import llama_cpp
+
+    monkeypatch.setenv("RETRO_GGUF_CACHE", str(tmp_path / "gguf"))
+    assert repack_weights("auto", llama_cpp) is not amx_repacking_crashes(llama_cpp)
+    assert repack_weights("on", llama_cpp) and not repack_weights("off", llama_cpp)
+    folder = _artifact(tmp_path / "lora", tiny_model, "lora")
+    model = load_retro_model(folder)
+    engine = LlamaCppEngine(model, folder, LlamaCppSettings(weights="q8_0", threads=1, context_tokens=512))
+    tokens = engine.answer_tokens(PROMPTS[0], 8)
+    assert 0 < len(tokens) <= 8 and all(0 <= t < len(model.tokenizer) for t in tokens)
 
 
 def test_answers_match_with_a_reused_passage_prefix(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:  # noqa: ANN001
@@ -137,7 +202,7 @@ def test_export_gguf_writes_files_llama_cpp_runs(tmp_path: Path, tiny_model: Pat
     model = load_retro_model(folder)
     ids = model.tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
     tokens = [t for _, t in zip(range(6), llm.generate(ids, temp=0.0), strict=False)]
-    assert tokens == _torch_tokens(model, PROMPTS[1], 6)[:6]
+    _assert_same_greedy(model, PROMPTS[1], tokens, _torch_tokens(model, PROMPTS[1], 6)[:6])
     refused = CliRunner().invoke(app, ["export-gguf", str(folder), str(tmp_path / "x"), "--weights", "f8"])
     assert refused.exit_code == 1 and "weights" in refused.output
 
