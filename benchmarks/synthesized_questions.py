@@ -198,12 +198,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / "synthesized" / "work")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
     parser.add_argument("--only", choices=["human", "synthetic"], help="covid: run only this project")
+    parser.add_argument("--label", help="key of this run in the results file (default: the corpus name)")
     args = parser.parse_args(argv)
     run = covid if args.corpus == "covid" else python_docs
     report = run(args.work, args.overrides, args.only)
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(saved | {args.corpus: report}, indent=2, default=str))
+    RESULTS.write_text(json.dumps(saved | {args.label or args.corpus: report}, indent=2, default=str))
     print(
         markdown(report) if "table" in report else json.dumps(report.get("evaluate"), indent=2, default=str)
     )
