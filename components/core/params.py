@@ -213,6 +213,13 @@ class SynthesizeParams(StrictModel):
     min_questions: int = Field(20, ge=0, description="train questions below which auto synthesizes")
     max_chunks: int = Field(192, ge=1, description="chunks sampled per version, stratified by document")
     cloze_per_chunk: int = Field(1, ge=0, description="cloze questions per sampled chunk (no model)")
+    cloze_max_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="most share of the kept pairs that cloze pairs (one-entity answers) may make; a "
+        "seeded sample of them is kept, all of them when no other generator kept a pair",
+    )
     topic_per_chunk: int = Field(1, ge=0, description="topic questions per sampled chunk (no model)")
     clause_per_chunk: int = Field(
         0,

@@ -175,3 +175,24 @@ def test_clause_pairs_are_verbatim_spans_of_their_chunk() -> None:
         "40 mg for adults",
         "The maximum daily dose of velorane",
     }
+
+
+def test_cloze_pairs_are_capped_at_their_share_unless_they_are_all_there_is() -> None:
+    from collections import Counter
+
+    from components.synthesis.questions import Synthesized, cap_share
+
+    def pairs(origin: str, n: int) -> list[dict]:
+        return [{"origin": origin, "chunk_id": f"c{i}", "question": f"{origin} {i}?"} for i in range(n)]
+
+    mixed = Synthesized(pairs("cloze", 40) + pairs("clause", 30), Counter())
+    cap_share(mixed, "cloze", 0.25, seed=0)
+    origins = Counter(p["origin"] for p in mixed.pairs)
+    assert origins == {"cloze": 10, "clause": 30}  # 10 of 40 kept pairs: a quarter
+    assert mixed.dropped == {"cloze pairs above their share": 30}
+    again = Synthesized(pairs("cloze", 40) + pairs("clause", 30), Counter())
+    cap_share(again, "cloze", 0.25, seed=0)
+    assert [p["question"] for p in again.pairs] == [p["question"] for p in mixed.pairs]  # seeded
+    alone = Synthesized(pairs("cloze", 40), Counter())
+    cap_share(alone, "cloze", 0.25, seed=0)
+    assert len(alone.pairs) == 40 and not alone.dropped
