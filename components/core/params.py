@@ -211,18 +211,18 @@ class SynthesizeParams(StrictModel):
         "always: beside any human questions; off: never",
     )
     min_questions: int = Field(20, ge=0, description="train questions below which auto synthesizes")
-    max_chunks: int = Field(192, ge=1, description="chunks sampled per version, stratified by document")
+    max_chunks: int = Field(768, ge=1, description="chunks sampled per version, stratified by document")
     cloze_per_chunk: int = Field(1, ge=0, description="cloze questions per sampled chunk (no model)")
     cloze_max_share: float = Field(
         0.25,
         ge=0,
         le=1,
-        description="most share of the kept pairs that cloze pairs (one-entity answers) may make; a "
-        "seeded sample of them is kept, all of them when no other generator kept a pair",
+        description="most share of each split's kept pairs that cloze pairs (one-entity answers) may "
+        "make; a seeded sample of them is kept, all of them in a split where no other generator kept one",
     )
-    topic_per_chunk: int = Field(1, ge=0, description="topic questions per sampled chunk (no model)")
+    topic_per_chunk: int = Field(0, ge=0, description="topic questions per sampled chunk (no model)")
     clause_per_chunk: int = Field(
-        0,
+        2,
         ge=0,
         description="clause questions per sampled chunk (no model): the rest of a sentence's clause "
         "asked for (What does X contain?)",
@@ -231,7 +231,9 @@ class SynthesizeParams(StrictModel):
         False,
         description="clause questions also ask for a sentence's subject (What leads to X? -> its subject)",
     )
-    teacher: bool = Field(True, description="also ask model.teacher for one question per sampled chunk")
+    teacher: bool = Field(
+        False, description="also ask model.teacher for one question per sampled chunk (slow on a CPU)"
+    )
     teacher_answer: Literal["sentence", "span"] = Field(
         "sentence",
         description="what the teacher's question is answered by: a sentence of the chunk, or a span",

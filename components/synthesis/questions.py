@@ -144,19 +144,21 @@ def filter_pairs(pairs: list[dict], round_trip: RoundTrip, k: int) -> Synthesize
     return result
 
 
-def cap_share(kept: Synthesized, origin: str, share: float, seed: int) -> None:
-    """Keep a seeded sample of `origin`'s pairs so they make at most `share` of the kept pairs;
-    all of them when no other origin has a pair. The rest are counted as dropped."""
-    mine = [p for p in kept.pairs if p["origin"] == origin]
-    others = len(kept.pairs) - len(mine)
-    if not others or share >= 1:
-        return
-    allowed = int(share * others / (1 - share))
-    if len(mine) <= allowed:
-        return
-    chosen = {id(p) for p in sorted(mine, key=lambda p: _rank(seed, p["chunk_id"] + p["question"]))[:allowed]}
-    kept.pairs = [p for p in kept.pairs if p["origin"] != origin or id(p) in chosen]
-    kept.dropped[f"{origin} pairs above their share"] += len(mine) - allowed
+def cap_share(kept: Synthesized, origin: str, share: float, seed: int, held_out: set[str]) -> None:
+    """Keep a seeded sample of `origin`'s pairs so that they make at most `share` of each split's
+    pairs (train, and the held-out documents' test split); all of them in a split where no other
+    origin kept a pair. The rest are counted as dropped."""
+    for test in (False, True):
+        split = [p for p in kept.pairs if (p["doc_id"] in held_out) == test]
+        mine = [p for p in split if p["origin"] == origin]
+        others = len(split) - len(mine)
+        allowed = int(share * others / (1 - share)) if share < 1 else len(mine)
+        if not others or len(mine) <= allowed:
+            continue
+        ranked = sorted(mine, key=lambda p: _rank(seed, p["chunk_id"] + p["question"]))
+        dropped = {id(p) for p in ranked[allowed:]}
+        kept.pairs = [p for p in kept.pairs if id(p) not in dropped]
+        kept.dropped[f"{origin} pairs above their share"] += len(dropped)
 
 
 def _content_problem(pair: dict) -> str | None:
@@ -206,8 +208,8 @@ def synthesize_version(
         settings.clause_subjects,
     )
     kept = filter_pairs(pairs, round_trip, settings.roundtrip_k)
-    cap_share(kept, "cloze", settings.cloze_max_share, seed)
     held_out = held_out_documents(part["doc_id"].tolist(), settings.test_share, seed)
+    cap_share(kept, "cloze", settings.cloze_max_share, seed, held_out)
     rows = as_questions(kept.pairs, version, held_out)
     seconds = time.perf_counter() - started
     teacher_seconds = getattr(teacher, "seconds", 0.0) - teacher_before

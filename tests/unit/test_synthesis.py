@@ -177,22 +177,26 @@ def test_clause_pairs_are_verbatim_spans_of_their_chunk() -> None:
     }
 
 
-def test_cloze_pairs_are_capped_at_their_share_unless_they_are_all_there_is() -> None:
+def test_cloze_pairs_are_capped_at_their_share_in_each_split_unless_they_are_all_there_is() -> None:
     from collections import Counter
 
     from components.synthesis.questions import Synthesized, cap_share
 
-    def pairs(origin: str, n: int) -> list[dict]:
-        return [{"origin": origin, "chunk_id": f"c{i}", "question": f"{origin} {i}?"} for i in range(n)]
+    def pairs(origin: str, n: int, doc: str) -> list[dict]:
+        return [{"origin": origin, "chunk_id": f"{doc}{i}", "question": f"{origin} {i}?", "doc_id": doc}
+                for i in range(n)]  # fmt: skip
 
-    mixed = Synthesized(pairs("cloze", 40) + pairs("clause", 30), Counter())
-    cap_share(mixed, "cloze", 0.25, seed=0)
-    origins = Counter(p["origin"] for p in mixed.pairs)
-    assert origins == {"cloze": 10, "clause": 30}  # 10 of 40 kept pairs: a quarter
+    def capped(*groups: list[dict]) -> Synthesized:
+        kept = Synthesized([p for g in groups for p in g], Counter())
+        cap_share(kept, "cloze", 0.25, seed=0, held_out={"held"})
+        return kept
+
+    mixed = capped(pairs("cloze", 40, "a"), pairs("clause", 30, "a"), pairs("cloze", 8, "held"))
+    train = Counter(p["origin"] for p in mixed.pairs if p["doc_id"] == "a")
+    assert train == {"cloze": 10, "clause": 30}  # 10 of 40 train pairs: a quarter
+    assert sum(p["doc_id"] == "held" for p in mixed.pairs) == 8  # the test split had nothing else
     assert mixed.dropped == {"cloze pairs above their share": 30}
-    again = Synthesized(pairs("cloze", 40) + pairs("clause", 30), Counter())
-    cap_share(again, "cloze", 0.25, seed=0)
+    again = capped(pairs("cloze", 40, "a"), pairs("clause", 30, "a"), pairs("cloze", 8, "held"))
     assert [p["question"] for p in again.pairs] == [p["question"] for p in mixed.pairs]  # seeded
-    alone = Synthesized(pairs("cloze", 40), Counter())
-    cap_share(alone, "cloze", 0.25, seed=0)
+    alone = capped(pairs("cloze", 40, "a"))
     assert len(alone.pairs) == 40 and not alone.dropped
