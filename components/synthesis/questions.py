@@ -1,10 +1,10 @@
 """Training and test questions made from a corpus's chunks when it has too few of its own.
 
-Chunks are sampled stratified by document; each gives cloze and topic questions (no model) and,
-with a teacher, one question written for an answer picked first (a sentence or a span).
-Every pair is filtered: the answer
-must occur in its chunk, the question must not contain it, the question must retrieve its own
-chunk in the top k with the off-the-shelf retriever (round-trip consistency), and duplicates go.
+Chunks are sampled stratified by document; each gives clause, cloze and topic questions (no
+model) and, with a teacher, one question written for an answer picked first (a sentence or a
+span). Every pair is filtered: the answer must occur in its chunk, the question must not contain
+it, the question must retrieve its own chunk in the top k with the off-the-shelf retriever
+(round-trip consistency), and duplicates go. Cloze pairs are capped at a share of each split.
 Whole documents are held out as the synthetic test split, so test documents are never trained on.
 """
 
