@@ -8,7 +8,8 @@ by "Production of ROS".
 Only a closed list of verbs is recognised (copulas and the verbs that carry findings in technical
 and scientific prose), so no tagger or parser is needed. A sentence whose subject is a pronoun,
 holds a comma or is longer than `MAX_SUBJECT_WORDS` gives nothing: its question would not name
-what it asks about.
+what it asks about. Nor does a sentence cut by its chunk's window (not starting as a sentence
+starts, or not ending with its full stop), nor an answer whose brackets do not close.
 """
 
 from __future__ import annotations
@@ -38,11 +39,14 @@ _IRREGULAR = {"lead": ("leads", "led"), "bind": ("binds", "bound"), "have": ("ha
 _NOT_FIRST_WORDS = (
     "it this these those they we he she there that which here such our its their i you one both each what "
     "who if when while although because since as after before once unless in on at for to by with from "
-    "during among of however thus"
+    "during among of however thus whether"
 )
 _NOT_FIRST = set(_NOT_FIRST_WORDS.split())
 # a subject holding one of these is a clause (modal, negation, existential), not a noun phrase
-_CLAUSE_WORDS = "there we they it can could may might will would should must also not only then"
+_CLAUSE_WORDS = (
+    "there we they it can could may might will would should must also not only then that which who whom "
+    "whose where"
+)
 _NOT_IN_SUBJECT = set(_CLAUSE_WORDS.split())
 _DETERMINERS = {"The", "A", "An", "Most", "Many", "Some", "All", "Several", "Few", "Other", "Previous"}
 _LABEL = re.compile(r"^(?:[A-Z][A-Za-z ]{0,24}:\s*)+")  # "Abstract:", "RESULTS:", "Text:"
@@ -50,8 +54,18 @@ _ADVERBS = {"also", "not", "then", "still", "further", "often", "usually", "comm
 _CITATION_AT_END = re.compile(r"\s*\[[\d,\s–-]+\]$")
 _CLAUSE_END = re.compile(r";|, (?:which|while|whereas|but|although|though|and thus|thus)\b| \(")
 _PARTICIPLE = re.compile(
-    r"^(?:\w+(?:ed|en|wn)|found|known|seen|made|done|held|led|bound|built|set|put|kept)$"
+    r"^(?:\w+(?:ed|en|wn)|found|known|seen|made|done|held|led|bound|built|set|put|kept|run|sent|met|"
+    r"lost|left|paid|told|brought|bought|caught|taught|meant|split|cut|spread|read|thought|sold|won)$"
 )
+_LIST_MARKER = re.compile(r"^(?:[-*+\u2022]|\d{1,2}[.)])\s+")  # "- item", "* item", "2. step"
+# a whole sentence: it starts as one (capital, digit, code or quote) and ends with its full stop;
+# a chunk's first and last sentences are often cut by the chunk's window
+_WHOLE_SENTENCE = re.compile(r"^[\"'`(\[]?[A-Z0-9`].*[.!?][\"'`)\]]*$", re.DOTALL)
+_NOT_IN_SUBJECT_CHARS = set("*#=<>|{}\u2014\u2013")  # emphasis, markup, dashes of an aside
+_ASIDE = re.compile(r"\s-\s")  # "Do formatting for a record - if a formatter"
+# a clause never ends on one of these: the sentence went on
+_OPEN_END_WORDS = "the a an of to for as with and or by in on at from that than into its their"
+_OPEN_END = set(_OPEN_END_WORDS.split())
 
 
 @dataclass(frozen=True)
@@ -88,13 +102,24 @@ VERB_FORMS = _verb_forms()
 _VERB = re.compile(r"\b(" + "|".join(sorted(map(re.escape, VERB_FORMS), key=len, reverse=True)) + r")\b")
 
 
+def _balanced(text: str) -> bool:
+    return (
+        text.count("(") == text.count(")") and text.count("[") == text.count("]") and text.count("`") % 2 == 0
+    )
+
+
 def _subject_ok(subject: str) -> bool:
     words = subject.split()
     return (
         0 < len(words) <= MAX_SUBJECT_WORDS
         and "," not in subject
         and ":" not in subject
+        and not _NOT_IN_SUBJECT_CHARS & set(subject)
+        and not _ASIDE.search(subject)
+        and _balanced(subject)
         and words[0].lower() not in _NOT_FIRST
+        and words[-1] not in _DETERMINERS
+        and words[-1] not in {"the", "a", "an"}
         and not _NOT_IN_SUBJECT & {w.lower() for w in words}
         and any(len(w) >= 3 and w.isalpha() for w in words)
     )
@@ -110,6 +135,7 @@ def _clause(rest: str) -> str:
 def _starts_passive(words: list[str]) -> bool:
     """Whether a copula's rest starts with a participle ("was detected in", "were randomly
     allocated"): the subject is then what is asked about, never the rest."""
+    words = [w.strip(",;.") for w in words]
     while len(words) > 1 and (words[0].endswith("ly") or words[0] in _ADVERBS):
         words = words[1:]
     return bool(words) and _PARTICIPLE.match(words[0]) is not None
@@ -123,17 +149,21 @@ def _in_question(subject: str) -> str:
 def clause_questions(sentence: str, subjects: bool = False) -> list[tuple[str, str]]:
     """The (question, answer) pairs of one sentence from its first verb: the rest of its clause
     asked for and, with `subjects`, its subject too."""
-    sentence = _LABEL.sub("", sentence)
+    sentence = _LABEL.sub("", _LIST_MARKER.sub("", sentence.strip()))
     match = _VERB.search(sentence)
-    if match is None:
+    if match is None or not _WHOLE_SENTENCE.match(sentence):
         return []
     subject, verb = sentence[: match.start()].strip(), VERB_FORMS[match.group(1)]
     rest = _clause(sentence[match.end() :])
     rest_words = rest.split()
     if not _subject_ok(subject) or not 1 <= len(rest_words) <= MAX_ANSWER_WORDS:
         return []
+    if not _balanced(rest) or rest_words[-1].lower() in _OPEN_END:
+        return []
     if verb.auxiliary == "do" and (not subject.endswith("s") or rest_words[0] == "of"):
         return []  # a bare lemma after a singular noun is a noun itself ("the leading cause of")
+    if verb.auxiliary == "did" and rest_words[0].lower() in _OPEN_END:
+        return []  # a past form before "by", "in", ... modifies a noun ("objects returned by open()")
     pairs = []
     # a participle after a copula or "have" is passive or perfect: only the subject can be asked for
     auxiliary_use = (verb.auxiliary is None or verb.lemma == "have") and _starts_passive(rest_words)

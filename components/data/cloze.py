@@ -27,7 +27,9 @@ _PATTERNS = {
     "name": r"(?<=[a-z,;:(] )[A-Z][a-z]+(?:\s+(?:of|and|for|de|van|von)?\s*[A-Z][a-z]+)+",
 }
 SPAN = re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _PATTERNS.items()))
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[\"'])|\n+")
+# a sentence ends at its full stop, at a blank line, or where a line starts a list item or a
+# heading; a single line break inside a paragraph (hard-wrapped text) is only a space
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[\"'`])|\n\s*\n\s*|\n(?=\s*(?:[-*+#]|\d{1,2}[.)]\s))")
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,9 @@ class Span:
 
 
 def sentences(text: str, min_words: int = 6, max_words: int = 60) -> list[str]:
-    """The sentences of a chunk with between `min_words` and `max_words` words."""
-    parts = (s.strip() for s in _SENTENCE_END.split(text))
+    """The sentences of a chunk with between `min_words` and `max_words` words, each on one line
+    (the line breaks of hard-wrapped text become spaces)."""
+    parts = (" ".join(s.split()) for s in _SENTENCE_END.split(text))
     return [s for s in parts if min_words <= len(s.split()) <= max_words]
 
 

@@ -161,13 +161,18 @@ def cap_share(kept: Synthesized, origin: str, share: float, seed: int, held_out:
         kept.dropped[f"{origin} pairs above their share"] += len(dropped)
 
 
+def _words(text: str) -> str:
+    """Lower case with every run of whitespace one space: a chunk's line breaks do not count."""
+    return " ".join(text.lower().split())
+
+
 def _content_problem(pair: dict) -> str | None:
-    question, answer = pair["question"], pair["answer"].strip()
+    question, answer = pair["question"], _words(pair["answer"])
     if not question:
         return "the teacher gave no question"
-    if not answer or answer.lower() not in pair["text"].lower():
+    if not answer or answer not in _words(pair["text"]):
         return "answer not in its chunk"
-    if answer.lower() in question.lower():
+    if answer in question.lower():
         return "question contains its answer"
     return None
 

@@ -162,6 +162,32 @@ def test_clause_questions_ask_for_the_rest_of_a_clause_or_its_subject() -> None:
         assert clause_questions(sentence) == [], sentence
 
 
+def test_sentences_cut_by_a_window_or_wrapped_lines_and_asides_give_no_broken_question() -> None:
+    from components.data.cloze import sentences
+
+    # hard-wrapped lines are one sentence; a list item starts its own
+    wrapped = (
+        "The `dispatcher` class is a thin wrapper around a socket\nobject.\n- A list item follows it here."
+    )
+    assert sentences(wrapped) == [
+        "The `dispatcher` class is a thin wrapper around a socket object.",
+        "- A list item follows it here.",
+    ]
+    assert clause_questions("- The `tty` module defines functions for putting the tty into raw mode.") == [
+        ("What does the `tty` module define?", "functions for putting the tty into raw mode")
+    ]
+    for broken in (
+        "representing a directed graph where the keys are nodes and the values are lists.",  # cut start
+        "The previous source was a stream for the",  # cut end
+        "Otherwise (TOS is false), TOS is popped.",  # brackets do not close in the subject
+        "- Authenticate command \u2014 requires response processing.",  # an aside
+        "Items of `sys.path` that are not strings are ignored.",  # a relative clause
+        "Objects returned by `open()` have all the above methods.",  # a past form modifying a noun
+        "Padding is implicitly removed, if necessary.",  # passive behind an adverb and a comma
+    ):
+        assert clause_questions(broken) == [], broken
+
+
 def test_clause_pairs_are_verbatim_spans_of_their_chunk() -> None:
     frame = chunk_frame()
     pairs = candidate_pairs(
