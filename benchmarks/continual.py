@@ -32,6 +32,10 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+# oneDNN keeps up to 1,024 compiled kernels, one per new tensor shape: over a sequence of updates
+# (prompts of ever new lengths) that cache alone grew RSS by about 15 MB a task; with none kept,
+# RSS after a task grew 11 MB a task instead of 27 over the first 10 tasks (BENCHMARKS.md)
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness and the tiny test model
 
 from benchmarks.continual_goals import goal_rows, paired_test, ran, regular_updates  # noqa: E402
