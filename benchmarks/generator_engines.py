@@ -3,11 +3,13 @@
     .venv/bin/python -m benchmarks.generator_engines --project /path/to/demo   # after `make demo`
     .venv/bin/python -m benchmarks.generator_engines --corpus covid            # covid-qa, base model
 
-Both engines are the service's own `Answerer`: the same retrieval, the same prompt builder (a
+The engines are the service's own `Answerer`: the same retrieval, the same prompt builder (a
 system line, the passages, the question), the same greedy decoding and stop rules. torch is
 transformers in eager float32 (the packaged Q4_1 weights dequantized); llamacpp is
 llama-cpp-python on a GGUF of the same weights (`serve.llamacpp.weights`: q8_0, q4_0) with the
-adapter as a GGUF LoRA.
+adapter as a GGUF LoRA; torch-int8 is the torch engine with `serve.torch.decode_weights: int8`
+(`--decode-weights full,int8`). `--fusion kv` (covid) times an adapter that reads the chunks as
+key/values, which only the torch engines run.
 
 Speed, per engine, on the same prompts with 1 and with 3 passages, p50 over the questions (the
 engines take turns prompt by prompt, so load on the machine falls on both alike):
@@ -66,7 +68,9 @@ def project_source(project: Path, questions: int) -> tuple[Path, Path, list[tupl
     )
 
 
-def covid_source(folder: Path, questions: int) -> tuple[Path, Path, list[tuple[str, list[str]]]]:
+def covid_source(
+    folder: Path, questions: int, fusion: str = "in_context"
+) -> tuple[Path, Path, list[tuple[str, list[str]]]]:
     """covid-qa as above: a hybrid index of its chunks and an untrained LoRA on the default model."""
     from embedding_engines import COVID, covid_chunks
 
@@ -83,7 +87,9 @@ def covid_source(folder: Path, questions: int) -> tuple[Path, Path, list[tuple[s
     )
     retriever.save(folder / "index")
     base, tokenizer = load_base_model(DEFAULT_BASE_MODEL)
-    model = build_retro_model(base, tokenizer, "lora", {"r": 8, "lora_alpha": 16}, max_trainable_share=None)
+    model = build_retro_model(
+        base, tokenizer, "lora", {"r": 8, "lora_alpha": 16}, {"fusion": fusion}, max_trainable_share=None
+    )
     model.save(
         folder / "adapter", {"base_model": DEFAULT_BASE_MODEL, "method": "lora", "retrieval": {"k": 3}}
     )
@@ -92,10 +98,11 @@ def covid_source(folder: Path, questions: int) -> tuple[Path, Path, list[tuple[s
 
 
 # -- timing ----------------------------------------------------------------------------------------
-def torch_tokens(answerer: Any, prompt: str, n: int, reuse: bool) -> None:
+def torch_tokens(answerer: Any, pair: tuple[str, list[str]], n: int, reuse: bool) -> None:
     """`n` greedy tokens on the torch engine (end of text suppressed), from a cold prompt or from
-    the cached key/values of its passage prefix."""
-    model = answerer.model
+    the cached key/values of its passage prefix (kv and gated adapters: the chunks' key/values,
+    from the store's RAM tier when reused)."""
+    model, (prompt, passages) = answerer.model, pair
     inputs = (
         answerer._prefilled(prompt)
         if reuse
@@ -103,6 +110,7 @@ def torch_tokens(answerer: Any, prompt: str, n: int, reuse: bool) -> None:
     )
     with torch.inference_mode():
         model.generate(
+            passages=[passages] if model.uses_memory else None,
             **inputs,
             max_new_tokens=n,
             min_new_tokens=n,
@@ -111,9 +119,9 @@ def torch_tokens(answerer: Any, prompt: str, n: int, reuse: bool) -> None:
         )
 
 
-def llama_tokens(answerer: Any, prompt: str, n: int, reuse: bool) -> None:
+def llama_tokens(answerer: Any, pair: tuple[str, list[str]], n: int, reuse: bool) -> None:
     """The same on llama.cpp: the saved passage-prefix state restored (reuse), or a cold context."""
-    engine = answerer.llama
+    engine, prompt = answerer.llama, pair[0]
     ids = engine._ids(prompt)
     if reuse:
         engine._use_prefix(prompt, ids)
@@ -124,22 +132,27 @@ def llama_tokens(answerer: Any, prompt: str, n: int, reuse: bool) -> None:
             break
 
 
-def served_answer(answerer: Any, prompt: str) -> None:
+def served_answer(answerer: Any, pair: tuple[str, list[str]]) -> None:
     """An answer as the service gives it, its passages' key/values reused: up to 24 tokens, ended
     by the end of text (and on llama.cpp by the first line break, as its engine stops there)."""
+    prompt, passages = pair
     if answerer.llama is not None:
         answerer.llama.answer(prompt, NEW_TOKENS)
         return
-    inputs = answerer._prefilled(prompt)
-    tokenizer = answerer.model.tokenizer
+    model = answerer.model
     with torch.inference_mode():
-        answerer.model.generate(
-            **inputs, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        model.generate(
+            passages=[passages] if model.uses_memory else None,
+            **answerer._prefilled(prompt),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            pad_token_id=model.tokenizer.pad_token_id,
+            eos_token_id=model.tokenizer.eos_token_id,
         )
 
 
 def runner(name: str) -> Any:
-    return torch_tokens if name == "torch" else llama_tokens
+    return torch_tokens if name.startswith("torch") else llama_tokens
 
 
 def timed(run: Any, *args: Any) -> float:
@@ -148,7 +161,9 @@ def timed(run: Any, *args: Any) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def speed(engines: dict[str, Any], prompts: list[str], alternates: list[str]) -> dict[str, dict[str, float]]:
+def speed(
+    engines: dict[str, Any], prompts: list[tuple[str, list[str]]], alternates: list[tuple[str, list[str]]]
+) -> dict[str, dict[str, float]]:
     """p50 milliseconds per engine; `alternates` are prompts over other passages, asked between two
     reused-passage timings so that each restores its prefix from the cache, not from the context."""
     times: dict[str, dict[str, list[float]]] = {
@@ -200,8 +215,9 @@ def quality(
             "f1": sum(max(token_f1(p, g) for g in gold) for p, (_, gold) in zip(predicted, rows, strict=True))
             / len(rows),
         }
+    reference = answers[next(iter(answers))]
     for name, predicted in answers.items():
-        same = sum(a == b for a, b in zip(answers["torch"], predicted, strict=True))
+        same = sum(a == b for a, b in zip(reference, predicted, strict=True))
         out[name]["identical_to_torch"] = same / len(rows)
     out["differing"] = [
         {"question": q, "gold": g[0], **{name: answers[name][i] for name in answers}}
@@ -219,12 +235,25 @@ def main() -> None:
     parser.add_argument("--timed", type=int, default=12, help="prompts timed per passage count")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--weights", default="q8_0,q4_1,q4_0", help="llama.cpp base weights to compare, comma-separated"
+        "--weights",
+        default="q8_0,q4_1,q4_0",
+        help="llama.cpp base weights to compare, comma-separated ('': none)",
+    )
+    parser.add_argument(
+        "--decode-weights",
+        default="full",
+        help="torch engines to compare (serve.torch.decode_weights), comma-separated: full,int8",
+    )
+    parser.add_argument(
+        "--fusion",
+        default="in_context",
+        choices=["in_context", "kv"],
+        help="covid: the untrained adapter's fusion (kv runs on torch only)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from components.core.serve_params import LlamaCppSettings
+    from components.core.serve_params import LlamaCppSettings, TorchEngineSettings
     from components.serving.answerer import Answerer
 
     work = Path(tempfile.mkdtemp(prefix="engines-"))
@@ -232,16 +261,21 @@ def main() -> None:
         adapter, index, rows = project_source(args.project, args.questions)
         source = "sample"
     else:
-        adapter, index, rows = covid_source(work, args.questions)
-        source = "covid"
-    engines = {"torch": Answerer(adapter, index, prefix_entries=64)}
-    for weights in args.weights.split(","):
+        adapter, index, rows = covid_source(work, args.questions, args.fusion)
+        source = "covid" if args.fusion == "in_context" else f"covid-{args.fusion}"
+    engines = {}
+    for decode in args.decode_weights.split(","):
+        name = "torch" if decode == "full" else f"torch-{decode}"
+        settings = TorchEngineSettings(decode_weights=decode)
+        engines[name] = Answerer(adapter, index, prefix_entries=64, torch_engine=settings)
+    for weights in filter(None, args.weights.split(",")):
         settings = LlamaCppSettings(threads=args.threads, weights=weights)
         engines[f"llamacpp-{weights}"] = Answerer(
             adapter, index, prefix_entries=64, engine="llamacpp", llamacpp=settings
         )
-    retriever = engines["torch"].retriever
-    hits = retriever.retrieve([q for q, _ in rows], engines["torch"].k)
+    first = next(iter(engines.values()))
+    retriever = first.retriever
+    hits = retriever.retrieve([q for q, _ in rows], first.k)
     report: dict[str, Any] = {
         "source": source,
         "questions": len(rows),
@@ -249,11 +283,11 @@ def main() -> None:
     }
     for k in (1, 3):
         chosen = list(range(min(args.timed * 2, len(rows))))
-        build = engines["torch"].prompt
-        prompts = [build(rows[i][0], retriever.retrieve([rows[i][0]], k)[0])[0] for i in chosen[0::2]]
-        alternates = [build(rows[i][0], retriever.retrieve([rows[i][0]], k)[0])[0] for i in chosen[1::2]]
+        build = first.prompt
+        prompts = [build(rows[i][0], retriever.retrieve([rows[i][0]], k)[0]) for i in chosen[0::2]]
+        alternates = [build(rows[i][0], retriever.retrieve([rows[i][0]], k)[0]) for i in chosen[1::2]]
         n = min(len(prompts), len(alternates))
-        tokens = [len(engines["torch"].model.tokenizer(p)["input_ids"]) for p in prompts[:n]]
+        tokens = [len(first.model.tokenizer(p)["input_ids"]) for p, _ in prompts[:n]]
         report[f"speed_{k}_passages"] = {
             "prompt_tokens_p50": median(tokens),
             **speed(engines, prompts[:n], alternates[:n]),

@@ -260,6 +260,7 @@ def ask(
             kv_folder=kv_folder,
             engine=serve.engine,
             llamacpp=serve.llamacpp,
+            torch_engine=serve.torch,
         )
     except (LookupError, RuntimeError, ValueError) as exc:
         typer.echo(str(exc), err=True)

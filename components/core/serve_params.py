@@ -86,6 +86,15 @@ class LlamaCppSettings(StrictModel):
     )
 
 
+class TorchEngineSettings(StrictModel):
+    decode_weights: Literal["full", "int8"] = Field(
+        "full",
+        description="weights of the one-token decode steps: full (the model's own) or int8 (a per-row "
+        "int8 copy of every base linear layer, multiplied in bfloat16; prompts still run on the full "
+        "weights, adapters stay float). Faster decoding on CPUs, answers may differ slightly",
+    )
+
+
 class ServeSettings(StrictModel):
     tracking_uri: str | None = Field(None, description="MLflow store (default: register.tracking_uri)")
     alias: str = Field("champion", description="registry alias of the retro-adapter version to serve")
@@ -104,6 +113,7 @@ class ServeSettings(StrictModel):
         description="what generates answers: torch (every fusion mode) or llamacpp (in_context adapters, "
         "about 5x faster decoding on CPUs; needs the cpu-engine extra)",
     )
+    torch: TorchEngineSettings = TorchEngineSettings()
     llamacpp: LlamaCppSettings = LlamaCppSettings()
     cache: CacheSettings = CacheSettings()
     batching: BatchSettings = BatchSettings()

@@ -22,9 +22,10 @@ from cachetools import LRUCache
 
 from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
+from components.adapters.int8_decode import use_int8_decode
 from components.adapters.kv_index import KVFolder
 from components.adapters.prompting import context_prefix
-from components.core.serve_params import LlamaCppSettings
+from components.core.serve_params import LlamaCppSettings, TorchEngineSettings
 from components.stores.base import Hit, citation
 from components.stores.retriever import Retriever
 
@@ -43,14 +44,20 @@ class Answerer:
         kv_folder: KVFolder | None = None,
         engine: str = "torch",
         llamacpp: LlamaCppSettings | None = None,
+        torch_engine: TorchEngineSettings | None = None,
     ) -> None:
         """`engine` generates the answers: torch, or llamacpp (in_context adapters converted to
         GGUF; components/serving/llamacpp_engine.py). `prefix_entries` > 0 keeps the key/values of
         that many prompt prefixes (instructions + passages) for streaming: a question whose
         passages were seen recently starts generating after encoding only its own tokens.
         `on_prefix(hit)` is told of every lookup. kv and gated adapters read chunk key/values from
-        `kv_folder` (and fill it), so only the question is prefilled."""
+        `kv_folder` (and fill it), so only the question is prefilled. `torch_engine` sets the torch
+        engine's decode weights (components/adapters/int8_decode.py)."""
         self.model = load_retro_model(adapter_dir)
+        self.engine_label = engine
+        if engine == "torch" and torch_engine is not None and torch_engine.decode_weights == "int8":
+            use_int8_decode(self.model)
+            self.engine_label = "torch-int8"
         if kv_folder is not None:
             kv_folder.attach(self.model)
         self.on_prefix = on_prefix
@@ -79,6 +86,7 @@ class Answerer:
         kv_folder: KVFolder | None = None,
         engine: str = "torch",
         llamacpp: LlamaCppSettings | None = None,
+        torch_engine: TorchEngineSettings | None = None,
     ) -> Answerer:
         """The version of `<model_name>-adapter` (default: retro) holding `alias`, with its index
         (kv and gated adapters read chunk key/values from `kv_folder`), answering on `engine`."""
@@ -95,6 +103,7 @@ class Answerer:
             kv_folder=kv_folder,
             engine=engine,
             llamacpp=llamacpp,
+            torch_engine=torch_engine,
         )
 
     @property
@@ -105,7 +114,8 @@ class Answerer:
     def cache_scope(self) -> tuple[str, str]:
         """What cached results depend on: the versions and the forgotten documents (a forget
         makes every earlier cache entry, in every tier, unreachable)."""
-        adapter = self.adapter_version if self.engine == "torch" else f"{self.adapter_version}@{self.engine}"
+        label = self.engine_label
+        adapter = self.adapter_version if label == "torch" else f"{self.adapter_version}@{label}"
         if not self.forgotten:
             return adapter, self.index_version
         digest = hashlib.sha256(json.dumps(sorted(self.forgotten)).encode()).hexdigest()[:12]

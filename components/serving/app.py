@@ -66,6 +66,7 @@ class Service:
             kv_folder=kv_folder,
             engine=settings.engine,
             llamacpp=settings.llamacpp,
+            torch_engine=settings.torch,
         )
         folder = Path(settings.download_dir)
         every = settings.poll_seconds
