@@ -231,6 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--project", type=Path, help="a pipeline's project folder (after make demo)")
     parser.add_argument("--corpus", choices=["covid"], help="covid-qa with the base model")
+    parser.add_argument("--label", help="results/generator_engines_<label>.json (default: the source)")
     parser.add_argument("--questions", type=int, default=60, help="questions for EM/F1")
     parser.add_argument("--timed", type=int, default=12, help="prompts timed per passage count")
     parser.add_argument("--threads", type=int, default=2)
@@ -295,7 +296,7 @@ def main() -> None:
     report["quality"] = quality(engines, rows, hits, 24)
     print_tables(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"generator_engines_{source}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"generator_engines_{args.label or source}.json").write_text(json.dumps(report, indent=2))
 
 
 def print_tables(report: dict) -> None:

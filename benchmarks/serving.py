@@ -21,7 +21,8 @@ store"): streaming is timed for new chunks (computed now), then, after the servi
 then once more with them in RAM. `--fusion in_context,kv` runs both, one after the other, on the
 same index and questions. `--embed-backend torch,onnx-int8` runs the cases once per query
 embedding engine (README "Embedding engines"); `--retrieve-only` stops after /v1/retrieve.
-`--generator-engine torch,llamacpp` runs them once per `serve.engine` (README "Serving engines");
+`--generator-engine torch,llamacpp` runs them once per `serve.engine` (README "Serving engines"; `torch-int8`
+is the torch engine with `serve.torch.decode_weights: int8`);
 `--answers-only` times only uncached answers, at c=1 and c=8, with the L1 and prefix caches off.
 """
 
@@ -256,7 +257,9 @@ def main() -> None:
     )
     parser.add_argument("--retrieve-only", action="store_true", help="cached answers and /v1/retrieve only")
     parser.add_argument(
-        "--generator-engine", default="torch", help="serve.engine values to run, e.g. torch,llamacpp"
+        "--generator-engine",
+        default="torch",
+        help="serve.engine values to run, e.g. torch,llamacpp (torch-int8: serve.torch.decode_weights int8)",
     )
     parser.add_argument(
         "--answers-only",
@@ -293,7 +296,8 @@ def bench(
     generator engine; one row each."""
     folder = Path(tempfile.mkdtemp(prefix="retro-serving-bench-"))
     uri, questions = register_pair(folder, args.passages, fusion, engine)
-    extra = f"  engine: {generator}\n"
+    engine_name, _, decode = generator.partition("-")  # torch-int8: the torch engine, int8 decode weights
+    extra = f"  engine: {engine_name}\n" + (f"  torch:\n    decode_weights: {decode}\n" if decode else "")
     if args.answers_only:
         extra += "  cache:\n    l1_entries: 0\n    prefix_entries: 0\n"
     service = start_service(folder, uri, args.port, args.workers, extra)

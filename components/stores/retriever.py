@@ -270,7 +270,7 @@ class Retriever:
     def _bm25_search(self, queries: list[str], depth: int, where: dict[str, Any] | None) -> list[list[Hit]]:
         tokens = tokenize_all(queries)
         n = min(depth, len(self.bm25_ids))
-        docs, scores = self.bm25.retrieve(tokens, k=n, show_progress=False, n_threads=1)
+        docs, scores = self.bm25.retrieve(tokens, k=n, show_progress=False, n_threads=0)
         results = []
         for row_docs, row_scores in zip(docs, scores, strict=True):
             hits = []
