@@ -1,4 +1,6 @@
-"""The inference API: `POST /v1/answer`, `POST /v1/retrieve`, `/healthz`, `/readyz`, `/metrics`.
+"""The inference API: `POST /v1/answer`, `POST /v1/retrieve`, the OpenAI-compatible
+`/v1/models`, `/v1/chat/completions` and `/v1/completions` (components/serving/openai_api.py),
+`/healthz`, `/readyz`, `/metrics`.
 
 Each request is served by the pair the promoter holds when it arrives (hot promotion), its steps
 go through the two cache tiers and the dynamic batchers, and every error reaches the client as a
@@ -35,6 +37,7 @@ from components.serving.cache import TieredCache, cache_key
 from components.serving.fast_path import CachedAnswers
 from components.serving.limits import BodySizeLimit, RequestError, require_api_key
 from components.serving.metrics import ServingMetrics
+from components.serving.openai_api import OPENAI_PATHS, add_openai_routes, openai_error
 from components.serving.promotion import Promoter
 from components.serving.settings import ServeSettings
 
@@ -186,21 +189,30 @@ class Service:
         await self.cache.put("answer", key, result)
         return {**result, "cache": None}
 
-    async def stream(self, answerer: Answerer, question: str, k: int) -> AsyncIterator[bytes]:
-        """Server-sent events: `sources`, then `token` pieces, then `done` with the whole answer."""
+    async def pieces(self, answerer: Answerer, question: str, k: int) -> AsyncIterator[tuple[str, Any]]:
+        """("sources", the public sources), then ("token", text piece) as the answer is generated."""
         started = time.perf_counter()
         found, _ = await self.sources(answerer, question, k)
-        yield event("sources", {"sources": public(found), **answerer.version_fields()})
+        yield "sources", public(found)
         texts = [s["text"] for s in found]
         prompt = answerer.model.prompt(question, texts)
         pieces = answerer.stream(prompt, texts, self.settings.max_new_tokens, self.model_pool)
-        loop, answer, first = asyncio.get_running_loop(), "", True
+        loop, first = asyncio.get_running_loop(), True
         while (piece := await loop.run_in_executor(None, next, pieces, None)) is not None:
             if first:
                 self.metrics.step_seconds.labels("first_token").observe(time.perf_counter() - started)
                 first = False
-            answer += piece
-            yield event("token", {"text": piece})
+            yield "token", piece
+
+    async def stream(self, answerer: Answerer, question: str, k: int) -> AsyncIterator[bytes]:
+        """Server-sent events: `sources`, then `token` pieces, then `done` with the whole answer."""
+        answer = ""
+        async for kind, value in self.pieces(answerer, question, k):
+            if kind == "sources":
+                yield event("sources", {"sources": value, **answerer.version_fields()})
+            else:
+                answer += value
+                yield event("token", {"text": value})
         yield event("done", {"answer": answer.strip(), **answerer.version_fields()})
 
 
@@ -268,16 +280,24 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
     app.add_middleware(Measure, service=service)
     auth = require_api_key(keys)
 
+    def refusal(
+        request: Request, status: int, title: str, reason: str, headers: dict | None = None
+    ) -> JSONResponse:
+        """The service's error body, or OpenAI's on the OpenAI-compatible paths."""
+        if request.url.path in OPENAI_PATHS:
+            return JSONResponse(openai_error(status, title, reason), status, headers=headers)
+        return JSONResponse({"error": title, "reason": reason}, status, headers=headers)
+
     @app.exception_handler(RequestError)
-    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"error": exc.title, "reason": exc.reason}, exc.status, headers=exc.headers)
+    async def request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return refusal(request, exc.status, exc.title, exc.reason, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         reasons = [
             f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()
         ]
-        return JSONResponse({"error": "invalid request", "reason": "; ".join(reasons)}, 422)
+        return refusal(request, 422, "invalid request", "; ".join(reasons))
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
@@ -301,6 +321,8 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
         found, tier = await service.sources(answerer, question, k)
         result = {"sources": public(found), **answerer.version_fields(), "cache": tier}
         return Response(orjson.dumps(result), media_type="application/json")
+
+    add_openai_routes(app, service, auth)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -88,7 +88,7 @@ def test_kubernetes_manifests_agree_with_the_app() -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["path"] in routes
-    assert {"/v1/answer", "/v1/retrieve", "/metrics"} <= routes
+    assert {"/v1/answer", "/v1/retrieve", "/metrics", "/v1/chat/completions", "/v1/models"} <= routes
     assert container["args"][-1] == "/config/params.yaml"
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert by_kind["Service", "retro-serve"]["spec"]["selector"] == labels

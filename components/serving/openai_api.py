@@ -1,0 +1,204 @@
+"""The OpenAI-compatible API beside `/v1/answer`: `GET /v1/models`, `POST /v1/chat/completions` and
+`POST /v1/completions`, so clients and tools that speak OpenAI's API (its Python client, LangChain,
+LlamaIndex) query the served adapter unchanged.
+
+A request names the served adapter (`<name>-adapter`, as `/v1/models` lists it) or `auto`. The
+question is the last user message (chat) or the prompt (completions); the service retrieves for
+it and answers exactly as `/v1/answer` does, through the same caches and batchers. The sources
+and versions ride in extra fields (`sources`, `adapter_version`, `index_version`), which OpenAI
+clients keep without looking at. Decoding is greedy, so `temperature`, `top_p` and `seed` are
+accepted and change nothing; `max_tokens` cuts the answer (a greedy answer's first n tokens are
+what n tokens of generation give), up to `serve.max_new_tokens`. Errors have OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from fastapi import Depends, FastAPI
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.serving.limits import RequestError
+
+AUTO = "auto"
+OPENAI_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class CompletionFields(BaseModel):
+    """What both endpoints share; OpenAI's other fields (logprobs, tools, ...) are not served and
+    are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(description="the served adapter's name (GET /v1/models) or auto")
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=1, description="one answer per request (greedy decoding)")
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    k: int | None = Field(None, description="passages to retrieve (default: the adapter's own)")
+
+
+class ChatRequest(CompletionFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(CompletionFields):
+    prompt: str | list[str]
+
+
+def openai_error(status: int, title: str, reason: str) -> dict[str, Any]:
+    """OpenAI's error body: its clients read `error.message`."""
+    kind = {401: "authentication_error", 404: "invalid_request_error", 429: "rate_limit_error"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error"
+    )
+    return {"error": {"message": reason, "type": kind, "param": None, "code": title.replace(" ", "_")}}
+
+
+def last_user_text(messages: list[ChatMessage]) -> str:
+    """The text of the last user message (string content, or its text parts)."""
+    for message in reversed(messages):
+        if message.role != "user":
+            continue
+        if isinstance(message.content, str):
+            return message.content
+        parts = [p.get("text", "") for p in message.content or [] if p.get("type") == "text"]
+        return "\n".join(parts)
+    raise RequestError(422, "messages: no message with role 'user' to answer")
+
+
+def prompt_text(prompt: str | list[str]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) != 1:
+        raise RequestError(422, f"prompt: one prompt per request (got {len(prompt)})")
+    return prompt[0]
+
+
+class OpenAIRoutes:
+    """The three endpoints over a `Service` (components/serving/app.py)."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def model_id(self) -> str:
+        return f"{self.service.model_name}-adapter"
+
+    def routed(self, model: str) -> str:
+        """The adapter a request's `model` names; 404 for any other name."""
+        served = self.model_id()
+        if model not in (served, AUTO):
+            raise RequestError(404, f"model {model!r} is not served here; served: {served!r} or {AUTO!r}")
+        return served
+
+    def token_limit(self, body: CompletionFields) -> int:
+        asked = body.max_completion_tokens or body.max_tokens
+        ceiling = self.service.settings.max_new_tokens
+        return ceiling if asked is None else min(asked, ceiling)
+
+    def models(self) -> dict[str, Any]:
+        answerer = self.service.promoter.current
+        versions = {} if answerer is None else answerer.version_fields()
+        entry = {"id": self.model_id(), "object": "model", "created": 0, "owned_by": "retro-peft", **versions}
+        return {"object": "list", "data": [entry]}
+
+    async def complete(self, body: CompletionFields, question: str, chat: bool) -> Response:
+        model = self.routed(body.model)
+        service = self.service
+        answerer = service.serving()
+        question, k = service.checked(question, body.k, answerer)
+        limit = self.token_limit(body)
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        head = {
+            "id": ident,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+        }
+        if body.stream:
+            chunks = self.chunks(head, answerer, question, k, limit, chat)
+            return StreamingResponse(chunks, media_type="text/event-stream")
+        result = await service.answer(answerer, question, k)
+        text, finish = cut(answerer.model.tokenizer, result["answer"], limit)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice |= {"text": text, "logprobs": None}
+        extra = {"sources": result["sources"], **answerer.version_fields()}
+        return Response(orjson.dumps({**head, "choices": [choice], **extra}), media_type="application/json")
+
+    async def chunks(
+        self, head: dict[str, Any], answerer: Any, question: str, k: int, limit: int, chat: bool
+    ) -> AsyncIterator[bytes]:
+        """OpenAI's server-sent chunks: the first carries the sources, the last the finish reason,
+        then `data: [DONE]`."""
+        head = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
+        count, finish, held = 0, "stop", ""  # whitespace held back: the answer is sent stripped
+
+        def chunk(text: str | None, reason: str | None = None, **extra: Any) -> bytes:
+            if chat:
+                delta = {} if text is None else {"content": text}
+                choice = {"index": 0, "delta": delta, "finish_reason": reason}
+            else:
+                choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
+            return b"data: " + orjson.dumps({**head, "choices": [choice], **extra}) + b"\n\n"
+
+        async for kind, value in self.service.pieces(answerer, question, k):
+            if kind == "sources":
+                extra = {"sources": value, **answerer.version_fields()}
+                first = {
+                    **head,
+                    "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}],
+                }
+                yield (b"data: " + orjson.dumps({**first, **extra}) + b"\n\n") if chat else chunk("", **extra)
+                continue
+            if count == limit:
+                finish = "length"
+                continue  # drain the generation so its thread finishes
+            text = held + value if count else (held + value).lstrip()
+            sent = text.rstrip()
+            held = text[len(sent) :]
+            if sent:
+                count += 1
+                yield chunk(sent)
+        yield chunk(None, finish)
+        yield b"data: [DONE]\n\n"
+
+
+def cut(tokenizer: Any, answer: str, limit: int) -> tuple[str, str]:
+    """The answer's first `limit` tokens and OpenAI's finish reason (length when cut)."""
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if len(ids) <= limit:
+        return answer, "stop"
+    return tokenizer.decode(ids[:limit], skip_special_tokens=True).strip(), "length"
+
+
+def add_openai_routes(app: FastAPI, service: Any, auth: Callable[..., Any]) -> None:
+    """The endpoints above on `app`, behind the service's API keys."""
+    routes = OpenAIRoutes(service)
+    checked = [Depends(auth)]
+
+    @app.get("/v1/models", dependencies=checked)
+    async def models() -> dict[str, Any]:
+        return routes.models()
+
+    @app.post("/v1/chat/completions", dependencies=checked)
+    async def chat_completions(body: ChatRequest) -> Response:
+        return await routes.complete(body, last_user_text(body.messages), chat=True)
+
+    @app.post("/v1/completions", dependencies=checked)
+    async def completions(body: CompletionRequest) -> Response:
+        return await routes.complete(body, prompt_text(body.prompt), chat=False)
