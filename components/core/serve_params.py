@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -42,14 +43,56 @@ class LimitSettings(StrictModel):
 
 class AuthSettings(StrictModel):
     api_keys_env: str = Field("RETRO_API_KEYS", description="env var with comma-separated keys")
-    api_keys_file: str | None = Field(None, description="file with one key per line")
+    api_keys_file: str | None = Field(
+        None,
+        description="file with one key per line, optionally followed by the documents it may see as "
+        'a JSON metadata filter: sk-acme {"tenant": "acme"} (a list means any of: {"domain": ["law"]})',
+    )
 
     def keys(self) -> list[bytes]:
         """Every accepted key; none means the service is open (auth off)."""
-        keys = [k.strip() for k in os.environ.get(self.api_keys_env, "").split(",")]
+        return list(self.entries())
+
+    def entries(self) -> dict[bytes, dict | None]:
+        """Every accepted key with the document filter it carries (None: every document)."""
+        found: dict[bytes, dict | None] = {}
+        for key in os.environ.get(self.api_keys_env, "").split(","):
+            if key.strip():
+                found[key.strip().encode()] = None
         if self.api_keys_file:
-            keys += [k.strip() for k in Path(self.api_keys_file).read_text().splitlines()]
-        return [k.encode() for k in keys if k and not k.startswith("#")]
+            lines = Path(self.api_keys_file).read_text().splitlines()
+            for number, line in enumerate(lines, start=1):
+                if line.strip() and not line.strip().startswith("#"):
+                    key, where = key_line(line, f"{self.api_keys_file}:{number}")
+                    found[key] = where
+        return found
+
+
+def key_line(line: str, where_it_is: str) -> tuple[bytes, dict | None]:
+    """A keys-file line: the key, and its document filter when one follows it. A malformed filter
+    is refused with its place (the key itself is never shown)."""
+    key, _, rest = line.strip().partition(" ")
+    if not rest.strip():
+        return key.encode(), None
+    try:
+        where = json.loads(rest)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where_it_is}: the document filter is not JSON ({exc.msg})") from None
+    scalar = (str, int, float, bool)
+    valid = (
+        isinstance(where, dict)
+        and where
+        and all(
+            isinstance(v, scalar) or (isinstance(v, list) and v and all(isinstance(x, scalar) for x in v))
+            for v in where.values()
+        )
+    )
+    if not valid:
+        raise ValueError(
+            f"{where_it_is}: the document filter must be a JSON object of metadata values or lists "
+            'of values, e.g. {"tenant": "acme"} or {"domain": ["law", "finance"]}'
+        )
+    return key.encode(), where
 
 
 class LlamaCppSettings(StrictModel):

@@ -152,9 +152,12 @@ class Answerer:
         """Query embeddings with the index's own embedder."""
         return self.retriever.embed(questions)
 
-    def retrieve(self, questions: list[str], k: int, vectors: np.ndarray | None = None) -> list[list[Hit]]:
-        """The k passages per question, as the index's retriever ranks them (fused, maybe reranked)."""
-        return self.retriever.retrieve(questions, k, vectors=vectors)
+    def retrieve(
+        self, questions: list[str], k: int, vectors: np.ndarray | None = None, where: dict | None = None
+    ) -> list[list[Hit]]:
+        """The k passages per question among the documents `where` admits (payload metadata; None:
+        all), as the index's retriever ranks them (fused, maybe reranked)."""
+        return self.retriever.retrieve(questions, k, where=where, vectors=vectors)
 
     def prompt(self, question: str, hits: list[Hit]) -> tuple[str, list[str]]:
         texts = [h.payload["text"] for h in hits]

@@ -102,10 +102,13 @@ class Service:
         return self.metrics.batch_size.labels(step).observe
 
     # -- steps run in the worker threads, one batch at a time ----------------------------------
-    def _search(self, answerer: Answerer, items: list[tuple[str, int, list | None]]) -> list[tuple]:
-        """(vector, hits) per (question, k, cached vector or None): one encode call, then search."""
-        missing = [i for i, (_, _, v) in enumerate(items) if v is None]
-        vectors = [None if v is None else np.asarray(v, dtype=np.float32) for _, _, v in items]
+    def _search(
+        self, answerer: Answerer, items: list[tuple[str, int, list | None, dict | None]]
+    ) -> list[tuple]:
+        """(vector, hits) per (question, k, cached vector or None, document filter): one encode
+        call, then one search per k and filter."""
+        missing = [i for i, item in enumerate(items) if item[2] is None]
+        vectors = [None if v is None else np.asarray(v, dtype=np.float32) for _, _, v, _ in items]
         if missing:
             started = time.perf_counter()
             encoded = answerer.embed([items[i][0] for i in missing])
@@ -114,9 +117,13 @@ class Service:
                 vectors[i] = vector
         started = time.perf_counter()
         results: list[tuple] = [None] * len(items)
-        for k in {k for _, k, _ in items}:
-            rows = [i for i, (_, ki, _) in enumerate(items) if ki == k]
-            hits = answerer.retrieve([items[i][0] for i in rows], k, np.stack([vectors[i] for i in rows]))
+        groups: dict[bytes, list[int]] = {}
+        for i, (_, k, _, where) in enumerate(items):
+            groups.setdefault(orjson.dumps([k, where], option=orjson.OPT_SORT_KEYS), []).append(i)
+        for rows in groups.values():
+            _, k, _, where = items[rows[0]]
+            questions, stacked = [items[i][0] for i in rows], np.stack([vectors[i] for i in rows])
+            hits = answerer.retrieve(questions, k, stacked, where)
             for i, row in zip(rows, hits, strict=True):
                 results[i] = (vectors[i], row)
         self.metrics.step_seconds.labels("retrieve").observe(time.perf_counter() - started)
@@ -156,15 +163,18 @@ class Service:
             raise RequestError(422, f"k must be between 1 and {limits.max_k} (got {k})")
         return question, k
 
-    async def sources(self, answerer: Answerer, question: str, k: int) -> tuple[list[dict], str | None]:
-        """The k passages (with text) for a question, from a cache tier or the index."""
-        key = cache_key("retrieval", self.scope(answerer), question, k)
+    async def sources(
+        self, answerer: Answerer, question: str, k: int, where: dict | None = None
+    ) -> tuple[list[dict], str | None]:
+        """The k passages (with text) for a question among the documents `where` admits (the
+        API key's filter; None: all), from a cache tier or the index."""
+        key = cache_key("retrieval", self.scope(answerer), question, k, *filtered(where))
         cached, tier = await self.cache.get("retrieval", key)
         if cached is not None:
             return cached, tier
         vector_key = cache_key("embedding", self.scope(answerer), question)
         vector, _ = await self.cache.get("embedding", vector_key)
-        encoded, hits = await self.searcher.submit(answerer, (question, k, vector))
+        encoded, hits = await self.searcher.submit(answerer, (question, k, vector, where))
         if vector is None:
             await self.cache.put("embedding", vector_key, encoded.tolist())
         found = answerer.sources(hits)
@@ -173,26 +183,32 @@ class Service:
         await self.cache.put("retrieval", key, found)
         return found, None
 
-    def answer_key(self, answerer: Answerer, question: str, k: int) -> str:
-        """The cache key of the answer to a checked question (the fast path looks it up too)."""
-        return cache_key("answer", self.scope(answerer), question, k, self.settings.max_new_tokens)
+    def answer_key(self, answerer: Answerer, question: str, k: int, where: dict | None = None) -> str:
+        """The cache key of the answer to a checked question for a key's document filter (the
+        fast path looks it up too)."""
+        parts = (question, k, self.settings.max_new_tokens, *filtered(where))
+        return cache_key("answer", self.scope(answerer), *parts)
 
-    async def answer(self, answerer: Answerer, question: str, k: int) -> dict[str, Any]:
-        key = self.answer_key(answerer, question, k)
+    async def answer(
+        self, answerer: Answerer, question: str, k: int, where: dict | None = None
+    ) -> dict[str, Any]:
+        key = self.answer_key(answerer, question, k, where)
         cached, tier = await self.cache.get("answer", key)
         if cached is not None:
             return {**cached, "cache": tier}
-        found, _ = await self.sources(answerer, question, k)
+        found, _ = await self.sources(answerer, question, k, where)
         texts = [s["text"] for s in found]
         text = await self.generator.submit(answerer, (answerer.model.prompt(question, texts), texts))
         result = {"answer": text, "sources": public(found), **answerer.version_fields()}
         await self.cache.put("answer", key, result)
         return {**result, "cache": None}
 
-    async def pieces(self, answerer: Answerer, question: str, k: int) -> AsyncIterator[tuple[str, Any]]:
+    async def pieces(
+        self, answerer: Answerer, question: str, k: int, where: dict | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
         """("sources", the public sources), then ("token", text piece) as the answer is generated."""
         started = time.perf_counter()
-        found, _ = await self.sources(answerer, question, k)
+        found, _ = await self.sources(answerer, question, k, where)
         yield "sources", public(found)
         texts = [s["text"] for s in found]
         prompt = answerer.model.prompt(question, texts)
@@ -204,16 +220,24 @@ class Service:
                 first = False
             yield "token", piece
 
-    async def stream(self, answerer: Answerer, question: str, k: int) -> AsyncIterator[bytes]:
+    async def stream(
+        self, answerer: Answerer, question: str, k: int, where: dict | None = None
+    ) -> AsyncIterator[bytes]:
         """Server-sent events: `sources`, then `token` pieces, then `done` with the whole answer."""
         answer = ""
-        async for kind, value in self.pieces(answerer, question, k):
+        async for kind, value in self.pieces(answerer, question, k, where):
             if kind == "sources":
                 yield event("sources", {"sources": value, **answerer.version_fields()})
             else:
                 answer += value
                 yield event("token", {"text": value})
         yield event("done", {"answer": answer.strip(), **answerer.version_fields()})
+
+
+def filtered(where: dict | None) -> tuple:
+    """The document filter as a part of a cache key: nothing for an unrestricted key, so its
+    entries are those of an open service."""
+    return () if where is None else (("where", where),)
 
 
 SOURCE_FIELDS = ("chunk_id", "doc_id", "source", "page", "section", "span", "score")
@@ -271,7 +295,7 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
 
     app = FastAPI(title="Retro-PEFT", version="1", lifespan=lifespan)
     app.state.service = service
-    keys = settings.auth.keys()
+    keys = settings.auth.entries()
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.cache.fast_path:
         app.add_middleware(
@@ -304,21 +328,21 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
         log.exception("request to %s failed", request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal error", "reason": type(exc).__name__}, 500)
 
-    @app.post("/v1/answer", dependencies=[Depends(auth)])
-    async def answer(body: AnswerRequest) -> Response:
+    @app.post("/v1/answer")
+    async def answer(body: AnswerRequest, where: dict | None = Depends(auth)) -> Response:  # noqa: B008
         answerer = service.serving()
         question, k = service.checked(body.question, body.k, answerer)
         if body.stream:
-            return StreamingResponse(service.stream(answerer, question, k), media_type="text/event-stream")
-        return Response(
-            orjson.dumps(await service.answer(answerer, question, k)), media_type="application/json"
-        )
+            events = service.stream(answerer, question, k, where)
+            return StreamingResponse(events, media_type="text/event-stream")
+        result = await service.answer(answerer, question, k, where)
+        return Response(orjson.dumps(result), media_type="application/json")
 
-    @app.post("/v1/retrieve", dependencies=[Depends(auth)])
-    async def retrieve(body: RetrieveRequest) -> Response:
+    @app.post("/v1/retrieve")
+    async def retrieve(body: RetrieveRequest, where: dict | None = Depends(auth)) -> Response:  # noqa: B008
         answerer = service.serving()
         question, k = service.checked(body.question, body.k, answerer)
-        found, tier = await service.sources(answerer, question, k)
+        found, tier = await service.sources(answerer, question, k, where)
         result = {"sources": public(found), **answerer.version_fields(), "cache": tier}
         return Response(orjson.dumps(result), media_type="application/json")
 

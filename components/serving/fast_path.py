@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from components.serving.limits import RequestError
-from components.serving.settings import key_accepted
+from components.serving.settings import matched_key
 
 ASGI = Callable[..., Awaitable[None]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -23,9 +23,11 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 class CachedAnswers:
     """ASGI middleware in front of the app: L1 answer hits leave here; the rest passes through."""
 
-    def __init__(self, app: ASGI, service: Any, keys: list[bytes], fields: set[str]) -> None:
-        """`fields`: those the answer request model accepts (any other one is the full path's 422)."""
+    def __init__(self, app: ASGI, service: Any, keys: dict[bytes, dict | None], fields: set[str]) -> None:
+        """`keys`: each accepted key with its document filter; `fields`: those the answer request
+        model accepts (any other one is the full path's 422)."""
         self.app, self.service, self.keys, self.fields = app, service, keys, fields
+        self.listed = list(keys)
         self.max_bytes = service.settings.limits.max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
@@ -34,11 +36,12 @@ class CachedAnswers:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"")
-        if not declared.isdigit() or int(declared) > self.max_bytes or not self.authorised(headers):
+        allowed, where = self.authorised(headers)
+        if not declared.isdigit() or int(declared) > self.max_bytes or not allowed:
             await self.app(scope, receive, send)
             return
         body, complete = await read_body(receive, int(declared))
-        answer = self.cached(body) if complete else None
+        answer = self.cached(body, where) if complete else None
         if answer is None:
             await self.app(scope, replay(body, receive, more=not complete), send)
             return
@@ -46,17 +49,19 @@ class CachedAnswers:
         await send({"type": "http.response.start", "status": 200, "headers": sized})
         await send({"type": "http.response.body", "body": answer})
 
-    def authorised(self, headers: dict[bytes, bytes]) -> bool:
-        """Whether the full path's API-key check would let this request through."""
+    def authorised(self, headers: dict[bytes, bytes]) -> tuple[bool, dict | None]:
+        """Whether the full path's API-key check would let this request through, and the
+        document filter of its key."""
         if not self.keys:
-            return True
+            return True, None
         given = headers.get(b"x-api-key")
         bearer = headers.get(b"authorization", b"")
         if given is None and bearer[:7].lower() == b"bearer ":
             given = bearer[7:].strip()
-        return given is not None and key_accepted(given.decode("latin-1"), self.keys)
+        key = None if given is None else matched_key(given.decode("latin-1"), self.listed)
+        return key is not None, None if key is None else self.keys[key]
 
-    def cached(self, body: bytes) -> bytes | None:
+    def cached(self, body: bytes, where: dict | None = None) -> bytes | None:
         """The response body of an L1 answer hit for this request body, or None."""
         l1, answerer = self.service.cache.l1["answer"], self.service.promoter.current
         if l1 is None or answerer is None:
@@ -78,7 +83,7 @@ class CachedAnswers:
             question, k = self.service.checked(question, k, answerer)
         except RequestError:
             return None  # the full path refuses it, with its reason
-        key = self.service.answer_key(answerer, question, k)
+        key = self.service.answer_key(answerer, question, k, where)
         value = l1.get(key)
         if value is None:
             return None  # the full path looks again and counts the miss

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import Header
 
-from components.serving.settings import key_accepted
+from components.serving.settings import matched_key
 
 
 class RequestError(Exception):
@@ -60,21 +60,33 @@ async def _send_error(send: Callable, error: RequestError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def require_api_key(keys: list[bytes]) -> Callable[..., Awaitable[None]]:
-    """A FastAPI dependency: with keys configured, `Authorization: Bearer <key>` or `X-API-Key`."""
-    challenge = {"WWW-Authenticate": "Bearer"}
+def given_key(x_api_key: str | None, authorization: str | None) -> str | None:
+    """The key a request sends: `X-API-Key`, else `Authorization: Bearer <key>`."""
+    if x_api_key is None and authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return x_api_key
 
-    async def check(authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> None:
+
+def require_api_key(keys: dict[bytes, dict | None]) -> Callable[..., Awaitable[dict | None]]:
+    """A FastAPI dependency: with keys configured, `Authorization: Bearer <key>` or `X-API-Key`.
+    It gives the document filter of the key (None: the key, or the open service, sees every
+    document)."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    listed = list(keys)
+
+    async def check(
+        authorization: str | None = Header(None), x_api_key: str | None = Header(None)
+    ) -> dict | None:
         if not keys:
-            return
-        given = x_api_key
-        if given is None and authorization and authorization.lower().startswith("bearer "):
-            given = authorization[7:].strip()
+            return None
+        given = given_key(x_api_key, authorization)
         if given is None:
             raise RequestError(
                 401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'", challenge
             )
-        if not key_accepted(given, keys):
+        key = matched_key(given, listed)
+        if key is None:
             raise RequestError(401, "invalid API key", challenge)
+        return keys[key]
 
     return check

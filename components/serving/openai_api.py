@@ -114,7 +114,10 @@ class OpenAIRoutes:
         entry = {"id": self.model_id(), "object": "model", "created": 0, "owned_by": "retro-peft", **versions}
         return {"object": "list", "data": [entry]}
 
-    async def complete(self, body: CompletionFields, question: str, chat: bool) -> Response:
+    async def complete(
+        self, body: CompletionFields, question: str, chat: bool, where: dict | None = None
+    ) -> Response:
+        """The answer to `question` among the documents `where` admits (the API key's filter)."""
         model = self.routed(body.model)
         service = self.service
         answerer = service.serving()
@@ -128,9 +131,9 @@ class OpenAIRoutes:
             "model": model,
         }
         if body.stream:
-            chunks = self.chunks(head, answerer, question, k, limit, chat)
+            chunks = self.chunks(head, answerer, question, (k, where), limit, chat)
             return StreamingResponse(chunks, media_type="text/event-stream")
-        result = await service.answer(answerer, question, k)
+        result = await service.answer(answerer, question, k, where)
         text, finish = cut(answerer.model.tokenizer, result["answer"], limit)
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
         if chat:
@@ -141,7 +144,7 @@ class OpenAIRoutes:
         return Response(orjson.dumps({**head, "choices": [choice], **extra}), media_type="application/json")
 
     async def chunks(
-        self, head: dict[str, Any], answerer: Any, question: str, k: int, limit: int, chat: bool
+        self, head: dict[str, Any], answerer: Any, question: str, scope: tuple, limit: int, chat: bool
     ) -> AsyncIterator[bytes]:
         """OpenAI's server-sent chunks: the first carries the sources, the last the finish reason,
         then `data: [DONE]`."""
@@ -156,7 +159,7 @@ class OpenAIRoutes:
                 choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
             return b"data: " + orjson.dumps({**head, "choices": [choice], **extra}) + b"\n\n"
 
-        async for kind, value in self.service.pieces(answerer, question, k):
+        async for kind, value in self.service.pieces(answerer, question, *scope):
             if kind == "sources":
                 extra = {"sources": value, **answerer.version_fields()}
                 first = {
@@ -189,16 +192,15 @@ def cut(tokenizer: Any, answer: str, limit: int) -> tuple[str, str]:
 def add_openai_routes(app: FastAPI, service: Any, auth: Callable[..., Any]) -> None:
     """The endpoints above on `app`, behind the service's API keys."""
     routes = OpenAIRoutes(service)
-    checked = [Depends(auth)]
 
-    @app.get("/v1/models", dependencies=checked)
+    @app.get("/v1/models", dependencies=[Depends(auth)])
     async def models() -> dict[str, Any]:
         return routes.models()
 
-    @app.post("/v1/chat/completions", dependencies=checked)
-    async def chat_completions(body: ChatRequest) -> Response:
-        return await routes.complete(body, last_user_text(body.messages), chat=True)
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest, where: dict | None = Depends(auth)) -> Response:  # noqa: B008
+        return await routes.complete(body, last_user_text(body.messages), True, where)
 
-    @app.post("/v1/completions", dependencies=checked)
-    async def completions(body: CompletionRequest) -> Response:
-        return await routes.complete(body, prompt_text(body.prompt), chat=False)
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, where: dict | None = Depends(auth)) -> Response:  # noqa: B008
+        return await routes.complete(body, prompt_text(body.prompt), False, where)

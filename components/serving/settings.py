@@ -12,15 +12,28 @@ from components.core.serve_params import (
     ServeSettings,
 )
 
-__all__ = ["AuthSettings", "BatchSettings", "CacheSettings", "LimitSettings", "ServeSettings", "key_accepted"]
+__all__ = [
+    "AuthSettings",
+    "BatchSettings",
+    "CacheSettings",
+    "LimitSettings",
+    "ServeSettings",
+    "key_accepted",
+    "matched_key",
+]
+
+
+def matched_key(given: str | None, keys: list[bytes]) -> bytes | None:
+    """The key `given` equals, compared with every key in constant time (no early exit)."""
+    if given is None:
+        return None
+    candidate, found = given.encode(), None
+    for key in keys:
+        if hmac.compare_digest(candidate, key):
+            found = key
+    return found
 
 
 def key_accepted(given: str | None, keys: list[bytes]) -> bool:
     """Constant-time comparison against every key (no early exit that leaks which one matched)."""
-    if given is None:
-        return False
-    candidate = given.encode()
-    accepted = False
-    for key in keys:
-        accepted |= hmac.compare_digest(candidate, key)
-    return accepted
+    return matched_key(given, keys) is not None

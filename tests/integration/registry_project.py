@@ -61,12 +61,16 @@ def make_project(
     content_hash: str = "abc123",
     embedder: str = "all-MiniLM-L6-v2",
     embedder_hash: str | None = None,
+    metadata: list[dict] | None = None,
 ) -> Paths:
     """A project folder with a built index and a fresh tiny adapter, ready for `register`;
-    `embedder` a name or a fine-tuned embedder's folder (then `embedder_hash` is its hash)."""
+    `embedder` a name or a fine-tuned embedder's folder (then `embedder_hash` is its hash);
+    `metadata` more payload fields per text (a tenant, a domain)."""
     layout = Paths(root)
     ids = [f"c{i + 1}" for i in range(len(texts))]
     payloads = [{"doc_id": "ab"[i] if i < 2 else f"d{i}"} for i in range(len(texts))]
+    for payload, extra in zip(payloads, metadata or [{}] * len(texts), strict=True):
+        payload.update(extra)
     retriever = Retriever.build(ids, texts, encode(texts, embedder), payloads, embedder)
     shutil.rmtree(layout.index, ignore_errors=True)
     retriever.save(layout.index)

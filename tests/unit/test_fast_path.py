@@ -70,7 +70,7 @@ def _post(
 
 def test_a_cached_answer_leaves_before_the_app_and_the_rest_reach_it_intact() -> None:
     app = RecordingApp()
-    middleware = CachedAnswers(app, _service(), keys=[], fields=FIELDS)
+    middleware = CachedAnswers(app, _service(), keys={}, fields=FIELDS)
     for question in ({"question": "Who makes Zorvex?"}, {"question": "  Who makes Zorvex? ", "k": 3}):
         status, body = _post(middleware, orjson.dumps(question))
         assert status == 200 and orjson.loads(body) == {**ANSWER, "cache": "l1"}
@@ -93,7 +93,7 @@ def test_a_cached_answer_leaves_before_the_app_and_the_rest_reach_it_intact() ->
 
 def test_with_api_keys_only_an_accepted_key_gets_the_cached_answer() -> None:
     app = RecordingApp()
-    middleware = CachedAnswers(app, _service(), keys=[b"k-one"], fields=FIELDS)
+    middleware = CachedAnswers(app, _service(), keys={b"k-one": None}, fields=FIELDS)
     body = orjson.dumps({"question": "Who makes Zorvex?"})
     for headers in ({}, {b"x-api-key": b"k-two"}, {b"authorization": b"Bearer k-on"}):
         assert _post(middleware, body, headers)[0] == 299  # the app's 401 answers these
