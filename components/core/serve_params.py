@@ -35,6 +35,23 @@ class BatchSettings(StrictModel):
     max_wait_ms: float = Field(3.0, ge=0, description="how long the first request waits for others")
 
 
+class AbstainSettings(StrictModel):
+    mode: Literal["off", "similarity", "support"] = Field(
+        "off",
+        description="when the service says the documents do not answer instead of guessing: off; "
+        "similarity (the best passage's cosine to the question is below `threshold`, checked before "
+        "generating); support (under `threshold` of the answer's content words are in the passages)",
+    )
+    threshold: float = Field(
+        0.5, ge=0, le=1, description="the mode's threshold (benchmarks/abstention.py fits one on a corpus)"
+    )
+    message: str = Field(
+        "The retrieved documents do not answer this question.",
+        min_length=1,
+        description="the answer given instead (the response also carries abstained: true and the reason)",
+    )
+
+
 class LimitSettings(StrictModel):
     max_body_bytes: int = Field(16_384, ge=256, description="larger request bodies get 413")
     max_question_chars: int = Field(2_000, ge=1)
@@ -144,6 +161,7 @@ class ServeSettings(StrictModel):
     poll_seconds: float = Field(5.0, gt=0, description="how often the alias is checked for a promotion")
     download_dir: str = Field("data/serving", description="where registered versions are downloaded")
     max_new_tokens: int = Field(24, ge=1, le=512)
+    abstain: AbstainSettings = AbstainSettings()
     chunk_kv_folder: str = Field(
         "data/cache/chunk_kv",
         description="kv and gated adapters: the chunk key/value disk tier (paths.chunk_kv)",

@@ -126,14 +126,21 @@ def content_tokens(text: str) -> list[str]:
     return [t for t in normalize_answer(text).split() if t not in STOP_WORDS]
 
 
-def answer_support(answer: str, passages: list[str]) -> float | None:
-    """1.0 when every content token of `answer` appears in `passages`, else 0.0; None for an
-    answer without content tokens (nothing to check)."""
+def support_share(answer: str, passages: list[str]) -> float | None:
+    """The share of the content tokens of `answer` that appear in `passages`; None for an answer
+    without content tokens (nothing to check)."""
     wanted = set(content_tokens(answer))
     if not wanted:
         return None
     given = set(normalize_answer(" ".join(passages)).split())
-    return float(wanted <= given)
+    return len(wanted & given) / len(wanted)
+
+
+def answer_support(answer: str, passages: list[str]) -> float | None:
+    """1.0 when every content token of `answer` appears in `passages`, else 0.0; None for an
+    answer without content tokens (nothing to check)."""
+    share = support_share(answer, passages)
+    return None if share is None else float(share == 1.0)
 
 
 def recall_at_k(retrieved_doc_ids: list[str], gold_doc_id: str, k: int) -> float:

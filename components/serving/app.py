@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from components.adapters.kv_index import KVFolder
 from components.registry.mlflow_registry import DEFAULT_NAME, ModelNames
+from components.serving.abstain import similarity_reason, support_reason
 from components.serving.answerer import Answerer
 from components.serving.batching import MicroBatcher
 from components.serving.cache import TieredCache, cache_key
@@ -186,8 +187,24 @@ class Service:
     def answer_key(self, answerer: Answerer, question: str, k: int, where: dict | None = None) -> str:
         """The cache key of the answer to a checked question for a key's document filter (the
         fast path looks it up too)."""
-        parts = (question, k, self.settings.max_new_tokens, *filtered(where))
+        abstain = self.settings.abstain
+        rule = () if abstain.mode == "off" else (abstain.model_dump(),)  # answers depend on it
+        parts = (question, k, self.settings.max_new_tokens, *filtered(where), *rule)
         return cache_key("answer", self.scope(answerer), *parts)
+
+    async def unrelated(self, answerer: Answerer, question: str, texts: list[str]) -> str | None:
+        """Why to abstain before generating (`serve.abstain.mode: similarity`), or None."""
+        if self.settings.abstain.mode != "similarity":
+            return None
+        loop = asyncio.get_running_loop()
+        vectors = await loop.run_in_executor(self.model_pool, answerer.embed, [question, *texts])
+        return similarity_reason(self.settings.abstain, vectors)
+
+    def abstained(self, reason: str | None) -> dict[str, Any]:
+        """The fields an answer carries about abstention (the message replaces a withheld answer)."""
+        if reason is None:
+            return {"abstained": False}
+        return {"answer": self.settings.abstain.message, "abstained": True, "reason": reason}
 
     async def answer(
         self, answerer: Answerer, question: str, k: int, where: dict | None = None
@@ -198,40 +215,58 @@ class Service:
             return {**cached, "cache": tier}
         found, _ = await self.sources(answerer, question, k, where)
         texts = [s["text"] for s in found]
-        text = await self.generator.submit(answerer, (answerer.model.prompt(question, texts), texts))
+        text, reason = "", await self.unrelated(answerer, question, texts)
+        if reason is None:
+            text = await self.generator.submit(answerer, (answerer.model.prompt(question, texts), texts))
+            reason = support_reason(self.settings.abstain, text, texts)
         result = {"answer": text, "sources": public(found), **answerer.version_fields()}
+        result |= self.abstained(reason)
         await self.cache.put("answer", key, result)
         return {**result, "cache": None}
 
     async def pieces(
         self, answerer: Answerer, question: str, k: int, where: dict | None = None
     ) -> AsyncIterator[tuple[str, Any]]:
-        """("sources", the public sources), then ("token", text piece) as the answer is generated."""
+        """("sources", the public sources), then ("token", text piece) as the answer is generated,
+        and ("abstained", reason) where `serve.abstain` withholds the answer: instead of the tokens
+        (similarity), or after them (support)."""
         started = time.perf_counter()
         found, _ = await self.sources(answerer, question, k, where)
         yield "sources", public(found)
         texts = [s["text"] for s in found]
+        reason = await self.unrelated(answerer, question, texts)
+        if reason is not None:
+            yield "abstained", reason
+            return
         prompt = answerer.model.prompt(question, texts)
         pieces = answerer.stream(prompt, texts, self.settings.max_new_tokens, self.model_pool)
-        loop, first = asyncio.get_running_loop(), True
+        loop, first, answer = asyncio.get_running_loop(), True, ""
         while (piece := await loop.run_in_executor(None, next, pieces, None)) is not None:
             if first:
                 self.metrics.step_seconds.labels("first_token").observe(time.perf_counter() - started)
                 first = False
+            answer += piece
             yield "token", piece
+        reason = support_reason(self.settings.abstain, answer.strip(), texts)
+        if reason is not None:
+            yield "abstained", reason
 
     async def stream(
         self, answerer: Answerer, question: str, k: int, where: dict | None = None
     ) -> AsyncIterator[bytes]:
-        """Server-sent events: `sources`, then `token` pieces, then `done` with the whole answer."""
-        answer = ""
+        """Server-sent events: `sources`, then `token` pieces, then `done` with the whole answer
+        (the abstention message and reason where `serve.abstain` withheld it)."""
+        answer, reason = "", None
         async for kind, value in self.pieces(answerer, question, k, where):
             if kind == "sources":
                 yield event("sources", {"sources": value, **answerer.version_fields()})
+            elif kind == "abstained":
+                reason = value
             else:
                 answer += value
                 yield event("token", {"text": value})
-        yield event("done", {"answer": answer.strip(), **answerer.version_fields()})
+        done = {"answer": answer.strip(), **answerer.version_fields(), **self.abstained(reason)}
+        yield event("done", done)
 
 
 def filtered(where: dict | None) -> tuple:

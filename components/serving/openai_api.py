@@ -135,12 +135,15 @@ class OpenAIRoutes:
             return StreamingResponse(chunks, media_type="text/event-stream")
         result = await service.answer(answerer, question, k, where)
         text, finish = cut(answerer.model.tokenizer, result["answer"], limit)
+        if result.get("abstained"):
+            text, finish = result["answer"], "stop"  # the message whole, never cut
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice |= {"text": text, "logprobs": None}
         extra = {"sources": result["sources"], **answerer.version_fields()}
+        extra |= {key: result[key] for key in ("abstained", "reason") if key in result}
         return Response(orjson.dumps({**head, "choices": [choice], **extra}), media_type="application/json")
 
     async def chunks(
@@ -150,13 +153,14 @@ class OpenAIRoutes:
         then `data: [DONE]`."""
         head = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
         count, finish, held = 0, "stop", ""  # whitespace held back: the answer is sent stripped
+        abstained: dict[str, Any] = {"abstained": False}
 
-        def chunk(text: str | None, reason: str | None = None, **extra: Any) -> bytes:
+        def chunk(text: str | None, ending: str | None = None, **extra: Any) -> bytes:
             if chat:
                 delta = {} if text is None else {"content": text}
-                choice = {"index": 0, "delta": delta, "finish_reason": reason}
+                choice = {"index": 0, "delta": delta, "finish_reason": ending}
             else:
-                choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
+                choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": ending}
             return b"data: " + orjson.dumps({**head, "choices": [choice], **extra}) + b"\n\n"
 
         async for kind, value in self.service.pieces(answerer, question, *scope):
@@ -168,6 +172,11 @@ class OpenAIRoutes:
                 }
                 yield (b"data: " + orjson.dumps({**first, **extra}) + b"\n\n") if chat else chunk("", **extra)
                 continue
+            if kind == "abstained":
+                abstained = self.service.abstained(value)
+                if not count:  # withheld before any token: the message is the answer
+                    yield chunk(abstained["answer"])
+                continue
             if count == limit:
                 finish = "length"
                 continue  # drain the generation so its thread finishes
@@ -177,7 +186,8 @@ class OpenAIRoutes:
             if sent:
                 count += 1
                 yield chunk(sent)
-        yield chunk(None, finish)
+        abstained.pop("answer", None)
+        yield chunk(None, finish, **abstained)
         yield b"data: [DONE]\n\n"
 
 

@@ -1,0 +1,76 @@
+"""Answers that admit what they do not know (`serve.abstain`, components/serving/abstain.py),
+against the running service: a question its documents answer gets an answer, one they do not
+gets the abstention message with the reason, on /v1/answer, its stream and the OpenAI API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import openai
+import orjson
+import pytest
+from registry_project import make_project, register_pair
+from serving_helpers import LiveService
+
+from components.core.serve_params import AbstainSettings
+from components.registry import mlflow_registry as reg
+from components.serving.abstain import support_reason
+from components.serving.settings import ServeSettings
+
+ANSWERED = "Who makes Zorvex?"
+UNRELATED = "What is the boiling point of mercury in kelvin?"
+MESSAGE = "Not in the documents."
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):  # noqa: ANN201
+    root = tmp_path_factory.mktemp("abstain")
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    registered = register_pair(make_project(root / "p", tiny_model), {"register": {"tracking_uri": uri}}, 0.5)
+    reg.configure(uri).set_registered_model_alias(
+        reg.ADAPTER_MODEL, "champion", registered["adapter_version"]
+    )
+    abstain = {"mode": "similarity", "threshold": 0.4, "message": MESSAGE}
+    settings = ServeSettings.model_validate(
+        {"poll_seconds": 0.2, "download_dir": str(root / "serving"), "max_new_tokens": 4, "abstain": abstain}
+    )
+    service = LiveService(settings, uri).start()
+    yield service
+    service.stop()
+
+
+def test_the_service_abstains_on_what_its_documents_do_not_cover(live: LiveService) -> None:
+    answered = httpx.post(f"{live.url}/v1/answer", json={"question": ANSWERED}, timeout=60).json()
+    assert answered["abstained"] is False and answered["answer"] != MESSAGE
+    unrelated = httpx.post(f"{live.url}/v1/answer", json={"question": UNRELATED}, timeout=60).json()
+    assert unrelated["abstained"] is True and unrelated["answer"] == MESSAGE
+    assert "similarity to the question is" in unrelated["reason"] and unrelated["sources"]
+    again = httpx.post(f"{live.url}/v1/answer", json={"question": UNRELATED}, timeout=60).json()
+    assert again["cache"] == "l1" and again["abstained"] is True
+
+    streamed = httpx.post(f"{live.url}/v1/answer", json={"question": UNRELATED, "stream": True}, timeout=60)
+    events = [block.split("\n") for block in streamed.text.strip().split("\n\n")]
+    assert [lines[0] for lines in events] == ["event: sources", "event: done"]  # no token generated
+    done = orjson.loads(events[-1][1].removeprefix("data: "))
+    assert done["abstained"] is True and done["answer"] == MESSAGE
+
+    client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=60)
+    chat = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": UNRELATED}])
+    assert chat.choices[0].message.content == MESSAGE and chat.model_extra["abstained"] is True
+    chunks = list(
+        client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": UNRELATED}], stream=True
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == MESSAGE
+    assert chunks[-1].model_extra["abstained"] is True
+
+
+def test_support_withholds_an_answer_whose_words_are_not_in_the_passages() -> None:
+    rule = AbstainSettings(mode="support", threshold=0.5)
+    passages = ["Zorvex is made by Talmir Labs."]
+    assert support_reason(rule, "Talmir Labs", passages) is None
+    assert "0% of the answer's content words" in support_reason(rule, "Orbell Works", passages)
+    assert support_reason(rule, "Talmir Works", passages) is None  # half the words: at the threshold
+    assert support_reason(AbstainSettings(mode="off"), "Orbell Works", passages) is None
