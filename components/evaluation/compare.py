@@ -86,6 +86,7 @@ class Comparison:
     max_new_tokens: int
     changes: list[str] | None = None  # per question: new | revised | unchanged since the last version
     citations: list[list[dict]] | None = None  # per question: where the adapter's passages come from
+    passages: list[list[str]] | None = None  # per question: the passages RAG and the adapter were given
 
 
 def compare_systems(
@@ -151,7 +152,7 @@ def compare_systems(
     citations = [[citation(h) for h in row[:k]] for row in hits]
     gains = paired_gain(results[2], results[1], seed)
     return Comparison(
-        test, results, scores, retrieve_ms, doc_ids, golds, gains, max_new_tokens, citations=citations
+        test, results, scores, retrieve_ms, doc_ids, golds, gains, max_new_tokens, citations, given
     )
 
 

@@ -6,10 +6,12 @@ removed and fits their thresholds."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from components.core.serve_params import AbstainSettings
-from components.evaluation.metrics import support_share
+from components.evaluation.metrics import exact_match, mean, support_share, token_f1
 
 
 def similarity_reason(settings: AbstainSettings, vectors: np.ndarray) -> str | None:
@@ -31,3 +33,30 @@ def support_reason(settings: AbstainSettings, answer: str, passages: list[str]) 
     if share is None or share >= settings.threshold:
         return None
     return f"{share:.0%} of the answer's content words are in the passages, under {settings.threshold:.0%}"
+
+
+def abstention_figures(
+    settings: AbstainSettings,
+    questions: list[str],
+    passages: list[list[str]],
+    predictions: list[str],
+    answers: list[str],
+    embed: Callable[[list[str]], np.ndarray],
+) -> dict[str, float | int | str]:
+    """What `settings` would do to the adapter's answers to held-out questions (all answerable):
+    the share it abstains on, and EM/F1 of the answers it gives, beside EM/F1 of all of them."""
+    abstained = []
+    for question, texts, prediction in zip(questions, passages, predictions, strict=True):
+        reason = (
+            similarity_reason(settings, embed([question, *texts])) if settings.mode == "similarity" else None
+        )
+        abstained.append((reason or support_reason(settings, prediction, texts)) is not None)
+    given = [(p, a) for p, a, out in zip(predictions, answers, abstained, strict=True) if not out]
+    return {
+        "mode": settings.mode,
+        "threshold": settings.threshold,
+        "abstained": mean([float(a) for a in abstained]),
+        "answers_given": len(given),
+        "em_given": mean([exact_match(p, a) for p, a in given]),
+        "f1_given": mean([token_f1(p, a) for p, a in given]),
+    }

@@ -18,6 +18,7 @@ from components.evaluation.compare import (
     write_report,
 )
 from components.evaluation.gold import GoldFinder
+from components.serving.abstain import abstention_figures
 from components.stages.entry import stage_main
 from components.stores.manifest import IndexManifest
 from components.synthesis.questions import eval_question_source
@@ -51,7 +52,16 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     label_changes(comparison, qa, latest)
     write_report(comparison, k, paths.evaluation_table, paths.predictions)
     cap = "evaluate.max_new_tokens" if p.max_new_tokens else f"p{p.answer_percentile:g} of train answers"
-    return comparison_metrics(comparison, qa, latest, k) | {"max_new_tokens_source": cap} | source
+    metrics = comparison_metrics(comparison, qa, latest, k) | {"max_new_tokens_source": cap} | source
+    if params.serve.abstain.mode != "off":  # what the service's abstention would do to these answers
+        predictions = comparison.results[2].predictions
+        questions, answers = [t["question"] for t in test], [t["answer"] for t in test]
+        given = comparison.passages or [[] for _ in test]
+        figures = abstention_figures(
+            params.serve.abstain, questions, given, predictions, answers, retriever.embed
+        )
+        metrics["abstention"] = figures
+    return metrics
 
 
 def main() -> None:

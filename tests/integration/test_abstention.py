@@ -74,3 +74,25 @@ def test_support_withholds_an_answer_whose_words_are_not_in_the_passages() -> No
     assert "0% of the answer's content words" in support_reason(rule, "Orbell Works", passages)
     assert support_reason(rule, "Talmir Works", passages) is None  # half the words: at the threshold
     assert support_reason(AbstainSettings(mode="off"), "Orbell Works", passages) is None
+
+
+def test_evaluation_figures_count_abstentions_and_score_the_answers_given() -> None:
+    from components.serving.abstain import abstention_figures
+
+    rule = AbstainSettings(mode="support", threshold=1.0)
+    figures = abstention_figures(
+        rule,
+        ["Who makes Zorvex?", "Where is Quillan?"],
+        [["Zorvex is made by Talmir Labs."], ["Quillan is in Norway."]],
+        ["Talmir Labs", "Sweden"],  # the second answer is not in its passage
+        ["Talmir Labs", "Norway"],
+        embed=lambda texts: None,  # support needs no embedding
+    )
+    assert figures == {
+        "mode": "support",
+        "threshold": 1.0,
+        "abstained": 0.5,
+        "answers_given": 1,
+        "em_given": 1.0,
+        "f1_given": 1.0,
+    }

@@ -102,6 +102,8 @@ def test_memory_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_mo
             "continual-update.steps": 2,
             "evaluate.max_questions": 4,
             "evaluate.max_new_tokens": 3,
+            "serve.abstain.mode": "similarity",  # evaluate reports what abstention would do
+            "serve.abstain.threshold": 0.99,  # no passage is that close to its question
         },
     )
     stored = json.loads(layout.metrics_of("index").read_text())["chunk_kv"]  # the index filled the store
@@ -116,6 +118,12 @@ def test_memory_fusion_through_params(tmp_path: Path, tiny_corpus: Path, tiny_mo
     metrics = run_stage(evaluate, params, layout.root)
     assert set(metrics["retrieval"]) == {"first_stage"}  # no reranker at the index
     assert metrics["questions"] == 4 and {"base", "rag", "adapter"} <= set(metrics)
+    abstention = metrics["abstention"]
+    assert (abstention["mode"], abstention["abstained"], abstention["answers_given"]) == (
+        "similarity",
+        1.0,
+        0,
+    )
 
 
 def test_continual_update_with_ewc_and_distillation_keeps_a_fixed_size(
