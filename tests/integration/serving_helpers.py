@@ -78,3 +78,25 @@ class RedisServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+def serve_registered(
+    root: Path, tiny_model: Path, serve: dict, **project: object
+) -> tuple[LiveService, dict]:
+    """A pair made by `registry_project.make_project(**project)` under `root`, registered in a
+    SQLite MLflow store and aliased champion, served with these `serve` settings (poll 0.2 s,
+    downloads under `root`)."""
+    from registry_project import make_project, register_pair
+
+    from components.registry import mlflow_registry as reg
+
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    layout = make_project(root / "project", tiny_model, **project)
+    registered = register_pair(layout, {"register": {"tracking_uri": uri}}, 0.5)
+    reg.configure(uri).set_registered_model_alias(
+        reg.ADAPTER_MODEL, "champion", registered["adapter_version"]
+    )
+    settings = ServeSettings.model_validate(
+        {"poll_seconds": 0.2, "download_dir": str(root / "serving"), **serve}
+    )
+    return LiveService(settings, uri).start(), registered

@@ -10,13 +10,10 @@ import httpx
 import openai
 import orjson
 import pytest
-from registry_project import make_project, register_pair
-from serving_helpers import LiveService
+from serving_helpers import LiveService, serve_registered
 
 from components.core.serve_params import AbstainSettings
-from components.registry import mlflow_registry as reg
 from components.serving.abstain import support_reason
-from components.serving.settings import ServeSettings
 
 ANSWERED = "Who makes Zorvex?"
 UNRELATED = "What is the boiling point of mercury in kelvin?"
@@ -25,17 +22,9 @@ MESSAGE = "Not in the documents."
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):  # noqa: ANN201
-    root = tmp_path_factory.mktemp("abstain")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    registered = register_pair(make_project(root / "p", tiny_model), {"register": {"tracking_uri": uri}}, 0.5)
-    reg.configure(uri).set_registered_model_alias(
-        reg.ADAPTER_MODEL, "champion", registered["adapter_version"]
-    )
     abstain = {"mode": "similarity", "threshold": 0.4, "message": MESSAGE}
-    settings = ServeSettings.model_validate(
-        {"poll_seconds": 0.2, "download_dir": str(root / "serving"), "max_new_tokens": 4, "abstain": abstain}
-    )
-    service = LiveService(settings, uri).start()
+    serve = {"max_new_tokens": 4, "abstain": abstain}
+    service, _ = serve_registered(tmp_path_factory.mktemp("abstain"), tiny_model, serve)
     yield service
     service.stop()
 

@@ -10,12 +10,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from registry_project import make_project, register_pair
-from serving_helpers import LiveService
+from serving_helpers import LiveService, serve_registered
 
 from components.core.serve_params import AuthSettings
-from components.registry import mlflow_registry as reg
-from components.serving.settings import ServeSettings
 
 TEXTS = [
     "Zorvex is made by Talmir Labs.",
@@ -31,27 +28,15 @@ QUESTION = "Who makes Zorvex?"
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):  # noqa: ANN201
     root = tmp_path_factory.mktemp("filters")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    layout = make_project(root / "p", tiny_model, TEXTS, metadata=[{"tenant": t} for t in TENANTS])
-    registered = register_pair(layout, {"register": {"tracking_uri": uri}}, 0.5)
-    reg.configure(uri).set_registered_model_alias(
-        reg.ADAPTER_MODEL, "champion", registered["adapter_version"]
-    )
     keys = root / "keys.txt"
     keys.write_text(
         "# key, then the documents it may see\n"
         + "".join(f'{key} {{"tenant": "{tenant}"}}\n' for key, tenant in KEYS.items())
         + "sk-all\n"
     )
-    settings = ServeSettings.model_validate(
-        {
-            "poll_seconds": 0.2,
-            "download_dir": str(root / "serving"),
-            "max_new_tokens": 4,
-            "auth": {"api_keys_file": str(keys), "api_keys_env": "RETRO_TEST_NO_KEYS"},
-        }
-    )
-    service = LiveService(settings, uri).start()
+    serve = {"max_new_tokens": 4, "auth": {"api_keys_file": str(keys), "api_keys_env": "RETRO_TEST_NO_KEYS"}}
+    metadata = [{"tenant": t} for t in TENANTS]
+    service, _ = serve_registered(root, tiny_model, serve, texts=TEXTS, metadata=metadata)
     yield service
     service.stop()
 

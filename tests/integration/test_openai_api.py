@@ -10,11 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from registry_project import make_project, register_pair
-from serving_helpers import LiveService
-
-from components.registry import mlflow_registry as reg
-from components.serving.settings import ServeSettings
+from serving_helpers import serve_registered
 
 KEY = "sk-test-retro"
 MODEL = "retro-adapter"
@@ -23,24 +19,9 @@ VARNHOLT = "When is the Varnholt Act from?"
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):  # noqa: ANN201
-    root = tmp_path_factory.mktemp("openai")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    registered = register_pair(
-        make_project(root / "p1", tiny_model), {"register": {"tracking_uri": uri}}, 0.5
-    )
-    reg.configure(uri).set_registered_model_alias(
-        reg.ADAPTER_MODEL, "champion", registered["adapter_version"]
-    )
-    settings = ServeSettings.model_validate(
-        {
-            "poll_seconds": 0.2,
-            "download_dir": str(root / "serving"),
-            "max_new_tokens": 6,
-            "auth": {"api_keys_env": "RETRO_TEST_OPENAI_KEYS"},
-        }
-    )
     os.environ["RETRO_TEST_OPENAI_KEYS"] = KEY  # read once, when the app is made
-    service = LiveService(settings, uri).start()
+    serve = {"max_new_tokens": 6, "auth": {"api_keys_env": "RETRO_TEST_OPENAI_KEYS"}}
+    service, registered = serve_registered(tmp_path_factory.mktemp("openai"), tiny_model, serve)
     yield service, registered
     service.stop()
     os.environ.pop("RETRO_TEST_OPENAI_KEYS")
