@@ -29,6 +29,12 @@ class ParamsError(ValueError):
     """A params.yaml value is missing or invalid; the message names the key."""
 
 
+def yaml_off(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads a bare `off` as False and `on` as True: the option values "off"
+    and "on" were meant."""
+    return "off" if value is False else "on" if value is True else value
+
+
 class StrictModel(BaseModel):
     """Base for params models: unknown keys are errors, not silently ignored; reads are recorded."""
 

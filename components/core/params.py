@@ -13,19 +13,13 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from components.core.config import ParamsError, StrictModel, load_params_file, validate
+from components.core.config import ParamsError, StrictModel, load_params_file, validate, yaml_off
 from components.core.paths import PathParams, Paths
 from components.core.serve_params import ServeSettings
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-
-
-def yaml_off(value: Any) -> Any:
-    """YAML 1.1 (PyYAML) reads a bare `off` as False and `on` as True: the option values "off"
-    and "on" were meant."""
-    return "off" if value is False else "on" if value is True else value
 
 
 class ModelParams(StrictModel):

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from components.core.config import StrictModel
+from components.core.config import StrictModel, yaml_off
 
 
 class CacheSettings(StrictModel):
@@ -50,6 +50,7 @@ class AbstainSettings(StrictModel):
         min_length=1,
         description="the answer given instead (the response also carries abstained: true and the reason)",
     )
+    _off = field_validator("mode", mode="before")(classmethod(lambda cls, v: yaml_off(v)))
 
 
 class LimitSettings(StrictModel):
@@ -144,6 +145,7 @@ class LlamaCppSettings(StrictModel):
     prefix_state_mb: int = Field(
         512, ge=0, description="memory for saved llama.cpp states of prompt prefixes (passages); 0: off"
     )
+    _off = field_validator("repack_weights", mode="before")(classmethod(lambda cls, v: yaml_off(v)))
 
 
 class TorchEngineSettings(StrictModel):
