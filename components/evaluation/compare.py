@@ -152,7 +152,16 @@ def compare_systems(
     citations = [[citation(h) for h in row[:k]] for row in hits]
     gains = paired_gain(results[2], results[1], seed)
     return Comparison(
-        test, results, scores, retrieve_ms, doc_ids, golds, gains, max_new_tokens, citations, given
+        test,
+        results,
+        scores,
+        retrieve_ms,
+        doc_ids,
+        golds,
+        gains,
+        max_new_tokens,
+        citations=citations,
+        passages=given,
     )
 
 

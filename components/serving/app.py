@@ -30,8 +30,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
 
 from components.adapters.kv_index import KVFolder
+from components.evaluation.abstention import similarity_reason, support_reason
 from components.registry.mlflow_registry import DEFAULT_NAME, ModelNames
-from components.serving.abstain import similarity_reason, support_reason
 from components.serving.answerer import Answerer
 from components.serving.batching import MicroBatcher
 from components.serving.cache import TieredCache, cache_key

@@ -8,6 +8,7 @@ from components.core.artifacts import read_table, versions_in
 from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.chunking import read_chunks
+from components.evaluation.abstention import abstention_figures
 from components.evaluation.budget import answer_token_budget
 from components.evaluation.compare import (
     compare_systems,
@@ -18,7 +19,6 @@ from components.evaluation.compare import (
     write_report,
 )
 from components.evaluation.gold import GoldFinder
-from components.serving.abstain import abstention_figures
 from components.stages.entry import stage_main
 from components.stores.manifest import IndexManifest
 from components.synthesis.questions import eval_question_source

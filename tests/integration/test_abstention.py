@@ -1,4 +1,4 @@
-"""Answers that admit what they do not know (`serve.abstain`, components/serving/abstain.py),
+"""Answers that admit what they do not know (`serve.abstain`, components/evaluation/abstention.py),
 against the running service: a question its documents answer gets an answer, one they do not
 gets the abstention message with the reason, on /v1/answer, its stream and the OpenAI API."""
 
@@ -13,7 +13,7 @@ import pytest
 from serving_helpers import LiveService, serve_registered
 
 from components.core.serve_params import AbstainSettings
-from components.serving.abstain import support_reason
+from components.evaluation.abstention import support_reason
 
 ANSWERED = "Who makes Zorvex?"
 UNRELATED = "What is the boiling point of mercury in kelvin?"
@@ -66,7 +66,7 @@ def test_support_withholds_an_answer_whose_words_are_not_in_the_passages() -> No
 
 
 def test_evaluation_figures_count_abstentions_and_score_the_answers_given() -> None:
-    from components.serving.abstain import abstention_figures
+    from components.evaluation.abstention import abstention_figures
 
     rule = AbstainSettings(mode="support", threshold=1.0)
     figures = abstention_figures(
