@@ -14,8 +14,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DECODE_WEIGHTS = ("full", "int8")
-
 
 class Int8DecodeLinear(nn.Module):
     """A linear layer that multiplies single-token steps with int8 weights, everything else with

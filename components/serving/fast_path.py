@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from components.serving.limits import RequestError
+from components.serving.limits import RequestError, given_key
 from components.serving.settings import matched_key
 
 ASGI = Callable[..., Awaitable[None]]
@@ -54,11 +54,13 @@ class CachedAnswers:
         document filter of its key."""
         if not self.keys:
             return True, None
-        given = headers.get(b"x-api-key")
-        bearer = headers.get(b"authorization", b"")
-        if given is None and bearer[:7].lower() == b"bearer ":
-            given = bearer[7:].strip()
-        key = None if given is None else matched_key(given.decode("latin-1"), self.listed)
+        sent = {
+            name: headers[name].decode("latin-1")
+            for name in (b"x-api-key", b"authorization")
+            if name in headers
+        }
+        given = given_key(sent.get(b"x-api-key"), sent.get(b"authorization"))  # the full path's reading
+        key = None if given is None else matched_key(given, self.listed)
         return key is not None, None if key is None else self.keys[key]
 
     def cached(self, body: bytes, where: dict | None = None) -> bytes | None:
