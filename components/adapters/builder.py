@@ -79,12 +79,14 @@ def current_fusion_settings(folder: Path, settings: dict[str, Any]) -> dict[str,
     return settings
 
 
-def load_retro_model(folder: Path, trainable: bool = False, base_model: str | None = None) -> RetroModel:
-    """Base model + adapter + fusion weights from one artifact folder, in one call."""
+def load_retro_model(
+    folder: Path, trainable: bool = False, base_model: str | None = None, adapter_name: str = "default"
+) -> RetroModel:
+    """Base model + adapter (as peft's `adapter_name`) + fusion weights from one artifact folder."""
     config = read_artifact_config(folder)
     settings = current_fusion_settings(folder, config.get("fusion_settings", {}))
     base, tokenizer = load_base_model(base_model or config["base_model"])
-    model = RetroModel(load_artifact(folder, base, trainable), tokenizer, **settings)
+    model = RetroModel(load_artifact(folder, base, trainable, adapter_name), tokenizer, **settings)
     model.load_fusion(folder)
     model.artifact_config = config
     for p in model.fusion.parameters():

@@ -14,11 +14,13 @@ def generate(
     max_new_tokens: int = 16,
     batch_size: int = 8,
     passages: list[list[str]] | None = None,
+    adapter_names: list[str] | None = None,
 ) -> list[str]:
     """Greedy continuations of each prompt, cut at the first line break.
 
     `passages` are fused as memory when the model's fusion mode uses memory (ignored otherwise:
-    in-context prompts already hold them).
+    in-context prompts already hold them). `adapter_names` name each prompt's peft adapter (a
+    model holding several: components/adapters/adapter_set.py).
     """
     tokenizer = model.tokenizer
     tokenizer.padding_side = "right" if model.is_seq2seq else "left"
@@ -28,7 +30,11 @@ def generate(
             prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
         )
         memory = passages[start : start + batch_size] if passages is not None and model.uses_memory else None
+        per_row = (
+            {} if adapter_names is None else {"adapter_names": adapter_names[start : start + batch_size]}
+        )
         out = model.generate(
+            **per_row,
             passages=memory,
             **batch,
             max_new_tokens=max_new_tokens,

@@ -61,8 +61,10 @@ def read_artifact_config(folder: Path, check: bool = True) -> dict[str, Any]:
     return config
 
 
-def load_artifact(folder: Path, base_model, trainable: bool = False):  # noqa: ANN001, ANN201
-    """Put a saved adapter onto its (already loaded) base model."""
+def load_artifact(folder: Path, base_model, trainable: bool = False, adapter_name: str = "default"):  # noqa: ANN001, ANN201
+    """Put a saved adapter onto its (already loaded) base model, named `adapter_name`."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable)
+    return PeftModel.from_pretrained(
+        base_model, str(folder), adapter_name=adapter_name, is_trainable=trainable
+    )

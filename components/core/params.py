@@ -269,6 +269,14 @@ class TrainParams(StrictModel):
     synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
     max_lm_examples: int = Field(512, ge=0, description="chunks sampled for the lm objective (0 = all)")
     max_trainable_share: float | None = Field(0.01, gt=0, description="budget vs base parameters")
+    per_domain: bool = Field(
+        False,
+        description="also one adapter per document domain (payload `domain`), trained on that domain's "
+        "questions with passages of that domain, registered as <name>-adapter-<domain>",
+    )
+    min_domain_questions: int = Field(
+        8, ge=1, description="train questions a domain needs in the first corpus version for its own adapter"
+    )
     processes: int = Field(1, ge=1, description="data-parallel processes through `accelerate launch`")
     launcher_args: list[str] = Field(
         default_factory=list, description="extra `accelerate launch` flags, e.g. [--gpu_ids, '0,1']"

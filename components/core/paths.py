@@ -6,6 +6,7 @@ Relative paths are taken from the project root.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from pydantic import Field
@@ -40,6 +41,9 @@ class PathParams(StrictModel):
     chunk_kv: str = "data/cache/chunk_kv"
     base_adapter: str = "data/models/adapter"
     current_adapter: str = "data/models/current"
+    domain_adapters: str = "data/models/domains"
+    domain_current: str = "data/models/domains-current"
+    domain_evaluation: str = "data/metrics/domains"
     evaluation_table: str = "data/metrics/evaluate.md"
     predictions: str = "data/metrics/predictions.jsonl"
     metrics: MetricsFiles = Field(default_factory=MetricsFiles)
@@ -67,6 +71,9 @@ class Paths:
     index: Path
     base_adapter: Path
     current_adapter: Path
+    domain_adapters: Path
+    domain_current: Path
+    domain_evaluation: Path
     evaluation_table: Path
     predictions: Path
 
@@ -77,6 +84,19 @@ class Paths:
     def metrics_of(self, stage: str) -> Path:
         """The metrics file of a stage (`adapter-train` → `paths.metrics.adapter_train`)."""
         return self._metrics[stage.replace("-", "_")]
+
+    def for_domain(self, domain: str) -> Paths:
+        """The layout of one domain's adapter (adapter-train.per_domain): its adapters, evaluation
+        report, predictions and evaluate metrics in the domain folders; corpus, index and every
+        other stage's files shared."""
+        scoped = copy.copy(self)
+        scoped._metrics = dict(self._metrics)
+        scoped.base_adapter = self.domain_adapters / domain
+        scoped.current_adapter = self.domain_current / domain
+        report = self.domain_evaluation / domain
+        scoped.evaluation_table, scoped.predictions = report / "evaluate.md", report / "predictions.jsonl"
+        scoped._metrics["evaluate"] = report / "evaluate.json"
+        return scoped
 
     @property
     def metrics(self) -> Path:

@@ -176,6 +176,12 @@ class ServeSettings(StrictModel):
         description="what generates answers: torch (every fusion mode) or llamacpp (in_context adapters, "
         "about 5x faster decoding on CPUs; needs the cpu-engine extra)",
     )
+    domain_adapters: Literal["auto", "none"] | list[str] = Field(
+        "auto",
+        description="per-domain adapters (<name>-adapter-<domain>) served beside <name>-adapter on one "
+        "base model: auto (every registered one, found at start), none, or a list of domains; each "
+        "follows its own alias. torch engine, in_context adapters",
+    )
     torch: TorchEngineSettings = TorchEngineSettings()
     llamacpp: LlamaCppSettings = LlamaCppSettings()
     cache: CacheSettings = CacheSettings()

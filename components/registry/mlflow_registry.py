@@ -21,14 +21,19 @@ DEFAULT_NAME = "retro"  # the bundled sample corpus's registered models
 
 @dataclass(frozen=True)
 class ModelNames:
-    """The registered models of one corpus lineage: `<name>-adapter` and `<name>-index`.
-    (Per-domain adapters will be `<name>-adapter-<domain>`.)"""
+    """The registered models of one corpus lineage: `<name>-adapter` and `<name>-index`; with a
+    `domain`, that domain's adapter `<name>-adapter-<domain>`, linked to the same shared index."""
 
     name: str = DEFAULT_NAME
+    domain: str | None = None
 
     @property
     def adapter(self) -> str:
-        return f"{self.name}-adapter"
+        return f"{self.name}-adapter" + (f"-{self.domain}" if self.domain else "")
+
+    def of_domain(self, domain: str) -> ModelNames:
+        """The names of `domain`'s adapter in this lineage."""
+        return ModelNames(self.name, domain)
 
     @property
     def index(self) -> str:
@@ -38,6 +43,13 @@ class ModelNames:
 DEFAULT_NAMES = ModelNames()
 ADAPTER_MODEL = DEFAULT_NAMES.adapter
 INDEX_MODEL = DEFAULT_NAMES.index
+
+
+def registered_domains(client: MlflowClient, names: ModelNames) -> list[str]:
+    """The domains with a registered adapter (`<name>-adapter-<domain>`) in this lineage."""
+    prefix = f"{names.name}-adapter-"
+    found = client.search_registered_models(f"name LIKE '{prefix}%'")
+    return sorted(m.name.removeprefix(prefix) for m in found if m.name.startswith(prefix))
 
 
 def configure(tracking_uri: str = DEFAULT_TRACKING_URI, artifact_root: str | None = None) -> MlflowClient:

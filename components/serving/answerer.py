@@ -11,7 +11,7 @@ import hashlib
 import json
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,28 @@ import numpy as np
 import torch
 from cachetools import LRUCache
 
+from components.adapters.adapter_set import AdapterSet, SlotItem
 from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
 from components.adapters.int8_decode import use_int8_decode
 from components.adapters.kv_index import KVFolder
 from components.adapters.prompting import context_prefix
 from components.core.serve_params import LlamaCppSettings, TorchEngineSettings
-from components.stores.base import Hit, citation
+from components.data.domains import domain_filter
+from components.stores.base import Hit, both, citation
 from components.stores.retriever import Retriever
+
+
+def shared_retriever(
+    retrievers: MutableMapping[str, Retriever] | None, index_dir: Path, index_version: str
+) -> Retriever:
+    """The retriever of `index_version`, loaded once for every answerer sharing `retrievers`."""
+    if retrievers is None or index_version == "local":
+        return Retriever.load(index_dir)
+    found = retrievers.get(index_version)
+    if found is None:
+        found = retrievers[index_version] = Retriever.load(index_dir)
+    return found
 
 
 class Answerer:
@@ -45,6 +59,9 @@ class Answerer:
         engine: str = "torch",
         llamacpp: LlamaCppSettings | None = None,
         torch_engine: TorchEngineSettings | None = None,
+        adapters: AdapterSet | None = None,
+        slot: str | None = None,
+        retrievers: MutableMapping[str, Retriever] | None = None,
     ) -> None:
         """`engine` generates the answers: torch, or llamacpp (in_context adapters converted to
         GGUF; components/serving/llamacpp_engine.py). `prefix_entries` > 0 keeps the key/values of
@@ -52,11 +69,21 @@ class Answerer:
         passages were seen recently starts generating after encoding only its own tokens.
         `on_prefix(hit)` is told of every lookup. kv and gated adapters read chunk key/values from
         `kv_folder` (and fill it), so only the question is prefilled. `torch_engine` sets the torch
-        engine's decode weights (components/adapters/int8_decode.py)."""
-        self.model = load_retro_model(adapter_dir)
+        engine's decode weights (components/adapters/int8_decode.py). With `adapters`, the adapter
+        loads as `slot` onto their shared base model; `retrievers` (index version -> retriever)
+        shares one loaded index between answerers. A domain adapter retrieves its own domain's
+        passages only."""
+        self.adapters, self.slot = adapters, slot
+        self.registered_name: str | None = None  # the registered model it is a version of (serving)
+        if adapters is None:
+            self.model = load_retro_model(adapter_dir)
+            self.artifact_config = self.model.artifact_config
+        else:  # one of several adapters on a shared base model
+            self.model, self.artifact_config = adapters.add(slot, adapter_dir)
         self.engine_label = engine
         if engine == "torch" and torch_engine is not None and torch_engine.decode_weights == "int8":
-            use_int8_decode(self.model)
+            if adapters is None:
+                use_int8_decode(self.model)
             self.engine_label = "torch-int8"
         if kv_folder is not None:
             kv_folder.attach(self.model)
@@ -70,10 +97,13 @@ class Answerer:
             )
         torch_prefixes = prefix_entries and not self.model.uses_memory and self.llama is None
         self.prefixes = LRUCache(prefix_entries) if torch_prefixes else None
-        self.retriever = Retriever.load(index_dir)
-        self.k = int(self.model.artifact_config.get("retrieval", {}).get("k", 3))
+        self.retriever = shared_retriever(retrievers, index_dir, index_version)
+        self.k = int(self.artifact_config.get("retrieval", {}).get("k", 3))
+        self.domain: str | None = self.artifact_config.get("domain")
+        self.scope = domain_filter(self.domain) if self.domain else None  # a domain adapter's passages
         self.adapter_version, self.index_version = adapter_version, index_version
-        self.lock = threading.Lock()  # one generation at a time (fusion modes hold state on the model)
+        # one generation at a time (fusion modes hold state on the model; adapters share theirs)
+        self.lock = adapters.lock if adapters is not None else threading.Lock()
         self.forgotten: frozenset[str] = frozenset()
 
     @classmethod
@@ -157,7 +187,7 @@ class Answerer:
     ) -> list[list[Hit]]:
         """The k passages per question among the documents `where` admits (payload metadata; None:
         all), as the index's retriever ranks them (fused, maybe reranked)."""
-        return self.retriever.retrieve(questions, k, where=where, vectors=vectors)
+        return self.retriever.retrieve(questions, k, where=both(self.scope, where), vectors=vectors)
 
     def prompt(self, question: str, hits: list[Hit]) -> tuple[str, list[str]]:
         texts = [h.payload["text"] for h in hits]
@@ -165,6 +195,8 @@ class Answerer:
 
     def generate(self, prompts: list[tuple[str, list[str]]], max_new_tokens: int = 24) -> list[str]:
         """Greedy answers for (prompt, passages) pairs, in one batch (one by one on llama.cpp)."""
+        if self.adapters is not None:
+            return self.adapters.generate_slots([(self.slot, p, t) for p, t in prompts], max_new_tokens)
         with self.lock:
             if self.llama is not None:
                 return [self.llama.answer(prompt, max_new_tokens) for prompt, _ in prompts]
@@ -175,6 +207,20 @@ class Answerer:
                 batch_size=max(len(prompts), 1),
                 passages=[t for _, t in prompts],
             )
+
+    @property
+    def batch_owner(self) -> Any:
+        """What a generation batch runs on: the shared adapter set (requests for its different
+        adapters share a batch), else this answerer."""
+        return self.adapters if self.adapters is not None else self
+
+    def generate_slots(self, items: list[SlotItem], max_new_tokens: int) -> list[str]:
+        """`generate` for (slot, prompt, passages) items, as `AdapterSet.generate_slots` takes them."""
+        return self.generate([(p, t) for _, p, t in items], max_new_tokens)
+
+    def own_adapter(self, rows: int) -> dict[str, Any]:
+        """The generate/forward argument that runs `rows` rows with this answerer's adapter."""
+        return {} if self.adapters is None else {"adapter_names": [self.slot] * rows}
 
     def stream(
         self, prompt: str, passages: list[str], max_new_tokens: int, executor: Executor
@@ -205,6 +251,7 @@ class Answerer:
             "eos_token_id": tokenizer.eos_token_id,
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([WhenDone()]),
+            **self.own_adapter(1),
         }
         memory = [passages] if self.model.uses_memory else None
         worker = executor.submit(self._generate_into, memory, kwargs)
@@ -271,7 +318,7 @@ class Answerer:
             ids = tokenizer([prefix], return_tensors="pt", add_special_tokens=False)["input_ids"]
             if not torch.equal(inputs["input_ids"][0, : ids.shape[1]], ids[0]):
                 return inputs  # the tokenizer merged across the boundary: no exact reuse possible
-            past = self.model.model(input_ids=ids, use_cache=True).past_key_values
+            past = self.model.model(input_ids=ids, use_cache=True, **self.own_adapter(1)).past_key_values
             self.prefixes[prefix] = past
         return {**inputs, "past_key_values": copy.deepcopy(past)}
 

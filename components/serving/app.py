@@ -14,7 +14,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
@@ -29,7 +30,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
 
+from components.adapters.adapter_set import AdapterSet, slot_name
+from components.adapters.int8_decode import use_int8_decode
 from components.adapters.kv_index import KVFolder
+from components.adapters.peft_adapter import read_artifact_config
 from components.evaluation.abstention import similarity_reason, support_reason
 from components.registry.mlflow_registry import DEFAULT_NAME, ModelNames
 from components.serving.answerer import Answerer
@@ -38,7 +42,7 @@ from components.serving.cache import TieredCache, cache_key
 from components.serving.fast_path import CachedAnswers
 from components.serving.limits import BodySizeLimit, RequestError, require_api_key
 from components.serving.metrics import ServingMetrics
-from components.serving.openai_api import OPENAI_PATHS, add_openai_routes, openai_error
+from components.serving.openai_api import AUTO, OPENAI_PATHS, add_openai_routes, openai_error
 from components.serving.promotion import Promoter
 from components.serving.settings import ServeSettings
 
@@ -50,6 +54,7 @@ class RetrieveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str
     k: int | None = None
+    model: str | None = None  # a served adapter (GET /v1/models), auto, or None: the main one
 
 
 class AnswerRequest(RetrieveRequest):
@@ -63,7 +68,7 @@ class Service:
         self.settings, self.metrics = settings, ServingMetrics()
         self.cache = TieredCache(settings.cache, self.metrics)
         kv_folder = KVFolder(Path(settings.chunk_kv_folder), settings.chunk_kv_budget_gb)
-        load = partial(
+        self.load = partial(
             Answerer,
             prefix_entries=settings.cache.prefix_entries,
             on_prefix=self._count_prefix,
@@ -71,11 +76,14 @@ class Service:
             engine=settings.engine,
             llamacpp=settings.llamacpp,
             torch_engine=settings.torch,
+            retrievers=weakref.WeakValueDictionary(),  # one loaded index per version
         )
-        folder = Path(settings.download_dir)
-        every = settings.poll_seconds
-        names, self.model_name = ModelNames(model_name), model_name
-        self.promoter = Promoter(tracking_uri, settings.alias, folder, self.metrics, every, load, names)
+        self.tracking_uri, self.model_name = tracking_uri, model_name
+        self.names = ModelNames(model_name)
+        self.adapters: AdapterSet | None = None
+        self.slots: dict[str, list[str]] = {}  # registered adapter -> its loaded slots, oldest first
+        self.domains = self._domain_promoters(served_domains(settings, tracking_uri, self.names))
+        self.promoter = self._promoter(self.names)
         # every torch call runs on this one thread: a second long-lived thread doing torch work
         # doubled the query-embedding time here (two OpenMP thread teams on two cores)
         self.model_pool = ThreadPoolExecutor(1, thread_name_prefix="retro-model")
@@ -92,6 +100,49 @@ class Service:
             self._batch("generate"),
             self._busy,
         )
+
+    def _promoter(self, names: ModelNames) -> Promoter:
+        """A promoter following `names.adapter`'s alias, loading through `_loader`."""
+        s = self.settings
+        folder, every = Path(s.download_dir), s.poll_seconds
+        return Promoter(self.tracking_uri, s.alias, folder, self.metrics, every, self._loader(names), names)
+
+    def _domain_promoters(self, domains: list[str]) -> dict[str, Promoter]:
+        """One promoter per served domain adapter, by registered name; with any, in_context
+        adapters share one base model (an `AdapterSet`)."""
+        if not domains:
+            return {}
+        prepare = use_int8_decode if self.settings.torch.decode_weights == "int8" else None
+        self.adapters = AdapterSet(prepare)
+        return {self.names.of_domain(d).adapter: self._promoter(self.names.of_domain(d)) for d in domains}
+
+    def _loader(self, names: ModelNames) -> Callable[..., Answerer]:
+        """How `names.adapter`'s versions load: onto the shared base model where the adapter can
+        share it (the two newest slots of each adapter stay, so requests in flight finish)."""
+
+        def load(adapter_dir: Path, index_dir: Path, adapter_version: str, index_version: str) -> Answerer:
+            config = read_artifact_config(adapter_dir)
+            shared = self.adapters is not None and config.get("fusion", "in_context") == "in_context"
+            if not shared:
+                answerer = self.load(adapter_dir, index_dir, adapter_version, index_version)
+            else:
+                slot = slot_name(f"{names.adapter}-v{adapter_version}")
+                answerer = self.load(
+                    adapter_dir, index_dir, adapter_version, index_version, adapters=self.adapters, slot=slot
+                )
+                loaded = self.slots.setdefault(names.adapter, [])
+                loaded.append(slot)
+                while len(loaded) > 2:
+                    self.adapters.remove(loaded.pop(0))
+            answerer.registered_name = names.adapter
+            return answerer
+
+        return load
+
+    @property
+    def promoters(self) -> dict[str, Promoter]:
+        """Every served adapter's promoter by registered name, the main one first."""
+        return {self.names.adapter: self.promoter, **self.domains}
 
     def _count_prefix(self, hit: bool) -> None:
         self.metrics.cache_lookups.labels("prefix", "prefix_kv", "hit" if hit else "miss").inc()
@@ -130,9 +181,10 @@ class Service:
         self.metrics.step_seconds.labels("retrieve").observe(time.perf_counter() - started)
         return results
 
-    def _generate(self, answerer: Answerer, items: list[tuple[str, list[str]]]) -> list[str]:
+    def _generate(self, owner: Any, items: list[tuple[str | None, str, list[str]]]) -> list[str]:
+        """Answers for (slot, prompt, passages) items on one model (`Answerer.batch_owner`)."""
         started = time.perf_counter()
-        answers = answerer.generate(items, self.settings.max_new_tokens)
+        answers = owner.generate_slots(items, self.settings.max_new_tokens)
         self.metrics.step_seconds.labels("generate").observe(time.perf_counter() - started)
         return answers
 
@@ -141,13 +193,39 @@ class Service:
         """Cache keys' versions: the registered model, its versions and the forgotten documents
         (replicas of different corpus lineages may share one Redis)."""
         adapter, index = answerer.cache_scope
-        return f"{self.model_name}.{adapter}", index
+        name = answerer.registered_name or self.names.adapter
+        label = self.model_name if name == self.names.adapter else name  # a domain's own entries
+        return f"{label}.{adapter}", index
 
-    def serving(self) -> Answerer:
-        answerer = self.promoter.current
+    def serving(self, model: str | None = None) -> Answerer:
+        """The answerer of the adapter `model` names (None: the main one); 404 for an adapter not
+        served here, 503 for one not loaded."""
+        promoter = self.promoters.get(model or self.names.adapter)
+        if promoter is None:
+            served = ", ".join(repr(name) for name in self.promoters)
+            raise RequestError(404, f"model {model!r} is not served here; served: {served} or 'auto'")
+        answerer = promoter.current
         if answerer is None:
-            raise RequestError(503, f"no model loaded: {self.promoter.problem}")
+            raise RequestError(503, f"no model loaded: {promoter.problem}")
         return answerer
+
+    async def routed(self, question: str, k: int, where: dict | None = None) -> Answerer:
+        """`model: auto`: the adapter of the domain most of the main index's top passages for
+        the question come from (ties: the higher-ranked), else the main adapter."""
+        main = self.serving()
+        if not self.domains:
+            return main
+        found, _ = await self.sources(main, question, k, where)
+        votes: dict[str, int] = {}
+        for source in found:
+            domain = source.get("domain")
+            if domain:
+                votes[domain] = votes.get(domain, 0) + 1
+        if not votes:
+            return main
+        domain = max(votes, key=votes.get)  # dicts keep rank order, and max keeps the first of equals
+        chosen = self.domains.get(self.names.of_domain(domain).adapter)
+        return chosen.current if chosen is not None and chosen.current is not None else main
 
     def checked(self, question: str, k: int | None, answerer: Answerer) -> tuple[str, int]:
         """The stripped question and the k to use; RequestError (422) past a limit."""
@@ -163,6 +241,17 @@ class Service:
         if not 1 <= k <= limits.max_k:
             raise RequestError(422, f"k must be between 1 and {limits.max_k} (got {k})")
         return question, k
+
+    async def chosen(
+        self, model: str | None, question: str, k: int | None, where: dict | None = None
+    ) -> tuple[Answerer, str, int]:
+        """The answerer a request's `model` names (auto: routed by the question's passages), with
+        the checked question and k."""
+        if model != AUTO:
+            answerer = self.serving(model)
+            return answerer, *self.checked(question, k, answerer)
+        question, k = self.checked(question, k, self.serving())
+        return await self.routed(question, k, where), question, k
 
     async def sources(
         self, answerer: Answerer, question: str, k: int, where: dict | None = None
@@ -180,7 +269,7 @@ class Service:
             await self.cache.put("embedding", vector_key, encoded.tolist())
         found = answerer.sources(hits)
         for source, hit in zip(found, hits, strict=True):
-            source["text"] = hit.payload["text"]
+            source["text"], source["domain"] = hit.payload["text"], hit.payload.get("domain")
         await self.cache.put("retrieval", key, found)
         return found, None
 
@@ -217,7 +306,8 @@ class Service:
         texts = [s["text"] for s in found]
         text, reason = "", await self.unrelated(answerer, question, texts)
         if reason is None:
-            text = await self.generator.submit(answerer, (answerer.model.prompt(question, texts), texts))
+            prompt = answerer.model.prompt(question, texts)
+            text = await self.generator.submit(answerer.batch_owner, (answerer.slot, prompt, texts))
             reason = support_reason(self.settings.abstain, text, texts)
         result = {"answer": text, "sources": public(found), **answerer.version_fields()}
         result |= self.abstained(reason)
@@ -267,6 +357,26 @@ class Service:
                 yield event("token", {"text": value})
         done = {"answer": answer.strip(), **answerer.version_fields(), **self.abstained(reason)}
         yield event("done", done)
+
+
+def served_domains(settings: ServeSettings, tracking_uri: str, names: ModelNames) -> list[str]:
+    """The domains whose adapters this service serves (`serve.domain_adapters`); none on llama.cpp
+    (one adapter per model there) or when the registry cannot be asked."""
+    wanted = settings.domain_adapters
+    if wanted == "none":
+        return []
+    if settings.engine != "torch":
+        log.warning("serve.domain_adapters needs the torch engine; serving %s only", names.adapter)
+        return []
+    if isinstance(wanted, list):
+        return wanted
+    from components.registry.mlflow_registry import configure, registered_domains
+
+    try:
+        return registered_domains(configure(tracking_uri), names)
+    except Exception as exc:  # noqa: BLE001 - the main adapter is served either way
+        log.warning("cannot list the domain adapters of %s: %s", names.name, exc)
+        return []
 
 
 def filtered(where: dict | None) -> tuple:
@@ -322,9 +432,11 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        service.promoter.start()
+        for promoter in service.promoters.values():
+            promoter.start()
         yield
-        service.promoter.stop()
+        for promoter in service.promoters.values():
+            promoter.stop()
         await service.cache.close()
         service.model_pool.shutdown(wait=False)
 
@@ -365,8 +477,7 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
 
     @app.post("/v1/answer")
     async def answer(body: AnswerRequest, where: dict | None = Depends(auth)) -> Response:  # noqa: B008
-        answerer = service.serving()
-        question, k = service.checked(body.question, body.k, answerer)
+        answerer, question, k = await service.chosen(body.model, body.question, body.k, where)
         if body.stream:
             events = service.stream(answerer, question, k, where)
             return StreamingResponse(events, media_type="text/event-stream")
@@ -375,8 +486,7 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
 
     @app.post("/v1/retrieve")
     async def retrieve(body: RetrieveRequest, where: dict | None = Depends(auth)) -> Response:  # noqa: B008
-        answerer = service.serving()
-        question, k = service.checked(body.question, body.k, answerer)
+        answerer, question, k = await service.chosen(body.model, body.question, body.k, where)
         found, tier = await service.sources(answerer, question, k, where)
         result = {"sources": public(found), **answerer.version_fields(), "cache": tier}
         return Response(orjson.dumps(result), media_type="application/json")
@@ -395,8 +505,18 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
             return JSONResponse(
                 {"status": "not ready", "reason": service.promoter.problem, "worker_pid": worker}, 503
             )
+        adapters = {
+            name: promoter.current.adapter_version if promoter.current else f"not loaded: {promoter.problem}"
+            for name, promoter in service.promoters.items()
+        }
         return JSONResponse(
-            {"status": "ready", "alias": settings.alias, "worker_pid": worker, **current.version_fields()}
+            {
+                "status": "ready",
+                "alias": settings.alias,
+                "worker_pid": worker,
+                **current.version_fields(),
+                "adapters": adapters,
+            }
         )
 
     @app.get("/metrics")

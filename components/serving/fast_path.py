@@ -76,6 +76,7 @@ class CachedAnswers:
             not isinstance(request, dict)
             or not request.keys() <= self.fields
             or request.get("stream", False) is not False
+            or request.get("model") is not None  # another adapter, or routed: the full path picks it
         ):
             return None
         question, k = request.get("question"), request.get("k")

@@ -2,7 +2,8 @@
 `POST /v1/completions`, so clients and tools that speak OpenAI's API (its Python client, LangChain,
 LlamaIndex) query the served adapter unchanged.
 
-A request names the served adapter (`<name>-adapter`, as `/v1/models` lists it) or `auto`. The
+A request names a served adapter (`<name>-adapter`, or a domain's `<name>-adapter-<domain>`, as
+`/v1/models` lists them) or `auto`, which picks the domain adapter of the question's top passages. The
 question is the last user message (chat) or the prompt (completions); the service retrieves for
 it and answers exactly as `/v1/answer` does, through the same caches and batchers. The sources
 and versions ride in extra fields (`sources`, `adapter_version`, `index_version`), which OpenAI
@@ -93,35 +94,30 @@ class OpenAIRoutes:
     def __init__(self, service: Any) -> None:
         self.service = service
 
-    def model_id(self) -> str:
-        return f"{self.service.model_name}-adapter"
-
-    def routed(self, model: str) -> str:
-        """The adapter a request's `model` names; 404 for any other name."""
-        served = self.model_id()
-        if model not in (served, AUTO):
-            raise RequestError(404, f"model {model!r} is not served here; served: {served!r} or {AUTO!r}")
-        return served
-
     def token_limit(self, body: CompletionFields) -> int:
         asked = body.max_completion_tokens or body.max_tokens
         ceiling = self.service.settings.max_new_tokens
         return ceiling if asked is None else min(asked, ceiling)
 
     def models(self) -> dict[str, Any]:
-        answerer = self.service.promoter.current
-        versions = {} if answerer is None else answerer.version_fields()
-        entry = {"id": self.model_id(), "object": "model", "created": 0, "owned_by": "retro-peft", **versions}
-        return {"object": "list", "data": [entry]}
+        """Every served adapter (the main one first) with the versions it serves now."""
+        entries = []
+        for name, promoter in self.service.promoters.items():
+            answerer = promoter.current
+            versions = {} if answerer is None else answerer.version_fields()
+            domain = {} if answerer is None or answerer.domain is None else {"domain": answerer.domain}
+            entries.append(
+                {"id": name, "object": "model", "created": 0, "owned_by": "retro-peft", **versions, **domain}
+            )
+        return {"object": "list", "data": entries}
 
     async def complete(
         self, body: CompletionFields, question: str, chat: bool, where: dict | None = None
     ) -> Response:
         """The answer to `question` among the documents `where` admits (the API key's filter)."""
-        model = self.routed(body.model)
         service = self.service
-        answerer = service.serving()
-        question, k = service.checked(question, body.k, answerer)
+        answerer, question, k = await service.chosen(body.model, question, body.k, where)
+        model = answerer.registered_name or service.names.adapter
         limit = self.token_limit(body)
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         head = {

@@ -68,7 +68,8 @@ class Promoter:
             return "refused"
         # each process downloads into its own folder: workers of one `retro serve --workers N`
         # (or replicas sharing a volume) never clear or read each other's half-written files
-        target = self.download_dir / f"process-{os.getpid()}" / f"adapter-v{number}"
+        # and the adapters of one service (per domain) each have their own folders
+        target = self.download_dir / f"process-{os.getpid()}" / f"{self.names.adapter}-v{number}"
         try:
             shutil.rmtree(target, ignore_errors=True)
             pair = reg.download_adapter_version(self._client, version, target, self.names)
@@ -84,7 +85,8 @@ class Promoter:
         self._apply_forgotten(answerer)
         previous, self.current, self.problem = self.current, answerer, None
         self.metrics.promotions.labels("loaded").inc()
-        self.metrics.show_loaded(self.alias, *answerer.versions)
+        if self.names.domain is None:  # the gauge shows the lineage's main adapter
+            self.metrics.show_loaded(self.alias, *answerer.versions)
         log.info(
             "serving %s v%s with %s v%s (alias %r)%s",
             self.names.adapter,

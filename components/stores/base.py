@@ -106,6 +106,21 @@ def matches(payload: dict[str, Any], where: dict[str, Any] | None) -> bool:
     return True
 
 
+def both(first: dict[str, Any] | None, second: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The filter admitting what both admit: a key in both keeps the values both allow."""
+    if not first or not second:
+        return first or second
+    joined = dict(first)
+    for key, wanted in second.items():
+        if key not in joined:
+            joined[key] = wanted
+            continue
+        mine = joined[key] if isinstance(joined[key], (list, tuple, set)) else [joined[key]]
+        theirs = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
+        joined[key] = [v for v in mine if v in theirs]
+    return joined
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     """What every backend offers; stages and the retriever use only this."""

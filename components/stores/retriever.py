@@ -18,7 +18,7 @@ import numpy as np
 
 from components.data.lexical import TOKENIZER, bm25s_module, build_bm25, tokenize_all
 from components.embed.encoder import encode
-from components.stores.base import STORES, Hit, VectorStore, matches
+from components.stores.base import STORES, Hit, VectorStore, both, matches
 
 MODES = ("dense", "bm25", "hybrid")
 SNAPSHOT_EMBEDDER = "embedder"
@@ -360,3 +360,35 @@ def _copy_folder(source: Path, target: Path) -> None:
     if source.resolve() != target.resolve():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target)
+
+
+class ScopedRetriever:
+    """A retriever that sees only the documents `scope` admits (a domain's adapter reads its own
+    domain's passages): every retrieval's filter is joined with the scope; the rest is the
+    retriever's own."""
+
+    def __init__(self, retriever: Retriever, scope: dict[str, Any] | None) -> None:
+        self.inner, self.scope = retriever, scope
+
+    def retrieve(
+        self,
+        queries: list[str],
+        k: int,
+        where: dict[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[list[Hit]]:
+        """`Retriever.retrieve` among the documents both the scope and `where` admit."""
+        return self.inner.retrieve(queries, k, where=both(self.scope, where), vectors=vectors)
+
+    def first_stage(
+        self,
+        queries: list[str],
+        k: int,
+        where: dict[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[list[Hit]]:
+        """`Retriever.first_stage` within the scope."""
+        return self.inner.first_stage(queries, k, where=both(self.scope, where), vectors=vectors)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

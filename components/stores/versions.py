@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from components.core.artifacts import versions_in
+from components.data.domains import domain_of
 from components.embed.choice import backend_in_use, embedder_in_use
 from components.embed.table import EmbeddingTable
 from components.stores.manifest import IndexManifest
@@ -53,7 +54,7 @@ def chunk_payloads(part: pd.DataFrame, chunks: pd.DataFrame, documents: pd.DataF
     payloads = []
     for r in part.itertuples():
         extra = metadata.get(r.doc_id, {})
-        domain = extra.get("domain", r.doc_id.split("/", 1)[0] if "/" in r.doc_id else "")
+        domain = domain_of(r.doc_id, extra)
         payloads.append(
             {
                 **extra,

@@ -153,9 +153,12 @@ def examples_of_version(
     items: list[dict],
     lm_chunk_ids: set[str] | None = None,
     ensure_gold: bool = True,
+    where: dict | None = None,
 ) -> list[Example]:
     """`version_examples` with the passages of that version's retriever, as the pipeline's
-    params configure it (adapter-train and continual-update)."""
+    params configure it (adapter-train and continual-update); `where` keeps the passages of the
+    documents it admits (a domain's adapter reads its own domain's)."""
+    from components.stores.retriever import ScopedRetriever
     from components.stores.versions import version_retriever
 
     model, retrieval, index = params.model, params.retrieval, params.index
@@ -165,8 +168,8 @@ def examples_of_version(
     )  # fmt: skip
     with closing(opened) as retriever:
         return version_examples(
-            chunks, version, items, retriever, retrieval.k, model.seed, ensure_gold, lm_chunk_ids,
-            params.adapter_train.max_lm_examples, retrieval.gold_min_overlap,
+            chunks, version, items, ScopedRetriever(retriever, where), retrieval.k, model.seed,
+            ensure_gold, lm_chunk_ids, params.adapter_train.max_lm_examples, retrieval.gold_min_overlap,
         )  # fmt: skip
 
 

@@ -64,9 +64,11 @@ def train_adapter(
     version: str,
     objective: str,
     kv_folder: KVFolder | None = None,
+    domain: str | None = None,
 ) -> dict[str, Any] | None:
     """Train a new adapter on `examples` of corpus `version` and save it to `out` (kv and gated
-    fusion read and fill the chunk key/values in `kv_folder`).
+    fusion read and fill the chunk key/values in `kv_folder`). A `domain` adapter records its
+    domain in the artifact: whoever loads it retrieves that domain's passages only.
 
     Inside an `accelerate launch` every process trains; only process 0 saves and returns the
     metrics (the others return None).
@@ -132,7 +134,7 @@ def train_adapter(
         "skipped": False,
     }
     shutil.rmtree(out, ignore_errors=True)
-    config = artifact_config(model_params, retrieval, p)
+    config = artifact_config(model_params, retrieval, p) | ({"domain": domain} if domain else {})
     model.save(
         out, {**config, "trained_on_versions": [version], "fingerprint": fingerprint, "training": metrics}
     )

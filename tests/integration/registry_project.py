@@ -100,8 +100,13 @@ def make_project(
 def register_pair(layout: Paths, params: dict, adapter_f1: float) -> dict:
     """Register the project's adapter and index as a linked pair, with evaluate's figures and
     predictions as they would be for an adapter at this F1 (the gate reads the predictions)."""
-    layout.metrics.mkdir(parents=True, exist_ok=True)
-    (layout.metrics / "evaluate.json").write_text(json.dumps(_metrics(adapter_f1)))
+    write_evaluation(layout, adapter_f1)
+    return run_stage(register, params, layout.root)
+
+
+def write_evaluation(layout: Paths, adapter_f1: float) -> None:
+    """evaluate's figures and predictions in `layout` (a domain's own with `Paths.for_domain`)."""
+    layout.metrics_of("evaluate").parent.mkdir(parents=True, exist_ok=True)
+    layout.metrics_of("evaluate").write_text(json.dumps(_metrics(adapter_f1)))
     rows = _predictions(adapter_f1)
     layout.predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return run_stage(register, params, layout.root)

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import orjson
 
+from components.registry.mlflow_registry import ModelNames
 from components.serving.app import AnswerRequest, Service
 from components.serving.cache import TieredCache, cache_key
 from components.serving.fast_path import CachedAnswers
@@ -38,10 +39,10 @@ class RecordingApp:
 def _service() -> SimpleNamespace:
     settings = ServeSettings.model_validate({"limits": {"max_question_chars": 50, "max_k": 5}})
     metrics = ServingMetrics()
-    current = SimpleNamespace(k=3, cache_scope=("1", "1"))
+    current = SimpleNamespace(k=3, cache_scope=("1", "1"), registered_name=None)
     service = SimpleNamespace(
         settings=settings, metrics=metrics, cache=TieredCache(settings.cache, metrics),
-        promoter=SimpleNamespace(current=current), model_name="retro",
+        promoter=SimpleNamespace(current=current), model_name="retro", names=ModelNames("retro"),
     )  # fmt: skip
     for method in ("scope", "checked", "answer_key"):  # the Service's own request checks and cache keys
         setattr(service, method, getattr(Service, method).__get__(service))
