@@ -24,27 +24,26 @@ def update_chain(
     qa: pd.DataFrame,
     chunks: pd.DataFrame,
     domain: str | None = None,
-    doc_domains: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Bring `paths.current_adapter` up to the newest corpus version (a `domain` adapter reads
-    that domain's passages and continues only its chunks)."""
+    """Bring `paths.current_adapter` up to the newest corpus version. A `domain` adapter reads
+    that domain's passages and learns from its questions only: a version without new questions
+    of the domain leaves it as it was."""
     p, train_p, model = params.continual_update, params.adapter_train, params.model
     versions = versions_in(chunks)
     chain = AdapterChain.open(
         paths.current_adapter, paths.base_adapter, versions, qa, p.replay_size, model.seed
     )
     where = domain_filter(domain) if domain else None
-    own = None if domain is None else set(chunks.loc[chunks["doc_id"].map(doc_domains) == domain, "chunk_id"])
 
     def examples_for(version: str, items: list[dict], lm_ids: set[str] | None) -> list[Example]:
-        lm_ids = lm_ids & own if lm_ids and own is not None else lm_ids
         return examples_of_version(params, paths, chunks, version, items, lm_ids, where=where)
 
     kv_folder = KVFolder(paths.chunk_kv, params.index.chunk_kv_budget_gb)
     update = partial(update_in_place, chain.out, model, train_p, p, kv_folder=kv_folder)
     pending = chain.pending(versions)
+    documents_objective = train_p.objective != "qa" and domain is None
     for version in pending:
-        chain.learn(version, qa, chunks, examples_for, update, lm_fallback=train_p.objective != "qa")
+        chain.learn(version, qa, chunks, examples_for, update, lm_fallback=documents_objective)
     chain.save()
     return chain.summary(len(pending))
 
@@ -62,5 +61,5 @@ def update_domains(params: PipelineParams, paths: Paths, qa: pd.DataFrame, chunk
         of = document_domains(read_table(paths.documents, "ingest"))
         for d in domains:
             part = questions_of(qa, of, d)
-            summary[d] = update_chain(params, paths.for_domain(d), part, chunks, d, of)
+            summary[d] = update_chain(params, paths.for_domain(d), part, chunks, d)
     return summary
