@@ -121,6 +121,7 @@ def lineage(
     alias: str = typer.Option("", help="or the version holding this alias (champion, challenger)"),
     tracking_uri: str = typer.Option("", help="MLflow store (default: register.tracking_uri)"),
     model: str = typer.Option("", help="registered model name (default: the corpus's, register.model_name)"),
+    domain: str = typer.Option("", help="a domain adapter's lineage (<model>-adapter-<domain>)"),
 ) -> None:
     """Print where a registered adapter came from: flow run, git commit, dvc.lock hashes, index, corpus."""
     from components.core.config import load_params_file
@@ -134,7 +135,7 @@ def lineage(
     params = load_params_file("params.yaml") if Path("params.yaml").exists() else {}
     uri = tracking_uri or params.get("register", {}).get("tracking_uri", reg.DEFAULT_TRACKING_URI)
     try:
-        names = reg.ModelNames(model or project_model_name(params))
+        names = reg.ModelNames(model or project_model_name(params), domain or None)
         record = lineage_of(reg.configure(uri), version or None, alias or None, names)
     except LookupError as exc:
         typer.echo(str(exc), err=True)

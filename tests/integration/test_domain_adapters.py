@@ -18,6 +18,7 @@ from serving_helpers import LiveService
 
 from components.data.domains import write_domains
 from components.registry import mlflow_registry as reg
+from components.registry.lineage import lineage
 from components.serving.answerer import Answerer
 from components.serving.settings import ServeSettings
 from components.stages import register
@@ -95,6 +96,9 @@ def test_register_gates_and_links_each_domain_adapter(registered: dict) -> None:
         version = client.get_model_version(f"retro-adapter-{domain}", "1")
         assert version.tags["index_version"] == str(index_version)
     assert reg.registered_domains(client, reg.ModelNames("retro")) == sorted(DOMAINS)
+    record = lineage(client, "1", names=reg.ModelNames("retro", "law"))  # `retro lineage --domain law 1`
+    assert record["model"] == "retro-adapter-law" and record["index_version"] == str(index_version)
+    assert "error" not in record["index"]
 
 
 def test_each_domain_adapter_answers_with_its_own_adapter_and_passages(
