@@ -362,6 +362,22 @@ def _copy_folder(source: Path, target: Path) -> None:
         shutil.copytree(source, target)
 
 
+def _within_scope(method: str) -> Callable[..., list[list[Hit]]]:
+    """`Retriever.<method>(queries, k, where, vectors)` with the filter joined to the scope."""
+
+    def call(
+        self: ScopedRetriever,
+        queries: list[str],
+        k: int,
+        where: dict[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[list[Hit]]:
+        return getattr(self.inner, method)(queries, k, where=both(self.scope, where), vectors=vectors)
+
+    call.__doc__ = f"`Retriever.{method}` among the documents both the scope and `where` admit."
+    return call
+
+
 class ScopedRetriever:
     """A retriever that sees only the documents `scope` admits (a domain's adapter reads its own
     domain's passages): every retrieval's filter is joined with the scope; the rest is the
@@ -370,25 +386,8 @@ class ScopedRetriever:
     def __init__(self, retriever: Retriever, scope: dict[str, Any] | None) -> None:
         self.inner, self.scope = retriever, scope
 
-    def retrieve(
-        self,
-        queries: list[str],
-        k: int,
-        where: dict[str, Any] | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> list[list[Hit]]:
-        """`Retriever.retrieve` among the documents both the scope and `where` admit."""
-        return self.inner.retrieve(queries, k, where=both(self.scope, where), vectors=vectors)
-
-    def first_stage(
-        self,
-        queries: list[str],
-        k: int,
-        where: dict[str, Any] | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> list[list[Hit]]:
-        """`Retriever.first_stage` within the scope."""
-        return self.inner.first_stage(queries, k, where=both(self.scope, where), vectors=vectors)
+    retrieve = _within_scope("retrieve")
+    first_stage = _within_scope("first_stage")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
