@@ -19,7 +19,12 @@ class CacheSettings(StrictModel):
         None, description="shared L2 tier, e.g. redis://localhost:6379/0 (None: off)"
     )
     l2_ttl_seconds: int = Field(3600, ge=1, description="lifetime of an L2 entry")
-    l2_timeout_seconds: float = Field(0.05, gt=0, description="an L2 call slower than this counts as a miss")
+    l2_timeout_seconds: float = Field(
+        0.05, gt=0, description="an L2 call slower than this counts as a miss (one attempt, no retries)"
+    )
+    l2_pause_seconds: float = Field(
+        5.0, ge=0, description="after a failed L2 call, requests skip L2 this long before trying again"
+    )
     prefix_entries: int = Field(
         16, ge=0, description="key/values of prompt prefixes (passages) kept for streaming, per pair (0: off)"
     )

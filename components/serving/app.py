@@ -230,6 +230,12 @@ class Service:
     def checked(self, question: str, k: int | None, answerer: Answerer) -> tuple[str, int]:
         """The stripped question and the k to use; RequestError (422) past a limit."""
         limits = self.settings.limits
+        try:
+            question.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate (JSON allows "\ud800"; UTF-8 does not)
+            raise RequestError(
+                422, f"question is not valid Unicode text: a lone surrogate at character {exc.start}"
+            ) from None
         question = question.strip()
         if not question:
             raise RequestError(422, "question is empty")

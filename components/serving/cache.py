@@ -2,13 +2,18 @@
 
 Every key holds the adapter and index versions, so a promotion can never serve a result of the
 previous pair. A Redis that is down or slow counts as a miss: the request is answered, not
-failed, and the error shows in the metrics.
+failed, and the error shows in the metrics. Each L2 call is one attempt bounded by
+`l2_timeout_seconds` (redis-py's retries are off), and after a failure L2 is skipped for
+`l2_pause_seconds`, so an outage costs one timeout per pause rather than several per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import time
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -39,12 +44,31 @@ class TieredCache:
         self.l2 = None
         if settings.redis_url:
             import redis.asyncio as redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
             self.l2 = redis.Redis.from_url(
                 settings.redis_url,
                 socket_timeout=settings.l2_timeout_seconds,
                 socket_connect_timeout=settings.l2_timeout_seconds,
+                retry=Retry(NoBackoff(), 0),  # one attempt: a miss is cheaper than a retry
             )
+        self.paused_until = 0.0  # L2 is skipped until then, after a failure
+
+    async def _l2(self, kind: str, call: Awaitable[Any]) -> tuple[bool, Any]:
+        """(succeeded, result) of one L2 call within `l2_timeout_seconds`; a failure is counted,
+        logged and pauses L2 for `l2_pause_seconds`."""
+        if time.monotonic() < self.paused_until:
+            call.close()  # never awaited: the coroutine is dropped
+            self.metrics.cache_lookups.labels("l2", kind, "skipped").inc()
+            return False, None
+        try:
+            return True, await asyncio.wait_for(call, self.settings.l2_timeout_seconds)
+        except Exception as exc:  # noqa: BLE001 - any Redis failure is a miss, never a failed request
+            self.paused_until = time.monotonic() + self.settings.l2_pause_seconds
+            self.metrics.cache_lookups.labels("l2", kind, "error").inc()
+            log.warning("L2 cache unavailable (%s): %s", type(exc).__name__, exc)
+            return False, None
 
     async def get(self, kind: str, key: str) -> tuple[Any, str | None]:
         """(value, tier) with tier "l1" or "l2", or (None, None) on a miss in every tier."""
@@ -56,11 +80,8 @@ class TieredCache:
                 return value, "l1"
         if self.l2 is None:
             return None, None
-        try:
-            raw = await self.l2.get(key)
-        except Exception as exc:  # noqa: BLE001 - any Redis failure is a miss, never a failed request
-            self.metrics.cache_lookups.labels("l2", kind, "error").inc()
-            log.warning("L2 cache unavailable (%s): %s", type(exc).__name__, exc)
+        reached, raw = await self._l2(kind, self.l2.get(key))
+        if not reached:
             return None, None
         self.metrics.cache_lookups.labels("l2", kind, "miss" if raw is None else "hit").inc()
         if raw is None:
@@ -75,11 +96,7 @@ class TieredCache:
             self.l1[kind][key] = value
         if self.l2 is None:
             return
-        try:
-            await self.l2.set(key, orjson.dumps(value), ex=self.settings.l2_ttl_seconds)
-        except Exception as exc:  # noqa: BLE001
-            self.metrics.cache_lookups.labels("l2", kind, "error").inc()
-            log.warning("L2 cache write failed (%s): %s", type(exc).__name__, exc)
+        await self._l2(kind, self.l2.set(key, orjson.dumps(value), ex=self.settings.l2_ttl_seconds))
 
     async def close(self) -> None:
         if self.l2 is not None:

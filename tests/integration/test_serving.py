@@ -4,6 +4,7 @@ tier, and clear 4xx errors for bad input and wrong keys."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -198,6 +199,16 @@ def test_bad_requests_and_wrong_keys_get_4xx_with_a_reason(
             assert "Traceback" not in response.text
         broken = httpx.post(url, content=b"{not json", headers={**key, "Content-Type": "application/json"})
         assert broken.status_code == 422 and "JSON" in broken.json()["reason"]
+        lone = {"question": "\ud800", "prompt": "\udfff", "messages": [{"role": "user", "content": "\ud800"}]}
+        fields = {"/v1/answer": "question", "/v1/retrieve": "question", "/v1/completions": "prompt"}
+        for path in (*fields, "/v1/chat/completions"):  # every endpoint; json.dumps escapes it as \ud800
+            field = fields.get(path, "messages")
+            body = {field: lone[field]} | ({"model": "auto"} if "completions" in path else {})
+            raw = {**key, "Content-Type": "application/json"}
+            refused = httpx.post(f"{live.url}{path}", content=json.dumps(body), headers=raw, timeout=60)
+            assert refused.status_code == 422 and "lone surrogate" in refused.text, (path, refused.text)
+        for odd in ("Who makes\u200f Zorvex?\x07", "\u202eZorvex\u0000?"):  # RTL marks, controls
+            assert httpx.post(url, json={"question": odd}, headers=key, timeout=60).status_code == 200
         ok = httpx.post(url, json=QUESTION, headers={"Authorization": "Bearer k-one"}, timeout=60)
         assert ok.status_code == 200
         cached = httpx.post(url, json=QUESTION, headers=key)
