@@ -58,6 +58,18 @@ class AbstainSettings(StrictModel):
     _off = field_validator("mode", mode="before")(classmethod(lambda cls, v: yaml_off(v)))
 
 
+class AuditSettings(StrictModel):
+    path: str | None = Field(
+        "audit.jsonl",
+        description="JSON lines, one per answer, under download_dir unless absolute (None: off); {pid} "
+        "in it gives each worker its own file",
+    )
+    questions: bool = Field(False, description="write the question text too (by default only its hash)")
+    max_mb: float = Field(64, gt=0, description="size at which the file is rotated")
+    backups: int = Field(5, ge=0, description="rotated files kept")
+    window: int = Field(200, ge=1, description="answers per adapter behind the rolling quality gauges")
+
+
 class LimitSettings(StrictModel):
     max_body_bytes: int = Field(16_384, ge=256, description="larger request bodies get 413")
     max_question_chars: int = Field(2_000, ge=1)
@@ -169,6 +181,7 @@ class ServeSettings(StrictModel):
     download_dir: str = Field("data/serving", description="where registered versions are downloaded")
     max_new_tokens: int = Field(24, ge=1, le=512)
     abstain: AbstainSettings = AbstainSettings()
+    audit: AuditSettings = AuditSettings()
     chunk_kv_folder: str = Field(
         "data/cache/chunk_kv",
         description="kv and gated adapters: the chunk key/value disk tier (paths.chunk_kv)",

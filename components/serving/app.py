@@ -37,10 +37,11 @@ from components.adapters.peft_adapter import read_artifact_config
 from components.evaluation.abstention import similarity_reason, support_reason
 from components.registry.mlflow_registry import DEFAULT_NAME, ModelNames
 from components.serving.answerer import Answerer
+from components.serving.audit import AuditLog, Caller, caller
 from components.serving.batching import MicroBatcher
 from components.serving.cache import TieredCache, cache_key
 from components.serving.fast_path import CachedAnswers
-from components.serving.limits import BodySizeLimit, RequestError, require_api_key
+from components.serving.limits import BodySizeLimit, RequestError, given_key, require_api_key
 from components.serving.metrics import ServingMetrics
 from components.serving.openai_api import AUTO, OPENAI_PATHS, add_openai_routes, openai_error
 from components.serving.promotion import Promoter
@@ -67,6 +68,7 @@ class Service:
     def __init__(self, settings: ServeSettings, tracking_uri: str, model_name: str = DEFAULT_NAME) -> None:
         self.settings, self.metrics = settings, ServingMetrics()
         self.cache = TieredCache(settings.cache, self.metrics)
+        self.audit = AuditLog(settings.audit, self.metrics, Path(settings.download_dir))
         kv_folder = KVFolder(Path(settings.chunk_kv_folder), settings.chunk_kv_budget_gb)
         self.load = partial(
             Answerer,
@@ -301,12 +303,19 @@ class Service:
             return {"abstained": False}
         return {"answer": self.settings.abstain.message, "abstained": True, "reason": reason}
 
+    def served_name(self, answerer: Answerer) -> str:
+        """The registered adapter an answerer serves."""
+        return answerer.registered_name or self.names.adapter
+
     async def answer(
-        self, answerer: Answerer, question: str, k: int, where: dict | None = None
+        self, answerer: Answerer, question: str, k: int, where: dict | None = None, who: Caller | None = None
     ) -> dict[str, Any]:
+        """The answer with its sources and versions, from a cache tier or generated; `who` asked
+        (the audit log's line)."""
         key = self.answer_key(answerer, question, k, where)
         cached, tier = await self.cache.get("answer", key)
         if cached is not None:
+            self.audit.record(who, self.served_name(answerer), question, {**cached, "cache": tier}, None)
             return {**cached, "cache": tier}
         found, _ = await self.sources(answerer, question, k, where)
         texts = [s["text"] for s in found]
@@ -318,10 +327,11 @@ class Service:
         result = {"answer": text, "sources": public(found), **answerer.version_fields()}
         result |= self.abstained(reason)
         await self.cache.put("answer", key, result)
+        self.audit.record(who, self.served_name(answerer), question, {**result, "cache": None}, texts)
         return {**result, "cache": None}
 
     async def pieces(
-        self, answerer: Answerer, question: str, k: int, where: dict | None = None
+        self, answerer: Answerer, question: str, k: int, where: dict | None = None, who: Caller | None = None
     ) -> AsyncIterator[tuple[str, Any]]:
         """("sources", the public sources), then ("token", text piece) as the answer is generated,
         and ("abstained", reason) where `serve.abstain` withholds the answer: instead of the tokens
@@ -332,6 +342,7 @@ class Service:
         texts = [s["text"] for s in found]
         reason = await self.unrelated(answerer, question, texts)
         if reason is not None:
+            self._audit_stream(who, answerer, question, found, "", reason, texts)
             yield "abstained", reason
             return
         prompt = answerer.model.prompt(question, texts)
@@ -344,16 +355,31 @@ class Service:
             answer += piece
             yield "token", piece
         reason = support_reason(self.settings.abstain, answer.strip(), texts)
+        self._audit_stream(who, answerer, question, found, answer.strip(), reason, texts)
         if reason is not None:
             yield "abstained", reason
 
+    def _audit_stream(
+        self,
+        who: Caller | None,
+        answerer: Answerer,
+        question: str,
+        found: list[dict],
+        answer: str,
+        reason: str | None,
+        texts: list[str],
+    ) -> None:
+        """The audit line of a streamed answer."""
+        result = {"answer": answer, "sources": found, **answerer.version_fields(), "cache": None}
+        self.audit.record(who, self.served_name(answerer), question, result | self.abstained(reason), texts)
+
     async def stream(
-        self, answerer: Answerer, question: str, k: int, where: dict | None = None
+        self, answerer: Answerer, question: str, k: int, where: dict | None = None, who: Caller | None = None
     ) -> AsyncIterator[bytes]:
         """Server-sent events: `sources`, then `token` pieces, then `done` with the whole answer
         (the abstention message and reason where `serve.abstain` withheld it)."""
         answer, reason = "", None
-        async for kind, value in self.pieces(answerer, question, k, where):
+        async for kind, value in self.pieces(answerer, question, k, where, who):
             if kind == "sources":
                 yield event("sources", {"sources": value, **answerer.version_fields()})
             elif kind == "abstained":
@@ -383,6 +409,12 @@ def served_domains(settings: ServeSettings, tracking_uri: str, names: ModelNames
     except Exception as exc:  # noqa: BLE001 - the main adapter is served either way
         log.warning("cannot list the domain adapters of %s: %s", names.name, exc)
         return []
+
+
+def asker(request: Request) -> Caller:
+    """Who sends `request`, for the audit log: its endpoint and API key (kept only as an id)."""
+    headers = request.headers
+    return caller(request.url.path, given_key(headers.get("x-api-key"), headers.get("authorization")))
 
 
 def filtered(where: dict | None) -> tuple:
@@ -444,6 +476,7 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
         for promoter in service.promoters.values():
             promoter.stop()
         await service.cache.close()
+        service.audit.close()
         service.model_pool.shutdown(wait=False)
 
     app = FastAPI(title="Retro-PEFT", version="1", lifespan=lifespan)
@@ -482,12 +515,17 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
         return JSONResponse({"error": "internal error", "reason": type(exc).__name__}, 500)
 
     @app.post("/v1/answer")
-    async def answer(body: AnswerRequest, where: dict | None = Depends(auth)) -> Response:  # noqa: B008
+    async def answer(
+        body: AnswerRequest,
+        request: Request,
+        where: dict | None = Depends(auth),  # noqa: B008
+    ) -> Response:
+        who = asker(request)
         answerer, question, k = await service.chosen(body.model, body.question, body.k, where)
         if body.stream:
-            events = service.stream(answerer, question, k, where)
+            events = service.stream(answerer, question, k, where, who)
             return StreamingResponse(events, media_type="text/event-stream")
-        result = await service.answer(answerer, question, k, where)
+        result = await service.answer(answerer, question, k, where, who)
         return Response(orjson.dumps(result), media_type="application/json")
 
     @app.post("/v1/retrieve")
@@ -497,7 +535,7 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
         result = {"sources": public(found), **answerer.version_fields(), "cache": tier}
         return Response(orjson.dumps(result), media_type="application/json")
 
-    add_openai_routes(app, service, auth)
+    add_openai_routes(app, service, auth, asker)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

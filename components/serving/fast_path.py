@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from components.serving.audit import caller
 from components.serving.limits import RequestError, given_key
 from components.serving.settings import matched_key
 
@@ -36,12 +37,12 @@ class CachedAnswers:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"")
-        allowed, where = self.authorised(headers)
+        allowed, where, given = self.authorised(headers)
         if not declared.isdigit() or int(declared) > self.max_bytes or not allowed:
             await self.app(scope, receive, send)
             return
         body, complete = await read_body(receive, int(declared))
-        answer = self.cached(body, where) if complete else None
+        answer = self.cached(body, where, given) if complete else None
         if answer is None:
             await self.app(scope, replay(body, receive, more=not complete), send)
             return
@@ -49,11 +50,11 @@ class CachedAnswers:
         await send({"type": "http.response.start", "status": 200, "headers": sized})
         await send({"type": "http.response.body", "body": answer})
 
-    def authorised(self, headers: dict[bytes, bytes]) -> tuple[bool, dict | None]:
-        """Whether the full path's API-key check would let this request through, and the
-        document filter of its key."""
+    def authorised(self, headers: dict[bytes, bytes]) -> tuple[bool, dict | None, str | None]:
+        """Whether the full path's API-key check would let this request through, the document
+        filter of its key, and the key."""
         if not self.keys:
-            return True, None
+            return True, None, None
         sent = {
             name: headers[name].decode("latin-1")
             for name in (b"x-api-key", b"authorization")
@@ -61,10 +62,12 @@ class CachedAnswers:
         }
         given = given_key(sent.get(b"x-api-key"), sent.get(b"authorization"))  # the full path's reading
         key = None if given is None else matched_key(given, self.listed)
-        return key is not None, None if key is None else self.keys[key]
+        return key is not None, None if key is None else self.keys[key], given
 
-    def cached(self, body: bytes, where: dict | None = None) -> bytes | None:
-        """The response body of an L1 answer hit for this request body, or None."""
+    def cached(self, body: bytes, where: dict | None = None, given: str | None = None) -> bytes | None:
+        """The response body of an L1 answer hit for this request body, or None (`given`: the
+        API key, for the audit log)."""
+        who = caller("/v1/answer", given)
         l1, answerer = self.service.cache.l1["answer"], self.service.promoter.current
         if l1 is None or answerer is None:
             return None
@@ -91,7 +94,9 @@ class CachedAnswers:
         if value is None:
             return None  # the full path looks again and counts the miss
         self.service.metrics.cache_lookups.labels("l1", "answer", "hit").inc()
-        return orjson.dumps({**value, "cache": "l1"})
+        result = {**value, "cache": "l1"}
+        self.service.audit.record(who, self.service.served_name(answerer), question, result, None)
+        return orjson.dumps(result)
 
 
 async def read_body(receive: Callable, declared: int) -> tuple[bytes, bool]:

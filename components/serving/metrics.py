@@ -32,6 +32,18 @@ class ServingMetrics:
             ["tier", "kind", "result"],
             registry=self.registry,
         )
+        self.answer_support = Gauge(
+            "retro_answer_support",
+            "share of an adapter's recent fresh answers whose content words are all in their passages",
+            ["model"],
+            registry=self.registry,
+        )
+        self.abstention_rate = Gauge(
+            "retro_abstention_rate",
+            "share of an adapter's recent fresh answers withheld by serve.abstain",
+            ["model"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "retro_batch_size",
             "requests served by one batched embedding or generation call",

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -112,9 +112,10 @@ class OpenAIRoutes:
         return {"object": "list", "data": entries}
 
     async def complete(
-        self, body: CompletionFields, question: str, chat: bool, where: dict | None = None
+        self, body: CompletionFields, question: str, chat: bool, where: dict | None = None, who: Any = None
     ) -> Response:
-        """The answer to `question` among the documents `where` admits (the API key's filter)."""
+        """The answer to `question` among the documents `where` admits (the API key's filter);
+        `who` asked (the audit log's line)."""
         service = self.service
         answerer, question, k = await service.chosen(body.model, question, body.k, where)
         model = answerer.registered_name or service.names.adapter
@@ -127,9 +128,9 @@ class OpenAIRoutes:
             "model": model,
         }
         if body.stream:
-            chunks = self.chunks(head, answerer, question, (k, where), limit, chat)
+            chunks = self.chunks(head, answerer, question, (k, where, who), limit, chat)
             return StreamingResponse(chunks, media_type="text/event-stream")
-        result = await service.answer(answerer, question, k, where)
+        result = await service.answer(answerer, question, k, where, who)
         text, finish = cut(answerer.model.tokenizer, result["answer"], limit)
         if result.get("abstained"):
             text, finish = result["answer"], "stop"  # the message whole, never cut
@@ -195,8 +196,11 @@ def cut(tokenizer: Any, answer: str, limit: int) -> tuple[str, str]:
     return tokenizer.decode(ids[:limit], skip_special_tokens=True).strip(), "length"
 
 
-def add_openai_routes(app: FastAPI, service: Any, auth: Callable[..., Any]) -> None:
-    """The endpoints above on `app`, behind the service's API keys."""
+def add_openai_routes(
+    app: FastAPI, service: Any, auth: Callable[..., Any], asker: Callable[..., Any]
+) -> None:
+    """The endpoints above on `app`, behind the service's API keys; `asker(request)` says who
+    asked, for the audit log."""
     routes = OpenAIRoutes(service)
 
     @app.get("/v1/models", dependencies=[Depends(auth)])
@@ -204,9 +208,17 @@ def add_openai_routes(app: FastAPI, service: Any, auth: Callable[..., Any]) -> N
         return routes.models()
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest, where: dict | None = Depends(auth)) -> Response:  # noqa: B008
-        return await routes.complete(body, last_user_text(body.messages), True, where)
+    async def chat_completions(
+        body: ChatRequest,
+        request: Request,
+        where: dict | None = Depends(auth),  # noqa: B008
+    ) -> Response:
+        return await routes.complete(body, last_user_text(body.messages), True, where, asker(request))
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, where: dict | None = Depends(auth)) -> Response:  # noqa: B008
-        return await routes.complete(body, prompt_text(body.prompt), False, where)
+    async def completions(
+        body: CompletionRequest,
+        request: Request,
+        where: dict | None = Depends(auth),  # noqa: B008
+    ) -> Response:
+        return await routes.complete(body, prompt_text(body.prompt), False, where, asker(request))

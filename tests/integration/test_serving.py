@@ -4,6 +4,7 @@ tier, and clear 4xx errors for bad input and wrong keys."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -16,6 +17,7 @@ from registry_project import make_project, register_pair
 from serving_helpers import LiveService, RedisServer
 
 from components.registry import mlflow_registry as reg
+from components.serving.audit import key_id as audit_id
 from components.serving.settings import ServeSettings
 
 QUESTION = {"question": "Who makes Zorvex?"}
@@ -44,6 +46,10 @@ def service(registry: dict):  # noqa: ANN201
     live = LiveService(settings(registry["root"]), registry["uri"]).start()
     yield live
     live.stop()
+
+
+def sha(body: dict) -> str:
+    return hashlib.sha256(body["question"].encode()).hexdigest()
 
 
 def versions(result: dict) -> tuple[str, str]:
@@ -176,7 +182,10 @@ def test_bad_requests_and_wrong_keys_get_4xx_with_a_reason(
 ) -> None:
     monkeypatch.setenv("RETRO_API_KEYS", "k-one, k-two")
     limits = {"max_body_bytes": 512, "max_question_chars": 50, "max_k": 5}
-    live = LiveService(settings(registry["root"], limits=limits), registry["uri"]).start()
+    folder = str(registry["root"] / "serving-limits")  # its own audit log
+    live = LiveService(
+        settings(registry["root"], limits=limits, download_dir=folder), registry["uri"]
+    ).start()
     url, key = f"{live.url}/v1/answer", {"X-API-Key": "k-two"}
     try:
         cases = [
@@ -217,6 +226,16 @@ def test_bad_requests_and_wrong_keys_get_4xx_with_a_reason(
             response = httpx.post(url, json=body, headers=headers, timeout=60)
             assert response.status_code == status and reason in response.json()["reason"], response.text
         assert httpx.get(f"{live.url}/readyz").status_code == 200  # probes need no key
+        audited = [json.loads(line) for line in (registry["root"] / "serving-limits" / "audit.jsonl").open()]
+        answered = 1 + 1 + 2  # the first answer, its cached repeat, the two odd questions
+        assert len(audited) == answered and {line["key_id"] for line in audited} >= {audit_id("k-one")}
+        text = json.dumps(audited)
+        assert "k-one" not in text and "k-two" not in text and "Zorvex" not in text  # no key, no question
+        assert [line["cache"] for line in audited if line["question_sha256"] == sha(QUESTION)] == [None, "l1"]
+        assert all(line["adapter_version"] and line["sources"] for line in audited)
+        gauges = httpx.get(f"{live.url}/metrics").text
+        assert 'retro_answer_support{model="retro-adapter"}' in gauges
+        assert 'retro_abstention_rate{model="retro-adapter"} 0.0' in gauges
     finally:
         live.stop()
 

@@ -9,8 +9,10 @@ from types import SimpleNamespace
 
 import orjson
 
+from components.core.serve_params import AuditSettings
 from components.registry.mlflow_registry import ModelNames
 from components.serving.app import AnswerRequest, Service
+from components.serving.audit import AuditLog
 from components.serving.cache import TieredCache, cache_key
 from components.serving.fast_path import CachedAnswers
 from components.serving.metrics import ServingMetrics
@@ -43,8 +45,14 @@ def _service() -> SimpleNamespace:
     service = SimpleNamespace(
         settings=settings, metrics=metrics, cache=TieredCache(settings.cache, metrics),
         promoter=SimpleNamespace(current=current), model_name="retro", names=ModelNames("retro"),
+        audit=AuditLog(AuditSettings(path=None), metrics),
     )  # fmt: skip
-    for method in ("scope", "checked", "answer_key"):  # the Service's own request checks and cache keys
+    for method in (
+        "scope",
+        "checked",
+        "answer_key",
+        "served_name",
+    ):  # the Service's own request checks and cache keys
         setattr(service, method, getattr(Service, method).__get__(service))
     key = cache_key("answer", service.scope(current), "Who makes Zorvex?", 3, settings.max_new_tokens)
     service.cache.l1["answer"][key] = ANSWER
