@@ -15,6 +15,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from components.core.config import load_params_file
+from components.core.workspace_lock import workspace_lock
 from components.data.corpus import list_versions
 from components.data.delta import DeltaSummary, build_snapshot, make_versioned
 from flows.pipeline import retro_pipeline
@@ -85,6 +86,19 @@ def add_delta(
 
 @flow(name="knowledge-update", log_prints=True)
 def knowledge_update(
+    root: str = ".",
+    corpus: str | None = None,
+    version: str | None = None,
+    delta: str | None = None,
+    remove: list[str] | None = None,
+) -> dict:
+    """Add the next corpus version and run every stage, holding the workspace's run lock (a
+    second run waits for this one): `update_knowledge`."""
+    with workspace_lock(root, say=get_run_logger().warning):
+        return update_knowledge(root, corpus, version, delta, remove)
+
+
+def update_knowledge(
     root: str = ".",
     corpus: str | None = None,
     version: str | None = None,

@@ -18,6 +18,7 @@ from prefect.runtime import deployment, flow_run
 from components.core.environment import apply_offline_env
 from components.core.params import load_params, parse_params
 from components.core.paths import Paths
+from components.core.workspace_lock import workspace_lock
 from components.registry.naming import check_project_lineage
 
 IO_ERROR_EXIT = 74  # what a stage exits with on an I/O error (components.stages.entry.EX_IOERR)
@@ -146,6 +147,12 @@ def check_registry(root: str = ".") -> str:
 
 @flow(name="retro-pipeline", log_prints=True)
 def retro_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
+    """The stages below, holding the workspace's run lock (a second run waits for this one)."""
+    with workspace_lock(root, say=get_run_logger().warning):
+        return run_pipeline(root, stages)
+
+
+def run_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
     """Ingest → chunk → embed → index → synthesize → adapter-train → continual-update → evaluate → register.
 
     A stage that fails (after retries of transient I/O errors) stops the flow before `register`,

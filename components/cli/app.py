@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -71,43 +73,47 @@ def pipeline(
     ] = None,
     stage: Annotated[list[str] | None, typer.Option(help="run only these stages (in pipeline order)")] = None,
     params: Path = Path("params.yaml"),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="refuse at once if another run holds the workspace"
+    ),
 ) -> None:
     """Run the retro-pipeline Prefect flow locally (no Prefect server needed)."""
-    from components.core.config import ParamsError, apply_overrides, load_params_file
-    from components.core.params import parse_params
-    from components.registry.naming import LineageConflict, check_project_lineage
+    with _one_run(no_wait):
+        from components.core.config import ParamsError, apply_overrides, load_params_file
+        from components.core.params import parse_params
+        from components.registry.naming import LineageConflict, check_project_lineage
 
-    def check(raw: dict) -> None:  # valid values, and a registered model name of this corpus
-        parsed = parse_params(raw)
-        if not stage or "register" in stage:
-            check_project_lineage(parsed.registration, parsed.ingest.source, ".")
+        def check(raw: dict) -> None:  # valid values, and a registered model name of this corpus
+            parsed = parse_params(raw)
+            if not stage or "register" in stage:
+                check_project_lineage(parsed.registration, parsed.ingest.source, ".")
 
-    try:  # the whole file is validated, with the overrides, before anything is written or run
-        if set_:
-            apply_overrides(params, set_, check=check)
-        else:
-            check(load_params_file(params))
-    except (ParamsError, LineageConflict) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    _prefect_local_defaults()
-    from flows.pipeline import StageFailed, pipeline_stages, retro_pipeline
+        try:  # the whole file is validated, with the overrides, before anything is written or run
+            if set_:
+                apply_overrides(params, set_, check=check)
+            else:
+                check(load_params_file(params))
+        except (ParamsError, LineageConflict) as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        _prefect_local_defaults()
+        from flows.pipeline import StageFailed, pipeline_stages, retro_pipeline
 
-    stages = pipeline_stages(".")
-    unknown = [s for s in stage or [] if s not in stages]
-    if unknown:
-        typer.echo(f"unknown stage(s) {unknown}; stages: {', '.join(stages)}", err=True)
-        raise typer.Exit(2)
-    chosen = [s for s in stages if s in stage] if stage else None
-    try:
-        results = retro_pipeline(root=".", stages=chosen)
-    except LineageConflict as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    except StageFailed as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    _report(results)
+        stages = pipeline_stages(".")
+        unknown = [s for s in stage or [] if s not in stages]
+        if unknown:
+            typer.echo(f"unknown stage(s) {unknown}; stages: {', '.join(stages)}", err=True)
+            raise typer.Exit(2)
+        chosen = [s for s in stages if s in stage] if stage else None
+        try:
+            results = retro_pipeline(root=".", stages=chosen)
+        except LineageConflict as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        except StageFailed as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+        _report(results)
 
 
 @app.command()
@@ -175,42 +181,60 @@ def update(
         Path | None, typer.Option(help="a file of document ids to remove, one a line (with --delta or alone)")
     ] = None,
     name: str = typer.Option("", help="version name (default: the next v<N> or t<NNN>)"),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="refuse at once if another run holds the workspace"
+    ),
 ) -> None:
     """Add the next corpus version and run the knowledge-update flow (the incremental path).
 
     With --delta the next snapshot is the newest one with the delta applied: unchanged documents
     and questions are carried forward. A flat corpus (docs/ at the top) becomes v1 first.
     """
-    if (corpus is None) == (delta is None and remove is None):
-        typer.echo("give --corpus DIR (a full snapshot) or --delta DIR and/or --remove FILE", err=True)
-        raise typer.Exit(2)
-    _prefect_local_defaults()
-    from components.data.corpus import read_ids
-    from flows.knowledge_update import add_delta, add_version, knowledge_update, versioned_source
-    from flows.pipeline import StageFailed
+    with _one_run(no_wait):
+        if (corpus is None) == (delta is None and remove is None):
+            typer.echo("give --corpus DIR (a full snapshot) or --delta DIR and/or --remove FILE", err=True)
+            raise typer.Exit(2)
+        _prefect_local_defaults()
+        from components.data.corpus import read_ids
+        from flows.knowledge_update import add_delta, add_version, knowledge_update, versioned_source
+        from flows.pipeline import StageFailed
+
+        try:
+            source, _, converted = versioned_source(".")
+            if converted:
+                typer.echo(f"{source} was a flat corpus: its docs/ and qa.jsonl are now {source}/v1")
+            if corpus is not None:
+                added = add_version(".", corpus, name or None)
+                if added is None:
+                    typer.echo(f"{corpus} holds the newest corpus version's content: nothing to add")
+                    return
+                typer.echo(f"corpus version {added} added from {corpus}")
+            else:
+                added, summary = add_delta(".", delta, read_ids(remove), name or None)
+                typer.echo(f"corpus version {added} built from the delta: {json.dumps(summary.as_dict())}")
+        except (FileNotFoundError, ValueError) as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        try:
+            results = knowledge_update(root=".")
+        except StageFailed as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+        _report(results)
+
+
+@contextmanager
+def _one_run(no_wait: bool) -> Iterator[None]:
+    """Hold the workspace's run lock (components/core/workspace_lock.py); a busy workspace with
+    --no-wait exits with code 75 (try again later)."""
+    from components.core.workspace_lock import WorkspaceBusy, workspace_lock
 
     try:
-        source, _, converted = versioned_source(".")
-        if converted:
-            typer.echo(f"{source} was a flat corpus: its docs/ and qa.jsonl are now {source}/v1")
-        if corpus is not None:
-            added = add_version(".", corpus, name or None)
-            if added is None:
-                typer.echo(f"{corpus} holds the newest corpus version's content: nothing to add")
-                return
-            typer.echo(f"corpus version {added} added from {corpus}")
-        else:
-            added, summary = add_delta(".", delta, read_ids(remove), name or None)
-            typer.echo(f"corpus version {added} built from the delta: {json.dumps(summary.as_dict())}")
-    except (FileNotFoundError, ValueError) as exc:
+        with workspace_lock(".", wait=not no_wait, say=lambda message: typer.echo(message, err=True)):
+            yield
+    except WorkspaceBusy as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    try:
-        results = knowledge_update(root=".")
-    except StageFailed as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    _report(results)
+        raise typer.Exit(75) from None
 
 
 def _serve_settings(params: dict, engine: str):  # noqa: ANN202
