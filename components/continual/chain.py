@@ -19,6 +19,7 @@ import pandas as pd
 from components.continual.regularizers import OnlineEWC
 from components.continual.replay import RESERVOIR_FILE, ReplayBuffer
 from components.continual.update import UpdateOptions, unchanged_pairs, update_adapter
+from components.core.artifacts import staged_swap
 from components.core.params import ContinualParams, ModelParams, TrainParams
 from components.training.examples import Example, new_knowledge, train_items
 
@@ -60,8 +61,8 @@ class AdapterChain:
         state = json.loads((out / STATE).read_text()) if (out / STATE).exists() else {}
         if state.get("base_adapter") == base_hash and state.get("consumed", [None])[-1] in versions:
             return cls(out, state, ReplayBuffer.load(out / REPLAY, replay_size, seed))
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(base, out)
+        with staged_swap(out) as staging:
+            shutil.copytree(base, staging)
         buffer = ReplayBuffer(replay_size, seed)
         for item in train_items(qa, versions[0]):
             buffer.add(item)
@@ -161,12 +162,9 @@ def update_in_place(
     )
     anchors = general_anchors(model, p.general_anchors)  # the base model's answers: the adapter off
     stats = update_adapter(model, new, replay + anchors, options, ewc, unchanged)
-    staging = out.with_name(out.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save(staging, read_artifact_config(out))
-    if ewc is not None:
-        ewc.save(staging)
-    for path in staging.iterdir():
-        path.replace(out / path.name)
-    staging.rmdir()
+    with staged_swap(out) as staging:  # the chain's folder, whole, with the new weights in it
+        shutil.copytree(out, staging)
+        model.save(staging, read_artifact_config(out))
+        if ewc is not None:
+            ewc.save(staging)
     return {"seconds": stats["seconds"], "final_loss": stats["final_loss"]}

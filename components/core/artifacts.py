@@ -7,6 +7,9 @@ that finds another version refuses with a message saying what to rebuild, never 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,28 @@ def check_schema(found: Any, expected: int, what: str, rebuild: str) -> None:
     if found is None or int(found) != expected:
         written = "no schema version (an older Retro-PEFT)" if found is None else f"schema {found}"
         raise SchemaMismatch(f"{what} has {written}, this version reads schema {expected}: {rebuild}")
+
+
+@contextmanager
+def staged_swap(target: Path) -> Iterator[Path]:
+    """A staging folder beside `target` that replaces it when the block succeeds (two renames,
+    so a reader sees one or the other); on an error it is removed and `target` is untouched. A
+    swap killed between its two renames is finished by the next call (the old folder comes back)."""
+    staging = target.with_name(target.name + ".tmp")
+    retired = target.with_name(target.name + ".old")
+    if not target.exists() and retired.exists():  # killed between the renames: restore it first
+        retired.rename(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def write_json(path: Path, data: Any) -> None:

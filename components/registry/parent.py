@@ -14,9 +14,9 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from components.continual.replay import RESERVOIR_FILE, purge_documents
+from components.core.artifacts import staged_swap
 from components.registry.forget import retrained_without, saw_any
 from components.registry.mlflow_registry import version_by_alias
-from components.stores.versions import staged_swap
 
 
 def last_accepted(client: MlflowClient, adapter_model: str) -> Any | None:

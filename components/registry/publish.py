@@ -1,11 +1,14 @@
 """Registering an evaluated adapter and its index as linked MLflow versions, through the gate.
 
 The index version is registered once per content hash (a later adapter on the same chunks links
-to it); the adapter version records the index version, the figures, the gate and the lineage.
+to it); the adapter version records the index version, the figures, the gate and the lineage,
+and is also registered once per content hash and index version: registering the same adapter
+again (a rerun after a crash) gives the version already there.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,14 @@ def index_chain_tags(client: MlflowClient, manifest: IndexManifest, index_model:
         found = reg.find_version(client, index_model, "content_hash", parent["content_hash"])
         tags["parent_version"] = found.version if found else "unregistered"
     return tags
+
+
+def adapter_hash(folder: Path) -> str:
+    """The content hash of an adapter artifact: every file's name and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:32]
 
 
 def flat_figures(metrics: dict[str, Any]) -> dict[str, float]:
@@ -124,32 +135,42 @@ def register_pair(
             refused = {"registered": False, "promoted": False, "reason": reason, "model_name": names.name}
             return {"run_id": run_id, **refused}
         index_version = _index_version(client, run_id, manifest, index, lineage, names.index)
-        mlflow.log_artifacts(str(adapter), "adapter")
-        adapter_version = reg.register_version(
-            client,
-            names.adapter,
-            run_id,
-            "adapter",
-            {
-                "index_version": index_version.version,
-                "index_content_hash": manifest.content_hash,
-                "base_model": adapter_config["base_model"],
-                "adapter_method": adapter_config["method"],
-                "fusion": adapter_config.get("fusion", "in_context"),
-                "corpus_version": manifest.corpus_version,
-                "gate": "passed" if promote else "failed",
-                "gate_reason": reason,
-                **({"corpus": corpus} if corpus else {}),
-                **questions_tag,
-                **{k: round(v, 6) for k, v in (flat | decision.figures).items()},
-                **lineage,
-            },
-        )
+        content = adapter_hash(adapter)
+        adapter_version = reg.find_version(client, names.adapter, "adapter_hash", content)
+        reused = adapter_version is not None and adapter_version.tags.get("index_version") == str(
+            index_version.version
+        )  # the same weights on the same index are that version (a rerun after a crash, say)
+        if reused:
+            mlflow.set_tag("reused_adapter_version", adapter_version.version)
+        else:
+            mlflow.log_artifacts(str(adapter), "adapter")
+            adapter_version = reg.register_version(
+                client,
+                names.adapter,
+                run_id,
+                "adapter",
+                {
+                    "index_version": index_version.version,
+                    "index_content_hash": manifest.content_hash,
+                    "adapter_hash": content,
+                    "base_model": adapter_config["base_model"],
+                    "adapter_method": adapter_config["method"],
+                    "fusion": adapter_config.get("fusion", "in_context"),
+                    "corpus_version": manifest.corpus_version,
+                    "gate": "passed" if promote else "failed",
+                    "gate_reason": reason,
+                    **({"corpus": corpus} if corpus else {}),
+                    **questions_tag,
+                    **{k: round(v, 6) for k, v in (flat | decision.figures).items()},
+                    **lineage,
+                },
+            )
         if promote:
             client.set_registered_model_alias(names.adapter, alias, adapter_version.version)
     return {
         "run_id": run_id,
         "registered": True,
+        "reused": reused,
         "index_version": index_version.version,
         "adapter_version": adapter_version.version,
         "promoted": promote,

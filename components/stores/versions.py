@@ -10,16 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from components.core.artifacts import versions_in
+from components.core.artifacts import staged_swap, versions_in
 from components.data.domains import domain_of
 from components.embed.choice import backend_in_use, embedder_in_use
 from components.embed.table import EmbeddingTable
@@ -71,25 +69,6 @@ def chunk_payloads(part: pd.DataFrame, chunks: pd.DataFrame, documents: pd.DataF
             }
         )
     return payloads
-
-
-@contextmanager
-def staged_swap(target: Path) -> Iterator[Path]:
-    """A staging folder beside `target` that replaces it when the block succeeds (two renames,
-    so a reader sees one or the other); on an error it is removed and `target` is untouched."""
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    retired = target.with_name(target.name + ".old")
-    shutil.rmtree(retired, ignore_errors=True)
-    if target.exists():
-        target.rename(retired)
-    staging.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 @dataclass

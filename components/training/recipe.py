@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.adapters.peft_adapter import ARTIFACT_CONFIG, ARTIFACT_SCHEMA
+from components.core.artifacts import staged_swap
 from components.core.params import ModelParams, RetrievalParams, TrainParams
 from components.training.budget import EarlyStopping, planned_steps, split_validation
 from components.training.examples import Example
@@ -133,9 +133,10 @@ def train_adapter(
         "version": version,
         "skipped": False,
     }
-    shutil.rmtree(out, ignore_errors=True)
     config = artifact_config(model_params, retrieval, p) | ({"domain": domain} if domain else {})
-    model.save(
-        out, {**config, "trained_on_versions": [version], "fingerprint": fingerprint, "training": metrics}
-    )
+    with staged_swap(out) as staging:  # the previous adapter stays whole until this one is
+        model.save(
+            staging,
+            {**config, "trained_on_versions": [version], "fingerprint": fingerprint, "training": metrics},
+        )
     return metrics

@@ -1,5 +1,6 @@
 """Registration against a real MLflow SQLite store: linked versions, lineage tags, the gate, loading."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from registry_project import TEXTS, make_project, register_pair
 from components.core.paths import Paths
 from components.registry import mlflow_registry as reg
 from components.stores.retriever import Retriever
+from tests.fixtures.tiny_model import random_adapter
 
 
 @pytest.fixture()
@@ -20,7 +22,7 @@ def _register(layout: Paths, params: dict, adapter_f1: float) -> dict:
     return register_pair(layout, params, adapter_f1)
 
 
-def test_linked_versions_lineage_and_gate(project: tuple[Paths, dict]) -> None:
+def test_linked_versions_lineage_and_gate(project: tuple[Paths, dict], tiny_model: Path) -> None:
     layout, params = project
     first = _register(layout, params, 0.5)
     assert first["promoted"] and first["alias"] == "challenger" and "no champion yet" in first["reason"]
@@ -41,7 +43,15 @@ def test_linked_versions_lineage_and_gate(project: tuple[Paths, dict]) -> None:
     assert run.metrics["gate.candidate_minus_rag"] == 0.0
     assert "newest accepted version, retro-adapter v1" in level["parent"]
 
-    # with on_gate_failure: register it is kept for audit (gate=failed, no alias); the index is reused
+    # the same adapter on the same index again (a rerun after a crash): the version already there
+    again = _register(layout, params, 0.5)
+    assert again["reused"] and again["adapter_version"] == first["adapter_version"]
+    assert len(client.search_model_versions(f"name = '{reg.ADAPTER_MODEL}'")) == 1
+
+    # another adapter, kept for audit with on_gate_failure: register (gate=failed, no alias); the
+    # index is reused
+    shutil.rmtree(layout.current_adapter)
+    random_adapter(tiny_model, layout.current_adapter, seed=5)
     audited = register_pair(layout, {"register": params["register"] | {"on_gate_failure": "register"}}, 0.2)
     assert audited["registered"] and not audited["promoted"]
     assert audited["index_version"] == first["index_version"]
