@@ -84,6 +84,9 @@ class IngestParams(StrictModel):
     source: str = "data/raw/sample"
     min_chars: int = Field(20, ge=1)
     max_chars: int = Field(200_000, ge=1)
+    max_file_mb: float = Field(
+        100.0, gt=0, description="larger files are quarantined with the reason before they are read"
+    )
     ocr: Literal["auto", "off"] = Field(
         "auto",
         description="auto: a PDF page without a text layer is read by tesseract-ocr when it is installed; "

@@ -81,9 +81,16 @@ def read_documents(
     options = options or ReadOptions()
     documents: list[RawDocument] = []
     files = sorted(p for p in docs_dir.rglob("*") if p.is_file())
+    inside = docs_dir.resolve()
     for path in tqdm(files, desc=f"ingest {version}", unit="file", leave=False):
         rel = path.relative_to(docs_dir)
         started = time.perf_counter()
+        if not path.resolve().is_relative_to(inside):  # a link out of the corpus is never followed
+            reason = "a link to a file outside the corpus folder (not read)"
+            documents.append(
+                RawDocument(rel.with_suffix("").as_posix(), "", rel.as_posix(), version, {}, reason)
+            )
+            continue
         read = _read_one(path, rel, version, options)
         documents += read
         if stats is not None:
@@ -98,6 +105,10 @@ def read_documents(
 
 def _read_one(path: Path, rel: Path, version: str, options: ReadOptions) -> list[RawDocument]:
     doc_id = rel.with_suffix("").as_posix()
+    size_mb = path.stat().st_size / 2**20
+    if size_mb > options.max_file_mb:  # checked before a byte is read
+        reason = f"oversized file ({size_mb:.3g} MB, maximum {options.max_file_mb:g} MB: ingest.max_file_mb)"
+        return [RawDocument(doc_id, "", rel.as_posix(), version, {}, reason)]
     try:
         if path.suffix.lower() == ".jsonl":
             return _read_jsonl_documents(read_plain_text(path), rel.as_posix(), version)
@@ -129,6 +140,10 @@ def _read_jsonl_documents(raw: str, source: str, version: str) -> list[RawDocume
                 RawDocument(where, "", where, version, {}, "a jsonl document needs 'id' and 'text'")
             )
             continue
+        if ".." in Path(str(record["id"])).parts or str(record["id"]).startswith("/"):
+            reason = f"document id {str(record['id'])[:80]!r} leaves the corpus (.. or an absolute path)"
+            documents.append(RawDocument(where, "", where, version, {}, reason))
+            continue
         metadata = record.get("metadata") or {}
         documents.append(
             RawDocument(
@@ -147,10 +162,16 @@ def read_qa(path: Path, version: str) -> tuple[list[dict], list[dict]]:
     items, rejected = [], []
     if not path.exists():
         return items, rejected
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        where = f"{path.name}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            reason = f"not UTF-8 ({exc.reason} at byte {exc.start} of the line)"
+            rejected.append({"source": where, "version": version, "reason": reason})
+            continue
         if not line.strip():
             continue
-        where = f"{path.name}:{lineno}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:

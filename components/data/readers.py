@@ -31,6 +31,7 @@ class ReadOptions:
     """Reader settings from the `ingest` params section."""
 
     ocr: str = "auto"  # auto | off
+    max_file_mb: float = 100.0  # larger files are quarantined before they are read
 
 
 @dataclass

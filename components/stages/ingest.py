@@ -15,7 +15,9 @@ from components.stages.entry import stage_main
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     p = params.ingest
     source = Path(paths.root) / p.source  # relative: to the project
-    corpus = ingest_corpus(source, p.min_chars, p.max_chars, ReadOptions(ocr=p.ocr))
+    corpus = ingest_corpus(
+        source, p.min_chars, p.max_chars, ReadOptions(ocr=p.ocr, max_file_mb=p.max_file_mb)
+    )
     if corpus.documents.empty:
         reasons = sorted({q["reason"] for q in corpus.quarantined})[:5]
         raise ValueError(

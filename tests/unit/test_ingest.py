@@ -102,3 +102,35 @@ def test_forgotten_documents_leave_every_version_with_their_questions(tmp_path: 
     assert set(qa["doc_id"]) == {"keep"} and len(qa) == 2
     quarantined = layout.quarantine.read_text()
     assert "gone" not in quarantined  # nothing of a forgotten document is kept, not even its name
+
+
+def test_files_that_escape_the_corpus_are_too_large_or_badly_encoded_are_named(tmp_path: Path) -> None:
+    corpus = _corpus(tmp_path)
+    docs = corpus / "docs"
+    outside = tmp_path / "secret.md"
+    outside.write_text("A private file outside the corpus, long enough to be kept.")
+    (docs / "link.md").symlink_to(outside)
+    (docs / "big.md").write_text(GOOD + " more" * 300)  # about 1.6 kB, over max_file_mb below
+    with (docs / "batch.jsonl").open("a") as fh:
+        fh.write(
+            json.dumps({"id": "../../etc/passwd", "text": "A document whose id leaves the corpus."}) + "\n"
+        )
+    with (corpus / "qa.jsonl").open("ab") as fh:
+        fh.write(
+            '{"id": "q4", "question": "Caf\xe9?", "answer": "y", "doc_id": "good", "split": "test"}\n'.encode(
+                "latin-1"
+            )
+        )
+    layout = Paths(tmp_path)
+    params = {"source": str(corpus), "min_chars": 10, "max_chars": 10_000, "max_file_mb": 0.001}
+    run_stage(ingest, {"ingest": params}, layout.root)
+    reasons = {q["source"]: q["reason"] for q in map(json.loads, layout.quarantine.read_text().splitlines())}
+    assert reasons["link.md"].endswith("a link to a file outside the corpus folder (not read)")
+    assert (
+        "oversized file (0.00" in reasons["big.md"]
+        and "maximum 0.001 MB: ingest.max_file_mb" in reasons["big.md"]
+    )
+    assert "leaves the corpus" in reasons["batch.jsonl:4"]
+    assert "not UTF-8" in reasons["qa.jsonl:4"]  # the file and the line
+    assert "private file" not in pd.read_parquet(layout.documents)["text"].str.cat()
+    assert list(pd.read_parquet(layout.qa)["id"]) == ["q1"]  # the other lines were still read
