@@ -268,7 +268,8 @@ def _postgres_ok(url: str) -> bool:
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback health check
+        # health checks of the services this command started, on http://127.0.0.1 only
+        with urllib.request.urlopen(url, timeout=2) as response:  # nosec B310
             return response.status == 200
     except OSError:
         return False

@@ -15,7 +15,10 @@ import pandas as pd
 def validation_share(question_ids: list[str], share: float) -> list[bool]:
     """Which questions are validation questions: a stable `share` by hash of the id, so the same
     question is on the same side in every run and every stage."""
-    return [int(hashlib.sha1(str(q).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share for q in question_ids]
+    return [
+        int(hashlib.sha1(str(q).encode(), usedforsecurity=False).hexdigest()[:8], 16) / 0xFFFFFFFF < share
+        for q in question_ids
+    ]
 
 
 QUESTION_COLUMNS = ["id", "question", "answer", "doc_id", "split", "version"]

@@ -28,7 +28,9 @@ INDEXES = ("hnsw", "ivfflat", "none")
 
 
 def table_name(name: str) -> str:
-    """A safe lower-case SQL identifier for a store name (content hashes and `retro_...` names)."""
+    """A safe lower-case SQL identifier for a store name (content hashes and `retro_...` names).
+    Only [a-z0-9_] survive, which is why the queries may put it in their text (bandit's B608 is
+    skipped for this, pyproject.toml); every value goes in as a parameter."""
     cleaned = re.sub(r"[^a-z0-9_]", "_", name.lower())[:63]
     if not cleaned or cleaned[0].isdigit():
         cleaned = f"t_{cleaned}"[:63]
