@@ -74,6 +74,10 @@ class LimitSettings(StrictModel):
     max_body_bytes: int = Field(16_384, ge=256, description="larger request bodies get 413")
     max_question_chars: int = Field(2_000, ge=1)
     max_k: int = Field(20, ge=1, description="largest k a client may ask for")
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="per API key (per client address without keys); None: no limit; over it: 429"
+    )
+    burst: int = Field(20, ge=1, description="requests a key may send at once before the rate applies")
 
 
 class AuthSettings(StrictModel):

@@ -45,6 +45,7 @@ from components.serving.limits import BodySizeLimit, RequestError, given_key, re
 from components.serving.metrics import ServingMetrics
 from components.serving.openai_api import AUTO, OPENAI_PATHS, add_openai_routes, openai_error
 from components.serving.promotion import Promoter
+from components.serving.rate_limit import RateLimit, TokenBuckets
 from components.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -488,6 +489,12 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
             CachedAnswers, service=service, keys=keys, fields=set(AnswerRequest.model_fields)
         )  # L1 answer hits leave here
     app.add_middleware(Measure, service=service)
+    limits = settings.limits
+    if limits.requests_per_minute:  # outermost: a limited request costs nothing else
+        buckets = TokenBuckets(limits.requests_per_minute, limits.burst)
+        app.add_middleware(
+            RateLimit, buckets=buckets, keyed=bool(keys), openai_paths=OPENAI_PATHS, error_body=openai_error
+        )
     auth = require_api_key(keys)
 
     def refusal(

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import openai
 import orjson
 import pytest
 from registry_project import make_project, register_pair
@@ -335,3 +336,28 @@ def test_llamacpp_engine_streams_caches_and_follows_promotion(
     finally:
         live.stop()
         torch_live.stop()
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not(
+    registry: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETRO_API_KEYS", "k-one, k-two")
+    limits = {"requests_per_minute": 6, "burst": 2}  # a token every 10 s after two at once
+    folder = str(registry["root"] / "serving-rate")
+    live = LiveService(
+        settings(registry["root"], limits=limits, download_dir=folder), registry["uri"]
+    ).start()
+    try:
+        url = f"{live.url}/v1/retrieve"
+        codes = [httpx.post(url, json=QUESTION, headers={"X-API-Key": "k-one"}).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        limited = httpx.post(f"{live.url}/v1/answer", json=QUESTION, headers={"X-API-Key": "k-one"})
+        assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 10
+        assert "6 requests a minute" in limited.json()["reason"]
+        assert httpx.post(url, json=QUESTION, headers={"X-API-Key": "k-two"}).status_code == 200  # its own
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="k-one", max_retries=0)
+        with pytest.raises(openai.RateLimitError):
+            client.completions.create(model="auto", prompt=QUESTION["question"])
+        assert httpx.get(f"{live.url}/readyz").status_code == 200  # probes are not limited
+    finally:
+        live.stop()
