@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
@@ -28,7 +29,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException
 
 from components.adapters.adapter_set import AdapterSet, slot_name
 from components.adapters.int8_decode import use_int8_decode
@@ -46,7 +48,7 @@ from components.serving.metrics import ServingMetrics
 from components.serving.openai_api import AUTO, OPENAI_PATHS, add_openai_routes, openai_error
 from components.serving.promotion import Promoter
 from components.serving.rate_limit import RateLimit, TokenBuckets
-from components.serving.settings import ServeSettings
+from components.serving.settings import LimitSettings, ServeSettings
 
 log = logging.getLogger(__name__)
 SETTINGS_ENV = "RETRO_SERVE_SETTINGS"
@@ -61,6 +63,16 @@ class RetrieveRequest(BaseModel):
 
 class AnswerRequest(RetrieveRequest):
     stream: bool = False
+
+
+def limited_requests(limits: LimitSettings) -> tuple[type[RetrieveRequest], type[AnswerRequest]]:
+    """The request bodies with the service's limits in their schema, so that generated clients and
+    fuzzers see the API as it is (the handlers check the same limits again)."""
+    question = Annotated[str, Field(min_length=1, max_length=limits.max_question_chars)]
+    k = Annotated[int | None, Field(ge=1, le=limits.max_k, description="passages (default: the adapter's)")]
+    fields = {"question": (question, ...), "k": (k, None)}
+    retrieve = create_model("RetrieveRequest", __base__=RetrieveRequest, **fields)
+    return retrieve, create_model("AnswerRequest", __base__=AnswerRequest, **fields)
 
 
 class Service:
@@ -509,6 +521,12 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
         return refusal(request, exc.status, exc.title, exc.reason, exc.headers)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """Starlette's own refusals (a body that cannot be parsed, a wrong method) in our shape."""
+        title = HTTPStatus(exc.status_code).phrase.lower()
+        return refusal(request, exc.status_code, title, str(exc.detail), getattr(exc, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         reasons = [
@@ -521,7 +539,8 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
         log.exception("request to %s failed", request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal error", "reason": type(exc).__name__}, 500)
 
-    @app.post("/v1/answer")
+    Retrieve, Answer = limited_requests(settings.limits)  # noqa: N806 - request body classes
+
     async def answer(
         body: AnswerRequest,
         request: Request,
@@ -535,13 +554,17 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
         result = await service.answer(answerer, question, k, where, who)
         return Response(orjson.dumps(result), media_type="application/json")
 
-    @app.post("/v1/retrieve")
     async def retrieve(body: RetrieveRequest, where: dict | None = Depends(auth)) -> Response:  # noqa: B008
         answerer, question, k = await service.chosen(body.model, body.question, body.k, where)
         found, tier = await service.sources(answerer, question, k, where)
         result = {"sources": public(found), **answerer.version_fields(), "cache": tier}
         return Response(orjson.dumps(result), media_type="application/json")
 
+    # the bodies with this service's limits (classes made here, so they are set on the functions
+    # rather than written in their signatures, which FastAPI resolves at module level)
+    answer.__annotations__["body"], retrieve.__annotations__["body"] = Answer, Retrieve
+    app.post("/v1/answer")(answer)
+    app.post("/v1/retrieve")(retrieve)
     add_openai_routes(app, service, auth, asker)
 
     @app.get("/healthz")

@@ -268,11 +268,17 @@ class Retriever:
         return reciprocal_rank_fusion(halves, k, self.rrf_k, by)
 
     def _bm25_search(self, queries: list[str], depth: int, where: dict[str, Any] | None) -> list[list[Hit]]:
+        """BM25 hits per query; a query without a single term (stop words, symbols, control
+        characters) has none (bm25s refuses such a query outright)."""
         tokens = tokenize_all(queries)
+        termless = [row == [""] for row in tokens]
+        results: list[list[Hit]] = [[] for _ in queries]
+        asked = [i for i, empty in enumerate(termless) if not empty]
+        if not asked:
+            return results
         n = min(depth, len(self.bm25_ids))
-        docs, scores = self.bm25.retrieve(tokens, k=n, show_progress=False, n_threads=0)
-        results = []
-        for row_docs, row_scores in zip(docs, scores, strict=True):
+        docs, scores = self.bm25.retrieve([tokens[i] for i in asked], k=n, show_progress=False, n_threads=0)
+        for i, row_docs, row_scores in zip(asked, docs, scores, strict=True):
             hits = []
             pairs = zip(row_docs.tolist(), row_scores.tolist(), strict=True)
             ranked = [(self.bm25_ids[j], s) for j, s in pairs if s > 0]
@@ -281,7 +287,7 @@ class Retriever:
                 payload = payloads.get(sid)
                 if payload is not None and matches(payload, where):
                     hits.append(Hit(sid, float(score), payload))
-            results.append(hits)
+            results[i] = hits
         return results
 
     def save(self, folder: Path) -> None:

@@ -193,10 +193,10 @@ def test_bad_requests_and_wrong_keys_get_4xx_with_a_reason(
             ({}, QUESTION, 401, "missing API key"),
             ({"X-API-Key": "k-three"}, QUESTION, 401, "invalid API key"),
             ({"Authorization": "Bearer k-on"}, QUESTION, 401, "invalid API key"),
-            (key, {"question": "x" * 51}, 422, "limit is 50"),
+            (key, {"question": "x" * 51}, 422, "question: String should have at most 50 characters"),
             (key, {"question": "   "}, 422, "question is empty"),
-            (key, {**QUESTION, "k": 6}, 422, "k must be between 1 and 5 (got 6)"),
-            (key, {**QUESTION, "k": 0}, 422, "(got 0)"),
+            (key, {**QUESTION, "k": 6}, 422, "k: Input should be less than or equal to 5"),
+            (key, {**QUESTION, "k": 0}, 422, "k: Input should be greater than or equal to 1"),
             (key, {}, 422, "question: Field required"),
             (key, {**QUESTION, "k": "many"}, 422, "k:"),
             (key, {**QUESTION, "temperature": 2}, 422, "temperature: Extra inputs"),
@@ -216,7 +216,10 @@ def test_bad_requests_and_wrong_keys_get_4xx_with_a_reason(
             body = {field: lone[field]} | ({"model": "auto"} if "completions" in path else {})
             raw = {**key, "Content-Type": "application/json"}
             refused = httpx.post(f"{live.url}{path}", content=json.dumps(body), headers=raw, timeout=60)
-            assert refused.status_code == 422 and "lone surrogate" in refused.text, (path, refused.text)
+            invalid = (
+                "lone surrogate" in refused.text or "unable to parse raw data as a unicode" in refused.text
+            )
+            assert refused.status_code == 422 and invalid, (path, refused.text)
         for odd in ("Who makes\u200f Zorvex?\x07", "\u202eZorvex\u0000?"):  # RTL marks, controls
             assert httpx.post(url, json={"question": odd}, headers=key, timeout=60).status_code == 200
         ok = httpx.post(url, json=QUESTION, headers={"Authorization": "Bearer k-one"}, timeout=60)

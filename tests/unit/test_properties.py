@@ -18,7 +18,7 @@ from components.data.chunking import chunk_text
 from components.data.readers import READERS, ReadOptions, Unreadable, read_file
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+QUICK = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 ODD_TEXT = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"])
     | st.sampled_from(["\u200f", "\u202e", "\x00"]),
