@@ -268,8 +268,8 @@ class Retriever:
         return reciprocal_rank_fusion(halves, k, self.rrf_k, by)
 
     def _bm25_search(self, queries: list[str], depth: int, where: dict[str, Any] | None) -> list[list[Hit]]:
-        """BM25 hits per query; a query without a single term (stop words, symbols, control
-        characters) has none (bm25s refuses such a query outright)."""
+        """BM25 hits per query; a query without a single term (only punctuation, control
+        characters or zero-width spaces) has none (bm25s refuses such a query outright)."""
         tokens = tokenize_all(queries)
         termless = [row == [""] for row in tokens]
         results: list[list[Hit]] = [[] for _ in queries]
