@@ -87,17 +87,28 @@ def tag_values(client: MlflowClient, name: str, tag: str) -> set[str]:
     return {v.tags[tag] for v in client.search_model_versions(f"name = '{name}'") if tag in v.tags}
 
 
+NOT_THERE = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+
+
 def version_by_alias(client: MlflowClient, name: str, alias: str):  # noqa: ANN201
+    """The version of `name` holding `alias`; None when there is none. A registry that cannot be
+    reached raises (MlflowException), so that it is not taken for a missing alias."""
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in NOT_THERE:
+            return None
+        raise
 
 
 def register_version(client: MlflowClient, name: str, run_id: str, artifact_path: str, tags: dict[str, Any]):  # noqa: ANN201
     """A new version of `name` whose source is the run's artifact folder, with string tags."""
     source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
     return client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+
+
+class DownloadFailed(LookupError):
+    """A version's files could not be fetched (the store unreachable, say): worth trying again."""
 
 
 @dataclass
@@ -145,7 +156,7 @@ def download_adapter_version(
         try:
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, **target))
         except (MlflowException, OSError) as exc:
-            raise LookupError(f"cannot download {sub} artifacts from {uri}: {exc}") from None
+            raise DownloadFailed(f"cannot download {sub} artifacts from {uri}: {exc}") from None
 
     return LoadedPair(
         str(adapter.version),

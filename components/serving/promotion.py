@@ -1,6 +1,8 @@
 """Follow the registry alias: load the promoted adapter/index pair and swap to it without a restart.
 
-A background thread checks the alias every `poll_seconds`. A new version is downloaded and fully
+A background thread checks the alias every `poll_seconds`; a registry that does not answer is
+logged and asked again at the next check, with the current pair still served (MLflow's HTTP
+retries are cut to `REGISTRY_RETRIES` so that a check stays short). A new version is downloaded and fully
 loaded beside the one being served, then swapped in with one reference assignment: requests in
 flight finish on the pair they started with. A version whose linked index is missing (or that
 fails to load) is refused, the reason is logged once, and the previous pair stays.
@@ -21,6 +23,10 @@ from components.serving.answerer import Answerer
 from components.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
+REGISTRY_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""MLflow's HTTP client settings in a serving process (its defaults, 7 retries with exponential
+backoff and 120 s timeouts, held one alias check for minutes while the server was down); a value
+already in the environment wins."""
 
 
 class Promoter:
@@ -48,6 +54,8 @@ class Promoter:
 
     def poll(self) -> str:
         """Check the alias once: "unchanged", "loaded", "refused" or "missing"."""
+        for name, value in REGISTRY_RETRIES.items():
+            os.environ.setdefault(name, value)
         if self._client is None:
             self._client = reg.configure(self.tracking_uri)
         try:
@@ -74,6 +82,10 @@ class Promoter:
             shutil.rmtree(target, ignore_errors=True)
             pair = reg.download_adapter_version(self._client, version, target, self.names)
             answerer = self._load_in_passing_thread(pair)
+        except reg.DownloadFailed as exc:  # the store may be back at the next check
+            self.problem = self.problem if self.current else str(exc)
+            log.warning("cannot fetch %s v%s yet (%s); will try again", self.names.adapter, number, exc)
+            return "missing"
         except Exception as exc:  # noqa: BLE001 - whatever breaks a version, the old one stays
             self.refused[attempt] = f"{type(exc).__name__}: {exc}"
             self.metrics.promotions.labels("refused").inc()
