@@ -32,7 +32,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.real_corpora import SHARED, label_accuracy, prepare_project, run_stages  # noqa: E402
+from benchmarks.real_corpora import (  # noqa: E402
+    SHARED,
+    STAGES,
+    label_accuracy,
+    prepare_project,
+    run_stages,
+)
 
 DOMAIN_SOURCES = {"covid": SHARED / "covid-qa", "pubmed": SHARED / "pubmedqa"}
 
@@ -149,14 +155,29 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=40, help="held-out questions per domain")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".cache" / "domain-corpora")
     parser.add_argument("-S", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--resume-from", choices=STAGES, help="keep the project in --work and run from this stage on"
+    )
     args = parser.parse_args()
-    corpus = build_corpus(args.work / "corpus", args.pubmed_docs, seed=0)
-    overrides = ["adapter-train.per_domain=true", "evaluate.max_questions=60", *args.overrides]
-    project, raw = prepare_project("project", corpus, args.work, overrides)
-    seconds = run_stages(project, raw)
+    if args.resume_from:
+        from components.core.config import load_params_file
+
+        project = args.work / "project"
+        raw = load_params_file(project / "params.yaml")
+        seconds = run_stages(project, raw, STAGES[STAGES.index(args.resume_from) :])
+    else:
+        corpus = build_corpus(args.work / "corpus", args.pubmed_docs, seed=0)
+        overrides = ["adapter-train.per_domain=true", "evaluate.max_questions=60", *args.overrides]
+        project, raw = prepare_project("project", corpus, args.work, overrides)
+        seconds = run_stages(project, raw)
     reports = [domain_rows(project, raw, d, args.questions) for d in DOMAIN_SOURCES]
     trained = json.loads((project / "data" / "metrics" / "train.json").read_text())
-    result = {"stage_seconds": seconds, "domains": reports, "training": trained}
+    result = {
+        "stage_seconds": seconds,
+        "domains": reports,
+        "training": trained,
+        "resumed_from": args.resume_from,
+    }
     out = ROOT / "benchmarks" / "results" / "domain_corpora.json"
     out.write_text(json.dumps(result, indent=2, default=str))
     for report in reports:
