@@ -207,18 +207,14 @@ def add_openai_routes(
     async def models() -> dict[str, Any]:
         return routes.models()
 
+    async def asked(request: Request, where: dict | None = Depends(auth)) -> tuple:  # noqa: B008
+        """The key's document filter and who asked (the audit log's caller)."""
+        return where, asker(request)
+
     @app.post("/v1/chat/completions")
-    async def chat_completions(
-        body: ChatRequest,
-        request: Request,
-        where: dict | None = Depends(auth),  # noqa: B008
-    ) -> Response:
-        return await routes.complete(body, last_user_text(body.messages), True, where, asker(request))
+    async def chat_completions(body: ChatRequest, scope: tuple = Depends(asked)) -> Response:  # noqa: B008
+        return await routes.complete(body, last_user_text(body.messages), True, *scope)
 
     @app.post("/v1/completions")
-    async def completions(
-        body: CompletionRequest,
-        request: Request,
-        where: dict | None = Depends(auth),  # noqa: B008
-    ) -> Response:
-        return await routes.complete(body, prompt_text(body.prompt), False, where, asker(request))
+    async def completions(body: CompletionRequest, scope: tuple = Depends(asked)) -> Response:  # noqa: B008
+        return await routes.complete(body, prompt_text(body.prompt), False, *scope)
