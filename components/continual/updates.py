@@ -3,7 +3,6 @@ per-domain adapters each domain's own chain, on its own questions and passages."
 
 from __future__ import annotations
 
-import shutil
 from functools import partial
 from typing import Any
 
@@ -11,10 +10,16 @@ import pandas as pd
 
 from components.adapters.kv_index import KVFolder
 from components.continual.chain import AdapterChain, update_in_place
-from components.core.artifacts import read_table, versions_in
+from components.core.artifacts import versions_in
 from components.core.params import PipelineParams
 from components.core.paths import Paths
-from components.data.domains import document_domains, domain_filter, questions_of, read_domains
+from components.data.domains import (
+    domain_filter,
+    drop_other_domains,
+    questions_of,
+    read_document_domains,
+    read_domains,
+)
 from components.training.examples import Example, examples_of_version
 
 
@@ -54,11 +59,9 @@ def update_domains(params: PipelineParams, paths: Paths, qa: pd.DataFrame, chunk
     summary: dict[str, Any] = {}
     domains = read_domains(paths.domain_adapters)
     paths.domain_current.mkdir(parents=True, exist_ok=True)
-    for folder in paths.domain_current.iterdir():  # domains adapter-train no longer trains
-        if folder.is_dir() and folder.name not in domains:
-            shutil.rmtree(folder)
+    drop_other_domains(paths.domain_current, domains)  # domains adapter-train no longer trains
     if domains:
-        of = document_domains(read_table(paths.documents, "ingest"))
+        of = read_document_domains(paths.documents)
         for d in domains:
             part = questions_of(qa, of, d)
             summary[d] = update_chain(params, paths.for_domain(d), part, chunks, d)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,21 @@ def document_domains(documents: pd.DataFrame) -> dict[str, str]:
         metadata = json.loads(raw) if isinstance(raw, str) and raw else (raw if isinstance(raw, dict) else {})
         found[row.doc_id] = domain_of(row.doc_id, metadata)
     return found
+
+
+def read_document_domains(documents: Path) -> dict[str, str]:
+    """doc_id -> domain of the ingest stage's documents table."""
+    from components.core.artifacts import read_table
+
+    return document_domains(read_table(documents, "ingest"))
+
+
+def drop_other_domains(folder: Path, keep: list[str]) -> None:
+    """Remove the folders in `folder` of domains no longer in `keep` (their adapters are stale)."""
+    if Path(folder).exists():
+        for child in Path(folder).iterdir():
+            if child.is_dir() and child.name not in keep:
+                shutil.rmtree(child)
 
 
 def domain_filter(domain: str) -> dict[str, list[str]]:

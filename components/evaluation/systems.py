@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from components.core.artifacts import read_table, versions_in, write_json
+from components.core.artifacts import versions_in, write_json
 from components.core.params import PipelineParams
 from components.core.paths import Paths
-from components.data.domains import document_domains, domain_filter, questions_of, read_domains
+from components.data.domains import domain_filter, questions_of, read_document_domains, read_domains
 from components.evaluation.abstention import abstention_figures
 from components.evaluation.budget import answer_token_budget
 from components.evaluation.compare import (
@@ -77,7 +77,7 @@ def evaluate_domains(
     paths.domain_evaluation.mkdir(parents=True)
     if not domains:
         return {}
-    of = document_domains(read_table(paths.documents, "ingest"))
+    of = read_document_domains(paths.documents)
     figures = {}
     for domain in domains:
         scoped = paths.for_domain(domain)

@@ -4,20 +4,20 @@
 from __future__ import annotations
 
 import json
-import shutil
 from typing import Any
 
 import pandas as pd
 
 from components.adapters.kv_index import KVFolder
-from components.core.artifacts import read_table, versions_in
+from components.core.artifacts import versions_in
 from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.domains import (
     choose_domains,
-    document_domains,
     domain_filter,
+    drop_other_domains,
     questions_of,
+    read_document_domains,
     write_domains,
 )
 from components.training.distributed import in_launched_process, launch
@@ -66,15 +66,12 @@ def train_domains(params: PipelineParams, paths: Paths, qa: pd.DataFrame, chunks
     p = params.adapter_train
     chosen, skipped, trained = [], {}, {}
     if p.per_domain:
-        domains = document_domains(read_table(paths.documents, "ingest"))
+        domains = read_document_domains(paths.documents)
         first = versions_in(chunks)[0]
         chosen, skipped = choose_domains(qa, domains, first, p.min_domain_questions)
         for domain in chosen:
             part = questions_of(qa, domains, domain)
             trained[domain] = train_first_version(params, paths.for_domain(domain), part, chunks, domain)
-    if paths.domain_adapters.exists():  # domains no longer chosen lose their stale adapters
-        for folder in paths.domain_adapters.iterdir():
-            if folder.is_dir() and folder.name not in chosen:
-                shutil.rmtree(folder)
+    drop_other_domains(paths.domain_adapters, chosen)
     write_domains(paths.domain_adapters, chosen, skipped)
     return {"trained": trained, "skipped": skipped}
