@@ -46,7 +46,7 @@ from components.serving.fast_path import CachedAnswers
 from components.serving.limits import BodySizeLimit, RequestError, given_key, require_api_key
 from components.serving.metrics import ServingMetrics
 from components.serving.openai_api import AUTO, OPENAI_PATHS, add_openai_routes, openai_error
-from components.serving.promotion import Promoter
+from components.serving.promotion import Promoter, short_registry_checks
 from components.serving.rate_limit import RateLimit, TokenBuckets
 from components.serving.settings import LimitSettings, ServeSettings
 
@@ -97,7 +97,7 @@ class Service:
         self.names = ModelNames(model_name)
         self.adapters: AdapterSet | None = None
         self.slots: dict[str, list[str]] = {}  # registered adapter -> its loaded slots, oldest first
-        self.domains = self._domain_promoters(served_domains(settings, tracking_uri, self.names))
+        self.domains: dict[str, Promoter] = {}  # found when the service starts (`start`)
         self.promoter = self._promoter(self.names)
         # every torch call runs on this one thread: a second long-lived thread doing torch work
         # doubled the query-embedding time here (two OpenMP thread teams on two cores)
@@ -154,6 +154,13 @@ class Service:
 
         return load
 
+    def start(self) -> None:
+        """Find the domain adapters to serve (in the registry, so not when the app is only built),
+        then load every adapter and follow its alias in the background."""
+        self.domains = self._domain_promoters(served_domains(self.settings, self.tracking_uri, self.names))
+        for promoter in self.promoters.values():
+            promoter.start()
+
     @property
     def promoters(self) -> dict[str, Promoter]:
         """Every served adapter's promoter by registered name, the main one first."""
@@ -208,7 +215,7 @@ class Service:
         """Cache keys' versions: the registered model, its versions and the forgotten documents
         (replicas of different corpus lineages may share one Redis)."""
         adapter, index = answerer.cache_scope
-        name = answerer.registered_name or self.names.adapter
+        name = self.served_name(answerer)
         label = self.model_name if name == self.names.adapter else name  # a domain's own entries
         return f"{label}.{adapter}", index
 
@@ -224,10 +231,9 @@ class Service:
             raise RequestError(503, f"no model loaded: {promoter.problem}")
         return answerer
 
-    async def routed(self, question: str, k: int, where: dict | None = None) -> Answerer:
-        """`model: auto`: the adapter of the domain most of the main index's top passages for
-        the question come from (ties: the higher-ranked), else the main adapter."""
-        main = self.serving()
+    async def routed(self, main: Answerer, question: str, k: int, where: dict | None = None) -> Answerer:
+        """`model: auto`: the adapter of the domain most of the `main` adapter's top passages for
+        the question come from (ties: the higher-ranked), else `main`."""
         if not self.domains:
             return main
         found, _ = await self.sources(main, question, k, where)
@@ -271,8 +277,9 @@ class Service:
         if model != AUTO:
             answerer = self.serving(model)
             return answerer, *self.checked(question, k, answerer)
-        question, k = self.checked(question, k, self.serving())
-        return await self.routed(question, k, where), question, k
+        main = self.serving()
+        question, k = self.checked(question, k, main)
+        return await self.routed(main, question, k, where), question, k
 
     async def sources(
         self, answerer: Answerer, question: str, k: int, where: dict | None = None
@@ -415,10 +422,13 @@ def served_domains(settings: ServeSettings, tracking_uri: str, names: ModelNames
         return []
     if isinstance(wanted, list):
         return wanted
-    from components.registry.mlflow_registry import configure, registered_domains
+    from mlflow.tracking import MlflowClient
 
-    try:
-        return registered_domains(configure(tracking_uri), names)
+    from components.registry.mlflow_registry import registered_domains
+
+    short_registry_checks()
+    try:  # a plain client: serving reads the registry, it creates no experiment
+        return registered_domains(MlflowClient(tracking_uri, tracking_uri), names)
     except Exception as exc:  # noqa: BLE001 - the main adapter is served either way
         log.warning("cannot list the domain adapters of %s: %s", names.name, exc)
         return []
@@ -483,8 +493,7 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        for promoter in service.promoters.values():
-            promoter.start()
+        service.start()
         yield
         for promoter in service.promoters.values():
             promoter.stop()

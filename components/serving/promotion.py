@@ -29,6 +29,12 @@ backoff and 120 s timeouts, held one alias check for minutes while the server wa
 already in the environment wins."""
 
 
+def short_registry_checks() -> None:
+    """Apply `REGISTRY_RETRIES` to this process (before its first registry client)."""
+    for name, value in REGISTRY_RETRIES.items():
+        os.environ.setdefault(name, value)
+
+
 class Promoter:
     """Holds the pair being served (`current`) and keeps it in step with the alias."""
 
@@ -54,9 +60,8 @@ class Promoter:
 
     def poll(self) -> str:
         """Check the alias once: "unchanged", "loaded", "refused" or "missing"."""
-        for name, value in REGISTRY_RETRIES.items():
-            os.environ.setdefault(name, value)
         if self._client is None:
+            short_registry_checks()
             self._client = reg.configure(self.tracking_uri)
         try:
             version = reg.version_by_alias(self._client, self.names.adapter, self.alias)
