@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from components.core.drills import kill_point
 
 SCHEMA_KEY = "retro_schema"
 
@@ -47,6 +49,7 @@ def staged_swap(target: Path) -> Iterator[Path]:
     shutil.rmtree(retired, ignore_errors=True)
     if target.exists():
         target.rename(retired)
+    kill_point("swap")
     staging.rename(target)
     shutil.rmtree(retired, ignore_errors=True)
 
@@ -57,6 +60,18 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     tmp.replace(path)
+    kill_point("write")
+
+
+def write_jsonl(path: Path, records: Iterable[Any]) -> None:
+    """Write JSON lines (one object a line) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as fh:
+        for record in records:
+            fh.write(json.dumps(record, default=str) + "\n")
+    tmp.replace(path)
+    kill_point("write")
 
 
 def write_table(df: pd.DataFrame, path: Path, schema: int | None = None) -> None:
@@ -71,6 +86,7 @@ def write_table(df: pd.DataFrame, path: Path, schema: int | None = None) -> None
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
+    kill_point("write")
 
 
 def read_table(path: Path, stage: str, schema: int | None = None) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.core.artifacts import write_jsonl, write_table
 from components.data.corpus import forgotten_documents, list_versions, read_documents, read_qa
 from components.data.readers import ReadOptions
 from components.data.validation import validate_documents
@@ -100,14 +101,9 @@ def ingest_corpus(
 
 def write_ingested(corpus: IngestedCorpus, documents: Path, qa: Path, quarantine: Path) -> None:
     """The document and question tables, and the quarantine file (one JSON object a reject)."""
-    documents.parent.mkdir(parents=True, exist_ok=True)
     frame = corpus.documents
-    frame.assign(metadata=frame["metadata"].map(json.dumps)).to_parquet(documents, index=False)
-    qa.parent.mkdir(parents=True, exist_ok=True)
-    corpus.qa.to_parquet(qa, index=False)
-    quarantine.parent.mkdir(parents=True, exist_ok=True)
-    with quarantine.open("w") as fh:
-        for record in corpus.quarantined:
-            fh.write(json.dumps(record) + "\n")
+    write_table(frame.assign(metadata=frame["metadata"].map(json.dumps)), documents)
+    write_table(corpus.qa, qa)
+    write_jsonl(quarantine, corpus.quarantined)
     for record in corpus.quarantined:
         log.warning("quarantined %s (%s): %s", record.get("source"), record["version"], record["reason"])

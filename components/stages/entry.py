@@ -17,6 +17,7 @@ from typing import Any
 
 from components.core.artifacts import SchemaMismatch, write_json
 from components.core.config import DEFAULT_PARAMS_FILE, ParamsError, load_params_file
+from components.core.drills import STAGE_ENV, kill_point
 from components.core.environment import apply_offline_env
 from components.core.params import PipelineParams, parse_params
 from components.core.paths import Paths
@@ -61,6 +62,7 @@ def stage_main(name: str, run: StageRun) -> None:
     parser.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params file (params.yaml)")
     parser.add_argument("--root", default=".", help="project root holding data/")
     args = parser.parse_args()
+    os.environ[STAGE_ENV] = name  # failure drills (components/core/drills.py) name their stage
     apply_offline_env()
     logging.basicConfig(
         level=os.environ.get("RETRO_LOG_LEVEL", "INFO"),
@@ -70,7 +72,9 @@ def stage_main(name: str, run: StageRun) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         rehearse_failure(name)
-        summary = execute(name, run, load_params_file(args.params), args.root)
+        params = load_params_file(args.params)
+        kill_point("start")
+        summary = execute(name, run, params, args.root)
     except ParamsError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         sys.exit(2)
