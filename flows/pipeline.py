@@ -117,10 +117,33 @@ def restore_last_good(stage: str, root: str = ".") -> str:
     return f"the outputs of {stage} are back at their last good version (`dvc checkout {stage}`)"
 
 
-def _failure_report(stage: str, exc: StageFailed, restored: str) -> str:
+def release_half_registered(root: str = ".") -> list[str]:
+    """After register died (a kill leaves no chance to clean up): delete the index version it
+    registered without its adapter version; one sentence per version deleted."""
+    from components.registry.half_pairs import release_half_pairs, workspace_id
+    from components.registry.mlflow_registry import configure
+    from components.registry.naming import registry_name
+
+    file = Path(root) / "params.yaml"
+    params = load_params(file) if file.exists() else parse_params({})
+    names = registry_name(params.registration.model_name, params.ingest.source, root)
+    try:
+        return release_half_pairs(configure(params.registration.tracking_uri), names, workspace_id(root))
+    except Exception as exc:  # noqa: BLE001 - the stage's own failure is the one to report
+        said = f"the registry could not be checked for a half pair ({exc}); the next register checks it"
+        get_run_logger().warning(said)
+        return [said]
+
+
+def _failure_report(stage: str, exc: StageFailed, restored: str, released: list[str]) -> str:
+    registry = (
+        "Registration is all or nothing: " + ("; ".join(released) if released else "no half pair was left")
+        if stage == "register"
+        else "Nothing was registered and no alias moved: registration is the last stage"
+    )
     return (
         f"# {stage} failed\n\n```\n{str(exc)[-3000:]}\n```\n\n"
-        f"- Nothing was registered and no alias moved: registration is the last stage.\n"
+        f"- {registry}.\n"
         f"- {restored.capitalize()}; stages that finished before it keep their new outputs in dvc.lock.\n"
         f"- Fix the cause and run again: DVC skips every stage whose inputs did not change.\n"
     )
@@ -170,9 +193,10 @@ def run_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
         except StageFailed as exc:
             restored = restore_last_good(stage, root)
             logger.error("%s failed; %s", stage, restored)
+            released = release_half_registered(root) if stage == "register" else []  # logged there
             create_markdown_artifact(
                 key="retro-failure",
-                markdown=_failure_report(stage, exc, restored),
+                markdown=_failure_report(stage, exc, restored, released),
                 description=f"Why the run stopped at {stage}",
             )
             raise

@@ -22,6 +22,7 @@ def register_one(
     from components.adapters.peft_adapter import read_artifact_config
     from components.evaluation.compare import read_predictions
     from components.registry.forget import forgotten
+    from components.registry.half_pairs import workspace_id
     from components.registry.lineage import lineage_tags
     from components.registry.parent import restore_accepted
     from components.registry.publish import register_pair
@@ -49,6 +50,7 @@ def register_one(
         skip_on_failure=p.on_gate_failure == "skip",
         names=names,
         corpus=corpus,
+        workspace=workspace_id(paths.root),
     )
     result["gate"] = decision.figures
     if not decision.promote and metrics.get("questions"):

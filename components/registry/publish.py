@@ -9,16 +9,21 @@ again (a rerun after a crash) gives the version already there.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from components.core.drills import kill_point
 from components.registry import mlflow_registry as reg
 from components.registry.gate import GateDecision
+from components.registry.half_pairs import WORKSPACE_TAG
 from components.registry.naming import check_lineage, tag_lineage
 from components.stores.manifest import IndexManifest
+
+log = logging.getLogger(__name__)
 
 INDEX_TAG_KEYS = (
     "content_hash",
@@ -72,14 +77,42 @@ def flat_figures(metrics: dict[str, Any]) -> dict[str, float]:
 
 def _index_version(
     client: MlflowClient, run_id: str, manifest: IndexManifest, index: Path, lineage: dict, index_model: str
-) -> Any:
-    """The registered version holding this index snapshot, registered now if there is none."""
+) -> tuple[Any, bool]:
+    """The registered version holding this index snapshot, registered now if there is none; and
+    whether it was registered now."""
     found = reg.find_version(client, index_model, "content_hash", manifest.content_hash)
     if found is not None and found.tags.get("embedder") == manifest.embedder:
-        return found
+        return found, False
     mlflow.log_artifacts(str(index), "index")
     tags = {k: getattr(manifest, k) for k in INDEX_TAG_KEYS} | index_chain_tags(client, manifest, index_model)
-    return reg.register_version(client, index_model, run_id, "index", tags | lineage)
+    return reg.register_version(client, index_model, run_id, "index", tags | lineage), True
+
+
+def _unregister_half(client: MlflowClient, index_model: str, version: Any, exc: BaseException) -> None:
+    """Delete an index version registered by this run when its adapter version could not be."""
+    log.warning(
+        "deleted %s v%s: the adapter version linked to it could not be registered (%s); "
+        "the registry keeps whole pairs only",
+        index_model,
+        version.version,
+        exc,
+    )
+    client.delete_model_version(index_model, version.version)
+
+
+def _adapter_version(
+    client: MlflowClient, run_id: str, adapter: Path, adapter_model: str, tags: dict[str, Any]
+) -> tuple[Any, bool]:
+    """The adapter version with these weights on this index version, registered now if there is
+    none (a rerun after a crash gives the version already there); and whether it was there."""
+    content = adapter_hash(adapter)
+    found = reg.find_version(client, adapter_model, "adapter_hash", content)
+    if found is not None and found.tags.get("index_version") == str(tags["index_version"]):
+        mlflow.set_tag("reused_adapter_version", found.version)
+        return found, True
+    mlflow.log_artifacts(str(adapter), "adapter")
+    tags = tags | {"adapter_hash": content}
+    return reg.register_version(client, adapter_model, run_id, "adapter", tags), False
 
 
 def register_pair(
@@ -97,9 +130,12 @@ def register_pair(
     skip_on_failure: bool,
     names: reg.ModelNames = reg.DEFAULT_NAMES,
     corpus: str | None = None,
+    workspace: str | None = None,
 ) -> dict[str, Any]:
     """One MLflow run with the figures and the gate's decision; the linked versions unless skipped.
-    The registered models are tagged with `corpus`; LineageConflict when they hold another."""
+    The registered models are tagged with `corpus`; LineageConflict when they hold another. The
+    pair is all or nothing: an index version registered here whose adapter version fails is
+    deleted (a killed run's is, by the next register: components/registry/half_pairs.py)."""
     if corpus is not None:
         check_lineage(client, names, corpus)
     reg.ensure_registered_model(
@@ -123,7 +159,7 @@ def register_pair(
             }
         )
         mlflow.log_metrics(flat | decision.figures)
-        mlflow.set_tags(lineage)
+        mlflow.set_tags(lineage | ({WORKSPACE_TAG: workspace} if workspace else {}))
         for path in reports:
             if path.exists():
                 mlflow.log_artifact(str(path), "evaluation")
@@ -134,37 +170,29 @@ def register_pair(
         if not promote and skip_on_failure and metrics.get("questions"):
             refused = {"registered": False, "promoted": False, "reason": reason, "model_name": names.name}
             return {"run_id": run_id, **refused}
-        index_version = _index_version(client, run_id, manifest, index, lineage, names.index)
-        content = adapter_hash(adapter)
-        adapter_version = reg.find_version(client, names.adapter, "adapter_hash", content)
-        reused = adapter_version is not None and adapter_version.tags.get("index_version") == str(
-            index_version.version
-        )  # the same weights on the same index are that version (a rerun after a crash, say)
-        if reused:
-            mlflow.set_tag("reused_adapter_version", adapter_version.version)
-        else:
-            mlflow.log_artifacts(str(adapter), "adapter")
-            adapter_version = reg.register_version(
-                client,
-                names.adapter,
-                run_id,
-                "adapter",
-                {
-                    "index_version": index_version.version,
-                    "index_content_hash": manifest.content_hash,
-                    "adapter_hash": content,
-                    "base_model": adapter_config["base_model"],
-                    "adapter_method": adapter_config["method"],
-                    "fusion": adapter_config.get("fusion", "in_context"),
-                    "corpus_version": manifest.corpus_version,
-                    "gate": "passed" if promote else "failed",
-                    "gate_reason": reason,
-                    **({"corpus": corpus} if corpus else {}),
-                    **questions_tag,
-                    **{k: round(v, 6) for k, v in (flat | decision.figures).items()},
-                    **lineage,
-                },
-            )
+        index_version, index_is_new = _index_version(client, run_id, manifest, index, lineage, names.index)
+        if index_is_new:
+            kill_point("registered-index")
+        tags = {
+            "index_version": index_version.version,
+            "index_content_hash": manifest.content_hash,
+            "base_model": adapter_config["base_model"],
+            "adapter_method": adapter_config["method"],
+            "fusion": adapter_config.get("fusion", "in_context"),
+            "corpus_version": manifest.corpus_version,
+            "gate": "passed" if promote else "failed",
+            "gate_reason": reason,
+            **({"corpus": corpus} if corpus else {}),
+            **questions_tag,
+            **{k: round(v, 6) for k, v in (flat | decision.figures).items()},
+            **lineage,
+        }
+        try:
+            adapter_version, reused = _adapter_version(client, run_id, adapter, names.adapter, tags)
+        except Exception as exc:
+            if index_is_new:
+                _unregister_half(client, names.index, index_version, exc)
+            raise
         if promote:
             client.set_registered_model_alias(names.adapter, alias, adapter_version.version)
     return {

@@ -22,18 +22,20 @@ from components.stages.entry import stage_main
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     from components.data.domains import read_domains
     from components.registry import mlflow_registry as reg
+    from components.registry.half_pairs import release_half_pairs, workspace_id
 
     p = params.registration
     client = reg.configure(p.tracking_uri)
     names = registry_name(p.model_name, params.ingest.source, paths.root)
     corpus = corpus_identity(params.ingest.source, paths.root)
+    released = release_half_pairs(client, names, workspace_id(paths.root))  # a killed register's
     result = register_one(params, paths, client, names, corpus)
     domains = read_domains(paths.domain_adapters)
     if domains:  # each domain's adapter: its own gate, champion and alias, the same index
         result["domains"] = {
             d: register_one(params, paths.for_domain(d), client, names.of_domain(d), corpus) for d in domains
         }
-    return {**result, "tracking_uri": p.tracking_uri}
+    return {**result, "tracking_uri": p.tracking_uri, **({"released": released} if released else {})}
 
 
 def main() -> None:

@@ -1,14 +1,22 @@
 """Registration against a real MLflow SQLite store: linked versions, lineage tags, the gate, loading."""
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import mlflow
 import pytest
-from registry_project import TEXTS, make_project, register_pair
+import yaml
+from registry_project import TEXTS, make_project, register_pair, write_evaluation
 
+from components.core.drills import KILL_ENV
 from components.core.paths import Paths
 from components.registry import mlflow_registry as reg
 from components.stores.retriever import Retriever
+from tests.conftest import ROOT
 from tests.fixtures.tiny_model import random_adapter
 
 
@@ -119,3 +127,47 @@ def test_the_registered_index_carries_its_finetuned_embedder_to_serving(
     assert np.allclose(encode(question, str(served)), encode(question, str(tuned)), atol=1e-5)
     assert not np.allclose(encode(question, str(served)), encode(question, "all-MiniLM-L6-v2"), atol=1e-4)
     assert [s["doc_id"] for s in answerer.answer("Who makes Zorvex?", max_new_tokens=3)["sources"]][0] == "a"
+
+
+def test_a_register_killed_between_its_two_versions_leaves_no_half_pair(project: tuple[Paths, dict]) -> None:
+    layout, params = project
+    write_evaluation(layout, 0.5)
+    (layout.root / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, KILL_ENV: "register:registered-index", "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run(
+        [sys.executable, "-m", "components.stages.register"], cwd=layout.root, env=env, capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL
+    client = reg.configure(params["register"]["tracking_uri"])
+    half = client.search_model_versions(f"name = '{reg.INDEX_MODEL}'")
+    assert [str(v.version) for v in half] == ["1"]
+    assert not client.search_model_versions(f"name = '{reg.ADAPTER_MODEL}'")
+
+    again = register_pair(layout, params, 0.5)  # the next register deletes the half pair first
+    assert again["released"] and f"deleted {reg.INDEX_MODEL} v1" in again["released"][0]
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{reg.INDEX_MODEL}'")] == ["2"]
+    adapter = client.get_model_version(reg.ADAPTER_MODEL, again["adapter_version"])
+    assert adapter.tags["index_version"] == "2"
+    assert client.get_run(half[0].run_id).info.status == "KILLED"
+
+
+def test_an_adapter_version_that_fails_takes_its_new_index_version_with_it(
+    project: tuple[Paths, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout, params = project
+    log_artifacts = mlflow.log_artifacts
+
+    def disk_full_for_adapters(local_dir: str, artifact_path: str | None = None) -> None:
+        if artifact_path == "adapter":
+            raise OSError(28, "No space left on device")
+        log_artifacts(local_dir, artifact_path)
+
+    monkeypatch.setattr(mlflow, "log_artifacts", disk_full_for_adapters)  # a full artifact store
+    with pytest.raises(OSError, match="No space left"):
+        register_pair(layout, params, 0.5)
+    client = reg.configure(params["register"]["tracking_uri"])
+    assert not client.search_model_versions(f"name = '{reg.INDEX_MODEL}'")
+    assert not client.search_model_versions(f"name = '{reg.ADAPTER_MODEL}'")
+    monkeypatch.undo()
+    again = register_pair(layout, params, 0.5)
+    assert again["registered"] and "released" not in again  # nothing was left to clean up
