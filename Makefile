@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # offline and telemetry settings: components/core/environment.py (OFFLINE_ENV), applied by
 # the `retro` command, every stage and the test suite
 
-.PHONY: install demo test test-slow coverage lint format sample clean-data services services-down
+.PHONY: install demo test test-slow coverage lint audit format sample clean-data services services-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/bandit -q -c pyproject.toml -r components flows --severity-level medium
+
+# known vulnerabilities of the installed packages (pip-audit on PyPI's advisory data; where that
+# cannot be reached it says so and passes): .ci/audit.py, where justified exceptions are listed
+audit: $(STAMP)
+	$(BIN)/python .ci/audit.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
