@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -29,7 +29,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, StrictBool, create_model
 from starlette.exceptions import HTTPException
 
 from components.adapters.adapter_set import AdapterSet, slot_name
@@ -43,7 +43,16 @@ from components.serving.audit import AuditLog, Caller, caller
 from components.serving.batching import MicroBatcher
 from components.serving.cache import TieredCache, cache_key
 from components.serving.fast_path import CachedAnswers
-from components.serving.limits import BodySizeLimit, RequestError, given_key, require_api_key
+from components.serving.limits import (
+    HAS_TEXT,
+    WHITE_SPACE,
+    BodySizeLimit,
+    RequestError,
+    documented_refusals,
+    given_key,
+    limited_fields,
+    require_api_key,
+)
 from components.serving.metrics import ServingMetrics
 from components.serving.openai_api import AUTO, OPENAI_PATHS, add_openai_routes, openai_error
 from components.serving.promotion import Promoter, short_registry_checks
@@ -62,17 +71,24 @@ class RetrieveRequest(BaseModel):
 
 
 class AnswerRequest(RetrieveRequest):
-    stream: bool = False
+    stream: StrictBool = False
 
 
 def limited_requests(limits: LimitSettings) -> tuple[type[RetrieveRequest], type[AnswerRequest]]:
     """The request bodies with the service's limits in their schema, so that generated clients and
     fuzzers see the API as it is (the handlers check the same limits again)."""
-    question = Annotated[str, Field(min_length=1, max_length=limits.max_question_chars)]
-    k = Annotated[int | None, Field(ge=1, le=limits.max_k, description="passages (default: the adapter's)")]
+    question, k = limited_fields(limits)
     fields = {"question": (question, ...), "k": (k, None)}
     retrieve = create_model("RetrieveRequest", __base__=RetrieveRequest, **fields)
     return retrieve, create_model("AnswerRequest", __base__=AnswerRequest, **fields)
+
+
+def said(error: dict[str, Any]) -> str:
+    """What a validation error says, in words a person can act on (a blank question's pattern
+    would otherwise be quoted back as a list of code points)."""
+    if error["type"] == "string_pattern_mismatch" and (error.get("ctx") or {}).get("pattern") == HAS_TEXT:
+        return "question is empty (white space only)"
+    return error["msg"]
 
 
 class Service:
@@ -257,7 +273,7 @@ class Service:
             raise RequestError(
                 422, f"question is not valid Unicode text: a lone surrogate at character {exc.start}"
             ) from None
-        question = question.strip()
+        question = question.strip(WHITE_SPACE)
         if not question:
             raise RequestError(422, "question is empty")
         if len(question) > limits.max_question_chars:
@@ -539,7 +555,7 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         reasons = [
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {said(e)}" for e in exc.errors()
         ]
         return refusal(request, 422, "invalid request", "; ".join(reasons))
 
@@ -572,15 +588,17 @@ def create_app(settings: ServeSettings, tracking_uri: str, model_name: str = DEF
     # the bodies with this service's limits (classes made here, so they are set on the functions
     # rather than written in their signatures, which FastAPI resolves at module level)
     answer.__annotations__["body"], retrieve.__annotations__["body"] = Answer, Retrieve
-    app.post("/v1/answer")(answer)
-    app.post("/v1/retrieve")(retrieve)
-    add_openai_routes(app, service, auth, asker)
+    gate = ([401] if keys else []) + ([429] if limits.requests_per_minute else [])  # the /v1/ paths
+    refused = sorted([400, 404, 413, 422, 503, *gate])
+    app.post("/v1/answer", responses=documented_refusals(refused))(answer)
+    app.post("/v1/retrieve", responses=documented_refusals(refused))(retrieve)
+    add_openai_routes(app, service, auth, asker, refused)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "not ready: no pair is loaded yet, and why"}})
     async def readyz() -> JSONResponse:
         current = service.promoter.current
         worker = os.getpid()  # with `retro serve --workers N`, each worker answers for itself

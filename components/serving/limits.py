@@ -1,14 +1,73 @@
-"""What the service refuses before any model work: oversized bodies and missing or wrong API keys."""
+"""What the service refuses before any model work: oversized bodies and missing or wrong API keys;
+and how its OpenAPI schema documents every refusal, so that clients and fuzzers see them."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Header
+from fastapi import Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, BeforeValidator, Field
 
-from components.serving.settings import matched_key
+from components.serving.settings import LimitSettings, matched_key
+
+KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="a key of serve.auth")
+BEARER = HTTPBearer(auto_error=False, description="the same key as `Authorization: Bearer <key>`")
+# White space as Unicode defines it (Python's str.strip also strips the separators U+001C-U+001F,
+# which regular expressions in other engines do not count): a question is blank when it holds
+# nothing else, and the schema says so with a pattern every engine reads alike.
+WHITE_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
+HAS_TEXT = "[^" + "".join(f"\\u{ord(c):04x}" for c in WHITE_SPACE) + "]"  # one character of text
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):  # JSON's true is not 1, whatever Python says
+        raise ValueError("a number, not true or false")
+    return value
+
+
+NUMBER = BeforeValidator(_not_a_boolean)  # after a number's Field (or its range leaves the schema)
+
+
+def limited_fields(limits: LimitSettings) -> tuple[Any, Any]:
+    """The types of a question's text and of `k` with the service's limits, for request schemas
+    that state them (the handlers check the same limits again)."""
+    text = Annotated[str, Field(min_length=1, max_length=limits.max_question_chars, pattern=HAS_TEXT)]
+    k = Annotated[
+        Annotated[int, Field(ge=1, le=limits.max_k), NUMBER]
+        | None,  # NUMBER last: the schema keeps the range
+        Field(description="passages (default: the adapter's)"),
+    ]
+    return text, k
+
+
+REFUSALS = {
+    400: "the body is not JSON, or its Content-Length is not a number",
+    401: "no API key, or one the service does not know",
+    404: "`model` names no adapter served here (GET /v1/models lists them)",
+    413: "the body is over serve.limits.max_body_bytes",
+    422: "a field is missing, of the wrong type or past a limit; `reason` names it",
+    429: "over the key's rate limit (serve.limits.requests_per_minute); wait `Retry-After` seconds",
+    503: "no adapter and index pair is loaded yet",
+}
+
+
+class Refusal(BaseModel):
+    """The body of every refusal: what kind, and what to change."""
+
+    error: str = Field(description="the kind of refusal (the HTTP status phrase)")
+    reason: str = Field(description="what was wrong, for a person to fix")
+
+
+def documented_refusals(
+    statuses: list[int], body: type[BaseModel] = Refusal
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route for the refusals it can give (FastAPI's `responses=`)."""
+    return {status: {"model": body, "description": REFUSALS[status]} for status in statuses}
 
 
 class RequestError(Exception):
@@ -68,18 +127,20 @@ def given_key(x_api_key: str | None, authorization: str | None) -> str | None:
 
 
 def require_api_key(keys: dict[bytes, dict | None]) -> Callable[..., Awaitable[dict | None]]:
-    """A FastAPI dependency: with keys configured, `Authorization: Bearer <key>` or `X-API-Key`.
-    It gives the document filter of the key (None: the key, or the open service, sees every
-    document)."""
+    """A FastAPI dependency: with keys configured, `Authorization: Bearer <key>` or `X-API-Key`
+    (both security schemes in the OpenAPI schema). It gives the document filter of the key (None:
+    the key, or the open service, sees every document)."""
     challenge = {"WWW-Authenticate": "Bearer"}
     listed = list(keys)
 
+    async def open_service() -> None:
+        return None
+
     async def check(
-        authorization: str | None = Header(None), x_api_key: str | None = Header(None)
+        x_api_key: str | None = Security(KEY_HEADER),  # noqa: B008
+        bearer: HTTPAuthorizationCredentials | None = Security(BEARER),  # noqa: B008
     ) -> dict | None:
-        if not keys:
-            return None
-        given = given_key(x_api_key, authorization)
+        given = x_api_key if x_api_key is not None else (bearer.credentials if bearer else None)
         if given is None:
             raise RequestError(
                 401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'", challenge
@@ -89,4 +150,4 @@ def require_api_key(keys: dict[bytes, dict | None]) -> Callable[..., Awaitable[d
             raise RequestError(401, "invalid API key", challenge)
         return keys[key]
 
-    return check
+    return check if keys else open_service

@@ -4,7 +4,7 @@ LlamaIndex) query the served adapter unchanged.
 
 A request names a served adapter (`<name>-adapter`, or a domain's `<name>-adapter-<domain>`, as
 `/v1/models` lists them) or `auto`, which picks the domain adapter of the question's top passages. The
-question is the last user message (chat) or the prompt (completions); the service retrieves for
+question is the last user message with text (chat) or the prompt (completions); the service retrieves for
 it and answers exactly as `/v1/answer` does, through the same caches and batchers. The sources
 and versions ride in extra fields (`sources`, `adapter_version`, `index_version`), which OpenAI
 clients keep without looking at. Decoding is greedy, so `temperature`, `top_p` and `seed` are
@@ -17,14 +17,22 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 
-from components.serving.limits import RequestError
+from components.serving.limits import (
+    HAS_TEXT,
+    NUMBER,
+    WHITE_SPACE,
+    RequestError,
+    documented_refusals,
+    limited_fields,
+)
+from components.serving.settings import LimitSettings
 
 AUTO = "auto"
 OPENAI_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
@@ -42,14 +50,16 @@ class CompletionFields(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     model: str = Field(description="the served adapter's name (GET /v1/models) or auto")
-    stream: bool = False
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    n: int = Field(1, ge=1, le=1, description="one answer per request (greedy decoding)")
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    k: int | None = Field(None, description="passages to retrieve (default: the adapter's own)")
+    stream: StrictBool = False
+    max_tokens: Annotated[int, Field(ge=1), NUMBER] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1), NUMBER] | None = None
+    n: Annotated[int, Field(ge=1, le=1), NUMBER] = Field(1, description="one answer per request (greedy)")
+    temperature: Annotated[float, NUMBER] | None = None
+    top_p: Annotated[float, NUMBER] | None = None
+    seed: Annotated[int, NUMBER] | None = None
+    k: Annotated[int, Field(ge=1), NUMBER] | None = Field(
+        None, description="passages (default: the adapter's)"
+    )
 
 
 class ChatRequest(CompletionFields):
@@ -58,6 +68,40 @@ class ChatRequest(CompletionFields):
 
 class CompletionRequest(CompletionFields):
     prompt: str | list[str]
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str = Field(description="what was wrong, for a person to fix")
+    type: str = Field(description="OpenAI's error type: invalid_request_error, authentication_error, ...")
+    param: str | None = None
+    code: str = Field(description="the kind of refusal (the HTTP status phrase, with underscores)")
+
+
+class OpenAIRefusal(BaseModel):
+    """OpenAI's error body."""
+
+    error: OpenAIErrorDetail
+
+
+def limited_openai_requests(limits: LimitSettings) -> tuple[type[ChatRequest], type[CompletionRequest]]:
+    """The request bodies with the service's limits in their schema: the k range, one prompt with
+    text, at least one user message with text (the handlers check the same again)."""
+    text, k = limited_fields(limits)
+    one = Annotated[list[text], Field(min_length=1, max_length=1)]
+    user = {"type": "object", "properties": {"role": {"const": "user"}, "content": text_schema(limits)}}
+    messages = Annotated[
+        list[ChatMessage],
+        Field(min_length=1, json_schema_extra={"contains": user | {"required": ["role", "content"]}}),
+    ]
+    chat = create_model("ChatRequest", __base__=ChatRequest, k=(k, None), messages=(messages, ...))
+    return chat, create_model(
+        "CompletionRequest", __base__=CompletionRequest, k=(k, None), prompt=(text | one, ...)
+    )
+
+
+def text_schema(limits: LimitSettings) -> dict[str, Any]:
+    """The JSON schema of a question's text."""
+    return {"type": "string", "minLength": 1, "maxLength": limits.max_question_chars, "pattern": HAS_TEXT}
 
 
 def openai_error(status: int, title: str, reason: str) -> dict[str, Any]:
@@ -69,15 +113,17 @@ def openai_error(status: int, title: str, reason: str) -> dict[str, Any]:
 
 
 def last_user_text(messages: list[ChatMessage]) -> str:
-    """The text of the last user message (string content, or its text parts)."""
+    """The text of the last user message that has text (string content, or its text parts)."""
     for message in reversed(messages):
         if message.role != "user":
             continue
         if isinstance(message.content, str):
-            return message.content
-        parts = [p.get("text", "") for p in message.content or [] if p.get("type") == "text"]
-        return "\n".join(parts)
-    raise RequestError(422, "messages: no message with role 'user' to answer")
+            text = message.content
+        else:
+            text = "\n".join(p.get("text", "") for p in message.content or [] if p.get("type") == "text")
+        if text.strip(WHITE_SPACE):
+            return text
+    raise RequestError(422, "messages: no message with role 'user' and text to answer")
 
 
 def prompt_text(prompt: str | list[str]) -> str:
@@ -197,13 +243,15 @@ def cut(tokenizer: Any, answer: str, limit: int) -> tuple[str, str]:
 
 
 def add_openai_routes(
-    app: FastAPI, service: Any, auth: Callable[..., Any], asker: Callable[..., Any]
+    app: FastAPI, service: Any, auth: Callable[..., Any], asker: Callable[..., Any], refused: list[int]
 ) -> None:
     """The endpoints above on `app`, behind the service's API keys; `asker(request)` says who
-    asked, for the audit log."""
+    asked, for the audit log; `refused`: the statuses their schema documents."""
     routes = OpenAIRoutes(service)
+    Chat, Completion = limited_openai_requests(service.settings.limits)  # noqa: N806 - body classes
+    gate = documented_refusals([s for s in refused if s in (401, 429)], OpenAIRefusal)
 
-    @app.get("/v1/models", dependencies=[Depends(auth)])
+    @app.get("/v1/models", dependencies=[Depends(auth)], responses=gate)
     async def models() -> dict[str, Any]:
         return routes.models()
 
@@ -211,10 +259,14 @@ def add_openai_routes(
         """The key's document filter and who asked (the audit log's caller)."""
         return where, asker(request)
 
-    @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, scope: tuple = Depends(asked)) -> Response:  # noqa: B008
         return await routes.complete(body, last_user_text(body.messages), True, *scope)
 
-    @app.post("/v1/completions")
     async def completions(body: CompletionRequest, scope: tuple = Depends(asked)) -> Response:  # noqa: B008
         return await routes.complete(body, prompt_text(body.prompt), False, *scope)
+
+    # the bodies with this service's limits, set on the functions as in components/serving/app.py
+    chat_completions.__annotations__["body"], completions.__annotations__["body"] = Chat, Completion
+    refusals = documented_refusals(refused, OpenAIRefusal)
+    app.post("/v1/chat/completions", responses=refusals)(chat_completions)
+    app.post("/v1/completions", responses=refusals)(completions)

@@ -15,6 +15,13 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import (
+    negative_data_rejection,
+    positive_data_acceptance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
 from schemathesis.openapi import from_dict
 from serving_helpers import LiveService, serve_registered
@@ -31,6 +38,12 @@ ODD = [
     "Zorvex " * 20_000,
     "",
     " ",
+]
+CONFORMANCE = [
+    positive_data_acceptance,  # a request the schema allows is not refused as invalid
+    negative_data_rejection,  # a request the schema forbids is refused
+    status_code_conformance,  # every status answered is documented
+    response_schema_conformance,  # and its body matches the documented schema
 ]
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
 
@@ -62,7 +75,7 @@ def refused_with_a_reason(response: requests.Response) -> bool:
 
 def test_generated_requests_never_get_a_server_error(live: LiveService) -> None:
     schema = from_dict(live.app.openapi())
-    session, statuses, failures = requests.Session(), Counter(), []
+    session, statuses, failures, mismatches = requests.Session(), Counter(), [], Counter()
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode, examples in EXAMPLES.items():
@@ -76,6 +89,15 @@ def test_generated_requests_never_get_a_server_error(live: LiveService) -> None:
                 headers = {"X-API-Key": KEY} if with_key else {}
                 response = case.call(base_url=live.url, session=session, headers=headers, timeout=60)
                 statuses[response.status_code] += 1
+                try:  # the schema describes the API as it is: what it allows passes, what it forbids not
+                    case.validate_response(response, checks=CONFORMANCE, headers=headers)
+                except FailureGroup as group:
+                    for failure in group.exceptions:
+                        mismatches[type(failure).__name__] += 1
+                        if len(failures) < 20:
+                            failures.append(
+                                (case.method, case.path, case.body, response.status_code, failure.title)
+                            )
                 if response.status_code >= 500 or (
                     response.status_code >= 400 and not refused_with_a_reason(response)
                 ):
@@ -88,7 +110,12 @@ def test_generated_requests_never_get_a_server_error(live: LiveService) -> None:
             except Unsatisfiable:  # nothing to make invalid (a GET without parameters)
                 assert mode is GenerationMode.NEGATIVE
     total = sum(statuses.values())
-    summary = {"requests": total, "statuses": dict(sorted(statuses.items())), "failures": failures[:5]}
+    summary = {
+        "requests": total,
+        "statuses": dict(sorted(statuses.items())),
+        "mismatches": dict(mismatches),
+        "failures": failures[:5],
+    }
     print(json.dumps(summary, default=repr))
     assert not failures, summary
     assert total >= 5_000 and statuses[200] > 0.3 * total, summary  # most reach the handlers

@@ -95,3 +95,32 @@ def test_kubernetes_manifests_agree_with_the_app() -> None:
     hpa = by_kind["HorizontalPodAutoscaler", "retro-serve"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert ("Service", "retro-redis") in by_kind
+
+
+def test_the_schema_states_the_keys_the_limits_and_every_refusal(tmp_path) -> None:  # noqa: ANN001
+    from fastapi.testclient import TestClient
+
+    from components.serving.app import create_app
+    from components.serving.settings import ServeSettings
+
+    (tmp_path / "keys.txt").write_text("k-one\n")
+    serve = {"auth": {"api_keys_file": str(tmp_path / "keys.txt")}, "limits": {"requests_per_minute": 60}}
+    app = create_app(ServeSettings.model_validate(serve), f"sqlite:///{tmp_path}/mlflow.db")
+    schema = app.openapi()
+    assert set(schema["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
+    for path in ("/v1/answer", "/v1/retrieve", "/v1/completions", "/v1/chat/completions"):
+        operation = schema["paths"][path]["post"]
+        assert operation["security"] and {"400", "401", "404", "413", "422", "429", "503"} <= set(
+            operation["responses"]
+        )
+    question = schema["components"]["schemas"]["AnswerRequest"]["properties"]["question"]
+    assert question["pattern"] and question["maxLength"] == 2000
+    with TestClient(app) as client:  # no pair loaded: validation still answers, in words
+        headers = {"X-API-Key": "k-one"}
+        for body, reason in [
+            ({"question": " \u3000\n"}, "question is empty (white space only)"),
+            ({"question": "Who?", "k": True}, "k: Value error, a number, not true or false"),
+            ({"question": "Who?", "stream": 0}, "stream: Input should be a valid boolean"),
+        ]:
+            refused = client.post("/v1/answer", json=body, headers=headers)
+            assert refused.status_code == 422 and reason in refused.json()["reason"], refused.text
