@@ -51,6 +51,7 @@ def register_one(
         names=names,
         corpus=corpus,
         workspace=workspace_id(paths.root),
+        metric=p.gate_metric,
     )
     result["gate"] = decision.figures
     if not decision.promote and metrics.get("questions"):

@@ -101,10 +101,21 @@ def version_by_alias(client: MlflowClient, name: str, alias: str):  # noqa: ANN2
         raise
 
 
-def register_version(client: MlflowClient, name: str, run_id: str, artifact_path: str, tags: dict[str, Any]):  # noqa: ANN201
-    """A new version of `name` whose source is the run's artifact folder, with string tags."""
+def register_version(  # noqa: ANN201
+    client: MlflowClient,
+    name: str,
+    run_id: str,
+    artifact_path: str,
+    tags: dict[str, Any],
+    description: str = "",
+):
+    """A new version of `name` whose source is the run's artifact folder, with string tags and a
+    description (the line the MLflow UI shows in the versions table)."""
     source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    return client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    tags = {k: str(v) for k, v in tags.items()}
+    return client.create_model_version(
+        name, source, run_id=run_id, tags=tags, description=description or None
+    )
 
 
 class DownloadFailed(LookupError):

@@ -100,8 +100,25 @@ def _unregister_half(client: MlflowClient, index_model: str, version: Any, exc: 
     client.delete_model_version(index_model, version.version)
 
 
+def version_summary(metrics: dict[str, Any], decision: GateDecision, metric: str) -> str:
+    """One line for a person reading the registry: the candidate's figure, RAG's, the differences
+    to RAG and to the champion with their 95% intervals, and the gate's decision."""
+    figures, parts = decision.figures, []
+    for system, label in (("adapter", metric), ("rag", "RAG")):
+        value = (metrics.get(system) or {}).get(metric)
+        if isinstance(value, (int, float)):
+            parts.append(f"{label} {value:.3f}")
+    for against, label in (("rag", "vs RAG"), ("champion", "vs champion")):
+        key = f"gate.candidate_minus_{against}"
+        if key in figures:
+            low, high = figures[f"{key}_lo"], figures[f"{key}_hi"]
+            parts.append(f"{label} {figures[key]:+.3f} [{low:+.3f}, {high:+.3f}]")
+    questions = f" on {metrics['questions']} held-out questions" if metrics.get("questions") else ""
+    return " · ".join([*parts, f"gate {'passed' if decision.promote else 'refused'}"]) + questions
+
+
 def _adapter_version(
-    client: MlflowClient, run_id: str, adapter: Path, adapter_model: str, tags: dict[str, Any]
+    client: MlflowClient, run_id: str, adapter: Path, adapter_model: str, tags: dict[str, Any], summary: str
 ) -> tuple[Any, bool]:
     """The adapter version with these weights on this index version, registered now if there is
     none (a rerun after a crash gives the version already there); and whether it was there."""
@@ -112,7 +129,7 @@ def _adapter_version(
         return found, True
     mlflow.log_artifacts(str(adapter), "adapter")
     tags = tags | {"adapter_hash": content}
-    return reg.register_version(client, adapter_model, run_id, "adapter", tags), False
+    return reg.register_version(client, adapter_model, run_id, "adapter", tags, summary), False
 
 
 def register_pair(
@@ -131,6 +148,7 @@ def register_pair(
     names: reg.ModelNames = reg.DEFAULT_NAMES,
     corpus: str | None = None,
     workspace: str | None = None,
+    metric: str = "f1",
 ) -> dict[str, Any]:
     """One MLflow run with the figures and the gate's decision; the linked versions unless skipped.
     The registered models are tagged with `corpus`; LineageConflict when they hold another. The
@@ -188,7 +206,8 @@ def register_pair(
             **lineage,
         }
         try:
-            adapter_version, reused = _adapter_version(client, run_id, adapter, names.adapter, tags)
+            summary = version_summary(metrics, decision, metric)
+            adapter_version, reused = _adapter_version(client, run_id, adapter, names.adapter, tags, summary)
         except Exception as exc:
             if index_is_new:
                 _unregister_half(client, names.index, index_version, exc)

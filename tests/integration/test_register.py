@@ -38,6 +38,9 @@ def test_linked_versions_lineage_and_gate(project: tuple[Paths, dict], tiny_mode
     adapter = client.get_model_version(reg.ADAPTER_MODEL, first["adapter_version"])
     assert adapter.tags["index_version"] == str(first["index_version"])
     assert adapter.tags["adapter.f1"] == "0.5" and adapter.tags["gate"] == "passed"
+    # the line the MLflow UI shows in the versions table
+    assert adapter.description.startswith("f1 0.500 · RAG 0.200 · vs RAG +0.300 [+")
+    assert adapter.description.endswith("· gate passed on 20 held-out questions")
     assert float(adapter.tags["gate.candidate_minus_rag"]) == 0.3  # 0.5 - 0.2 on the same 20 questions
     assert adapter.tags["dvc.index"] and adapter.tags["dvc_lock"] and "git_commit" in adapter.tags
     assert client.get_model_version_by_alias(reg.ADAPTER_MODEL, "challenger").version == adapter.version
@@ -63,7 +66,8 @@ def test_linked_versions_lineage_and_gate(project: tuple[Paths, dict], tiny_mode
     audited = register_pair(layout, {"register": params["register"] | {"on_gate_failure": "register"}}, 0.2)
     assert audited["registered"] and not audited["promoted"]
     assert audited["index_version"] == first["index_version"]
-    assert client.get_model_version(reg.ADAPTER_MODEL, audited["adapter_version"]).tags["gate"] == "failed"
+    audited_version = client.get_model_version(reg.ADAPTER_MODEL, audited["adapter_version"])
+    assert audited_version.tags["gate"] == "failed" and "· gate refused on 20" in audited_version.description
     assert len(client.search_model_versions(f"name = '{reg.INDEX_MODEL}'")) == 1
     assert client.get_model_version_by_alias(reg.ADAPTER_MODEL, "challenger").version == adapter.version
 
