@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment, flow_run
 
 from components.core.environment import apply_offline_env
-from components.core.params import load_params, parse_params
+from components.core.params import PipelineParams, load_params, parse_params
 from components.core.paths import Paths
 from components.core.workspace_lock import workspace_lock
 from components.registry.naming import check_project_lineage
@@ -29,11 +29,16 @@ def pipeline_stages(root: Path | str = ".") -> list[str]:
     return list((yaml.safe_load((Path(root) / "dvc.yaml").read_text()) or {}).get("stages", {}))
 
 
+def project_params(root: Path | str = ".") -> PipelineParams:
+    """The params of the project at `root` (its params.yaml, or the defaults when it has none)."""
+    file = Path(root) / "params.yaml"
+    return load_params(file) if file.exists() else parse_params({})
+
+
 def project_paths(root: Path | str = ".") -> Paths:
     """The data layout of the project at `root` (the `paths` section of its params.yaml, or the
     default layout when it has none)."""
-    file = Path(root) / "params.yaml"
-    return (load_params(file) if file.exists() else parse_params({})).layout(root)
+    return project_params(root).layout(root)
 
 
 class StageFailed(RuntimeError):
@@ -124,8 +129,7 @@ def release_half_registered(root: str = ".") -> list[str]:
     from components.registry.mlflow_registry import configure
     from components.registry.naming import registry_name
 
-    file = Path(root) / "params.yaml"
-    params = load_params(file) if file.exists() else parse_params({})
+    params = project_params(root)
     names = registry_name(params.registration.model_name, params.ingest.source, root)
     try:
         return release_half_pairs(configure(params.registration.tracking_uri), names, workspace_id(root))
@@ -163,8 +167,7 @@ def _registration_note(registered: dict) -> str:
 def check_registry(root: str = ".") -> str:
     """The registered model name of the project's corpus; LineageConflict (before any stage runs)
     when that name holds another corpus."""
-    file = Path(root) / "params.yaml"
-    params = load_params(file) if file.exists() else parse_params({})
+    params = project_params(root)
     return check_project_lineage(params.registration, params.ingest.source, root).name
 
 

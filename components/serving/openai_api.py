@@ -22,10 +22,9 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, create_model
 
 from components.serving.limits import (
-    HAS_TEXT,
     NUMBER,
     WHITE_SPACE,
     RequestError,
@@ -88,7 +87,8 @@ def limited_openai_requests(limits: LimitSettings) -> tuple[type[ChatRequest], t
     text, at least one user message with text (the handlers check the same again)."""
     text, k = limited_fields(limits)
     one = Annotated[list[text], Field(min_length=1, max_length=1)]
-    user = {"type": "object", "properties": {"role": {"const": "user"}, "content": text_schema(limits)}}
+    content = TypeAdapter(text).json_schema()  # the question's own constraints, stated once
+    user = {"type": "object", "properties": {"role": {"const": "user"}, "content": content}}
     messages = Annotated[
         list[ChatMessage],
         Field(min_length=1, json_schema_extra={"contains": user | {"required": ["role", "content"]}}),
@@ -97,11 +97,6 @@ def limited_openai_requests(limits: LimitSettings) -> tuple[type[ChatRequest], t
     return chat, create_model(
         "CompletionRequest", __base__=CompletionRequest, k=(k, None), prompt=(text | one, ...)
     )
-
-
-def text_schema(limits: LimitSettings) -> dict[str, Any]:
-    """The JSON schema of a question's text."""
-    return {"type": "string", "minLength": 1, "maxLength": limits.max_question_chars, "pattern": HAS_TEXT}
 
 
 def openai_error(status: int, title: str, reason: str) -> dict[str, Any]:
