@@ -9,6 +9,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from components.adapters.precision import (
+    LoadOptions,
+    check_hardware,
+    finish_loading,
+    load_kwargs,
+    resolve_device,
+)
 from components.core.params import DEFAULT_BASE_MODEL
 
 log = logging.getLogger(__name__)
@@ -75,14 +82,20 @@ def load_tokenizer(name: str):  # noqa: ANN201
     return tokenizer
 
 
-def load_base_model(name: str, dtype: str = "float32"):  # noqa: ANN201
-    """(model, tokenizer) for a causal or encoder-decoder LM, in eval mode, on the CPU."""
-    import torch
+def load_base_model(name: str, dtype: str = "float32", options: LoadOptions | None = None):  # noqa: ANN201
+    """(model, tokenizer) for a causal or encoder-decoder LM, in eval mode.
+
+    `options` (the `model` section's device, dtype, quantization, attention and checkpointing;
+    components/adapters/precision.py) are checked against the hardware before anything loads;
+    without them the model loads in `dtype` on the CPU.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    options = options or LoadOptions(dtype=dtype)  # type: ignore[arg-type]
+    device = resolve_device(options.device, options.section)
+    check_hardware(options, device)
     path = resolve_base_model(name)
     seq2seq = getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False)
     auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype=getattr(torch, dtype))
-    model.eval()
-    return model, load_tokenizer(name)
+    model = auto.from_pretrained(path, **load_kwargs(options, device))
+    return finish_loading(model, options, device), load_tokenizer(name)

@@ -7,6 +7,7 @@ from typing import Any
 
 from components.adapters.base_model import load_base_model
 from components.adapters.peft_adapter import attach_adapter, load_artifact, read_artifact_config
+from components.adapters.precision import LoadOptions
 from components.adapters.retro_model import RetroModel, unwrap
 
 
@@ -80,12 +81,17 @@ def current_fusion_settings(folder: Path, settings: dict[str, Any]) -> dict[str,
 
 
 def load_retro_model(
-    folder: Path, trainable: bool = False, base_model: str | None = None, adapter_name: str = "default"
+    folder: Path,
+    trainable: bool = False,
+    base_model: str | None = None,
+    adapter_name: str = "default",
+    options: LoadOptions | None = None,
 ) -> RetroModel:
-    """Base model + adapter (as peft's `adapter_name`) + fusion weights from one artifact folder."""
+    """Base model + adapter (as peft's `adapter_name`) + fusion weights from one artifact folder;
+    the base model loads as `options` say (default: float32 on the CPU)."""
     config = read_artifact_config(folder)
     settings = current_fusion_settings(folder, config.get("fusion_settings", {}))
-    base, tokenizer = load_base_model(base_model or config["base_model"])
+    base, tokenizer = load_base_model(base_model or config["base_model"], options=options)
     model = RetroModel(load_artifact(folder, base, trainable, adapter_name), tokenizer, **settings)
     model.load_fusion(folder)
     model.artifact_config = config

@@ -37,6 +37,12 @@ class ChunkKV:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
+    def to(self, device: torch.device) -> ChunkKV:
+        """The same key/values on `device` (itself when they are there already)."""
+        if self.keys[0].device == device:
+            return self
+        return ChunkKV(tuple(k.to(device) for k in self.keys), tuple(v.to(device) for v in self.values))
+
 
 @dataclass
 class KVMemory:
@@ -161,8 +167,9 @@ def assemble(rows: list[list[ChunkKV]], rotary: nn.Module | None) -> KVMemory:
 def question_inputs(memory: KVMemory, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """attention_mask over memory + question and the question tokens' position ids (either
     padding side: positions count only real tokens)."""
-    positions = memory.starts[:, None] + (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+    device = attention_mask.device
+    positions = memory.starts.to(device)[:, None] + (attention_mask.long().cumsum(1) - 1).clamp(min=0)
     return {
-        "attention_mask": torch.cat([memory.mask, attention_mask.long()], dim=1),
+        "attention_mask": torch.cat([memory.mask.to(device), attention_mask.long()], dim=1),
         "position_ids": positions,
     }

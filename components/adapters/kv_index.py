@@ -17,6 +17,7 @@ import pandas as pd
 
 from components.adapters import chunk_kv
 from components.adapters.kv_store import KVStore, store_model_id
+from components.adapters.precision import cpu_dtype
 from components.core.params import PipelineParams
 
 GB = 2**30
@@ -87,8 +88,8 @@ def index_chunk_kv(
     texts = part["text"].tolist()
     before = chunks["version"] == (parent.corpus_version if parent is not None else None)
     previous = chunks.loc[before, "text"].tolist()
-    store = index_kv_store(model.base, model.dtype, fusion.chunk_tokens, folder, p.chunk_kv_budget_gb,
-                           fusion.chunk_kv_dtype)  # fmt: skip
+    store = index_kv_store(model.base, cpu_dtype(model.dtype), fusion.chunk_tokens, folder,
+                           p.chunk_kv_budget_gb, fusion.chunk_kv_dtype)  # fmt: skip
     report = maintain_index_kv(store, texts, removed_texts(previous, texts), p.chunk_kv == "precompute")
     return {"chunk_kv": {"mode": p.chunk_kv, **report}}
 

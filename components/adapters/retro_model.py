@@ -27,6 +27,7 @@ from components.adapters import chunk_kv
 from components.adapters.kv_store import KVStore, store_model_id
 from components.adapters.memory_gate import ATTENTION, MemoryGate, gating
 from components.adapters.peft_adapter import ARTIFACT_CONFIG, ARTIFACT_SCHEMA
+from components.adapters.precision import model_device
 from components.adapters.prompting import build_prompt
 
 FUSION_MODES = ("in_context", "kv", "gated")
@@ -148,7 +149,8 @@ class RetroModel(nn.Module):
 
     def kv_memory(self, passages: list[list[str]]) -> chunk_kv.KVMemory:
         """The key/value memory of a batch: each question's chunks, in retrieval order."""
-        rows = [self.chunk_key_values(texts) if texts else [] for texts in passages]
+        device = model_device(self.model)
+        rows = [[kv.to(device) for kv in self.chunk_key_values(texts)] if texts else [] for texts in passages]
         return chunk_kv.assemble(rows, chunk_kv.rotary_embedding(unwrap(self.model)))
 
     def _kv_inputs(self, memory: chunk_kv.KVMemory, batch: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +181,7 @@ class RetroModel(nn.Module):
             streamer.put(input_ids)
         step = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids", "cache")}
         last_only = {"logits_to_keep": 1} if self.keeps_logits else {}
-        done = torch.zeros(len(input_ids), dtype=torch.bool)
+        done = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_token_id
         sequences = input_ids
         with self._memory_gating(memory):
@@ -211,7 +213,13 @@ class RetroModel(nn.Module):
         return sequences
 
     # -- forward / generate ----------------------------------------------------------------------
+    def _on_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Tensor inputs moved to where the base model's weights are (a no-op on the CPU)."""
+        device = model_device(self.model)
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
     def forward(self, passages: list[list[str]] | None = None, **batch: Any) -> Any:
+        batch = self._on_device(batch)
         if self.uses_memory and passages is not None:
             memory = self.kv_memory(passages)
             with self._memory_gating(memory):
@@ -219,6 +227,7 @@ class RetroModel(nn.Module):
         return self.model(**batch)
 
     def generate(self, passages: list[list[str]] | None = None, **kwargs: Any) -> torch.Tensor:
+        kwargs = self._on_device(kwargs)
         if self.uses_memory and passages is not None:
             return self._generate_kv(passages, **kwargs)
         return self.model.generate(**kwargs)

@@ -142,9 +142,10 @@ def update_in_place(
     EWC estimate, when on, persists beside the adapter. kv and gated fusion use `kv_folder`."""
     from components.adapters.builder import load_retro_model
     from components.adapters.peft_adapter import read_artifact_config
+    from components.adapters.precision import LoadOptions
     from components.continual.anchors import general_anchors
 
-    model = load_retro_model(out, trainable=True)
+    model = load_retro_model(out, trainable=True, options=LoadOptions.from_params(model_params))
     if kv_folder is not None:
         kv_folder.attach(model)
     ewc = OnlineEWC.load(out, p.ewc_weight, p.ewc_gamma) if p.ewc_weight else None

@@ -27,7 +27,27 @@ class ModelParams(StrictModel):
 
     base: str = DEFAULT_BASE_MODEL
     embedder: str = DEFAULT_EMBEDDER
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="the base weights' dtype: float16 needs a GPU, bfloat16 a GPU or a CPU with AVX512-BF16 "
+        "or AMX (refused where it would be emulated)",
+    )
+    quantization: Literal["none", "int8", "nf4"] = Field(
+        "none",
+        description="base weights stored in 8 bits (LLM.int8()) or 4 (NF4, QLoRA-style: the adapter "
+        "trains on top in `dtype`); bitsandbytes, needs a CUDA GPU",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, more time a step"
+    )
+    attention: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto",
+        description="transformers' attention implementation: auto = its default (SDPA where the model has "
+        "it); flash_attention_2 needs a CUDA GPU and flash-attn",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the base model runs: auto = cuda when torch sees a GPU, else cpu"
+    )
     seed: int = 0
     teacher: str | None = Field(
         None, description="model that writes synthesized questions: null = `base`, or any HF id / local path"

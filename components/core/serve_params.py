@@ -176,6 +176,12 @@ class TorchEngineSettings(StrictModel):
         "int8 copy of every base linear layer, multiplied in bfloat16; prompts still run on the full "
         "weights, adapters stay float). Faster decoding on CPUs, answers may differ slightly",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the served model runs: auto = cuda when torch sees a GPU, else cpu"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="the served base weights' dtype (float16 needs a GPU; model.dtype says which)"
+    )
 
 
 class ServeSettings(StrictModel):

@@ -39,8 +39,9 @@ def evaluate_one(
     source = {"eval_questions": eval_question_source(qa, latest)}
     from components.adapters.builder import load_retro_model
     from components.adapters.kv_index import KVFolder
+    from components.adapters.precision import LoadOptions
 
-    model = load_retro_model(paths.current_adapter)
+    model = load_retro_model(paths.current_adapter, options=LoadOptions.from_params(params.model))
     KVFolder(paths.chunk_kv, params.index.chunk_kv_budget_gb).attach(model)
     finder = GoldFinder(chunks[chunks["version"] == latest], params.retrieval.gold_min_overlap)
     golds = [finder.find(t["doc_id"], t["answer"]) for t in test]

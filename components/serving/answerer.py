@@ -25,6 +25,7 @@ from components.adapters.builder import load_retro_model
 from components.adapters.generation import generate
 from components.adapters.int8_decode import use_int8_decode
 from components.adapters.kv_index import KVFolder
+from components.adapters.precision import LoadOptions, UnsupportedHardware, resolve_device
 from components.adapters.prompting import context_prefix
 from components.core.serve_params import LlamaCppSettings, TorchEngineSettings
 from components.data.domains import domain_filter
@@ -42,6 +43,17 @@ def shared_retriever(
     if found is None:
         found = retrievers[index_version] = Retriever.load(index_dir)
     return found
+
+
+def served_options(torch_engine: TorchEngineSettings | None) -> LoadOptions | None:
+    """How the torch engine loads the served base model (`serve.torch`; None: float32, CPU)."""
+    if torch_engine is None:
+        return None
+    options = LoadOptions(dtype=torch_engine.dtype, device=torch_engine.device, section="serve.torch")
+    on_gpu = options.device == "cuda" or resolve_device(options.device, options.section).type == "cuda"
+    if torch_engine.decode_weights == "int8" and on_gpu:
+        raise UnsupportedHardware("serve.torch.decode_weights: int8 is a CPU kernel; use full on a GPU")
+    return options
 
 
 class Answerer:
@@ -76,7 +88,7 @@ class Answerer:
         self.adapters, self.slot = adapters, slot
         self.registered_name: str | None = None  # the registered model it is a version of (serving)
         if adapters is None:
-            self.model = load_retro_model(adapter_dir)
+            self.model = load_retro_model(adapter_dir, options=served_options(torch_engine))
             self.artifact_config = self.model.artifact_config
         else:  # one of several adapters on a shared base model
             self.model, self.artifact_config = adapters.add(slot, adapter_dir)

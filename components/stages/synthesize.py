@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from components.adapters.precision import cpu_dtype
 from components.core.artifacts import read_table, versions_in, write_table
 from components.core.params import PipelineParams
 from components.core.paths import Paths
@@ -34,7 +35,9 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     qa, chunks = read_table(paths.qa, "ingest"), read_chunks(paths.chunks)
     frames, reports = [human_questions(qa)], {}
     name = model.teacher or model.base
-    teacher = CachedTeacher(name, model.dtype, s.teacher_batch_size, s.teacher_answer) if s.teacher else None
+    teacher = None
+    if s.teacher:  # the teacher runs on the CPU
+        teacher = CachedTeacher(name, cpu_dtype(model.dtype), s.teacher_batch_size, s.teacher_answer)
     for version in versions_in(chunks):
         human_train = int(((qa["version"] == version) & (qa["split"] == "train")).sum())
         if not needs_questions(s.mode, human_train, s.min_questions):

@@ -75,6 +75,7 @@ def train_adapter(
     """
     from components.adapters.base_model import load_base_model
     from components.adapters.builder import build_retro_model, parameter_report
+    from components.adapters.precision import LoadOptions
     from components.training.distributed import in_launched_process, make_accelerator, rank_checksums
     from components.training.trainer import train
 
@@ -87,7 +88,7 @@ def train_adapter(
     stopper = (
         EarlyStopping(validation, every=max(1, per_epoch // 2), patience=p.patience) if validation else None
     )
-    base, tokenizer = load_base_model(model_params.base, model_params.dtype)
+    base, tokenizer = load_base_model(model_params.base, options=LoadOptions.from_params(model_params))
     fusion = p.fusion.model_dump()
     model = build_retro_model(base, tokenizer, p.method, p.config, fusion, steps, p.max_trainable_share)
     if kv_folder is not None:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from components.adapters.precision import cpu_has_bf16, model_device
 from components.adapters.prompting import answer_suffix
 from components.adapters.retro_model import RetroModel
 from components.training.budget import EarlyStopping
@@ -108,11 +109,7 @@ def bf16_autocast_supported(device: torch.device) -> bool:
     e.g. AVX2-only ones) bf16 autocast is emulated and a training step gets many times slower."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(cpu, name, lambda: False)() for name in checks)
-    return False
+    return device.type == "cpu" and cpu_has_bf16()
 
 
 def train(
@@ -150,7 +147,7 @@ def train(
     torch.manual_seed(seed)
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(model.parameter_groups(lr), lr=lr, weight_decay=0.0)
-    forward, device = model, torch.device("cpu")
+    forward, device = model, model_device(model)
     if accelerator is not None:
         forward, optimizer = accelerator.prepare(model, optimizer)
         device = accelerator.device
