@@ -160,7 +160,11 @@ def finish_loading(model: Any, options: LoadOptions, device: torch.device) -> An
         model = model.to(device)
     if options.gradient_checkpointing:
         # non-reentrant: gradients reach the adapter even though the frozen inputs need none
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x's name for it
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.eval()
     return model
 
