@@ -15,7 +15,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from components.core.config import ParamsError, StrictModel, load_params_file, validate, yaml_off
 from components.core.paths import PathParams, Paths
-from components.core.serve_params import ServeSettings
+from components.core.serve_params import Device, ServeSettings, WeightDtype
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -27,7 +27,7 @@ class ModelParams(StrictModel):
 
     base: str = DEFAULT_BASE_MODEL
     embedder: str = DEFAULT_EMBEDDER
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+    dtype: WeightDtype = Field(
         "float32",
         description="the base weights' dtype: float16 needs a GPU, bfloat16 a GPU or a CPU with AVX512-BF16 "
         "or AMX (refused where it would be emulated)",
@@ -45,7 +45,7 @@ class ModelParams(StrictModel):
         description="transformers' attention implementation: auto = its default (SDPA where the model has "
         "it); flash_attention_2 needs a CUDA GPU and flash-attn",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(
+    device: Device = Field(
         "auto", description="where the base model runs: auto = cuda when torch sees a GPU, else cpu"
     )
     seed: int = 0

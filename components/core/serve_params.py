@@ -169,6 +169,10 @@ class LlamaCppSettings(StrictModel):
     _off = field_validator("repack_weights", mode="before")(classmethod(lambda cls, v: yaml_off(v)))
 
 
+Device = Literal["auto", "cpu", "cuda"]  # where a model runs (components/adapters/precision.py)
+WeightDtype = Literal["float32", "bfloat16", "float16"]
+
+
 class TorchEngineSettings(StrictModel):
     decode_weights: Literal["full", "int8"] = Field(
         "full",
@@ -176,10 +180,10 @@ class TorchEngineSettings(StrictModel):
         "int8 copy of every base linear layer, multiplied in bfloat16; prompts still run on the full "
         "weights, adapters stay float). Faster decoding on CPUs, answers may differ slightly",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(
+    device: Device = Field(
         "auto", description="where the served model runs: auto = cuda when torch sees a GPU, else cpu"
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+    dtype: WeightDtype = Field(
         "float32", description="the served base weights' dtype (float16 needs a GPU; model.dtype says which)"
     )
 
