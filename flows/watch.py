@@ -65,6 +65,7 @@ def latest_version_hash(corpus_source: Path) -> str | None:
 
 
 def resource_id(folder: Path) -> str:
+    """Prefect event resource id of a watched folder."""
     return RESOURCE_PREFIX + folder.resolve().as_posix().strip("/").replace("/", ".")
 
 
@@ -80,9 +81,11 @@ class Debouncer:
         self.last_change: float | None = now if pending else None
 
     def notify(self, now: float) -> None:
+        """Record a change seen at `now`."""
         self.last_change = now
 
     def due(self, now: float) -> bool:
+        """Whether the folder has been quiet long enough to announce the change (once)."""
         if self.last_change is None or now - self.last_change < self.debounce_seconds:
             return False
         self.last_change = None

@@ -69,6 +69,7 @@ class AdapterSet:
 
     @property
     def slots(self) -> list[str]:
+        """Names of the loaded adapters, one per domain."""
         return list(self.configs)
 
     def generate_slots(

@@ -30,6 +30,7 @@ def cache_dir() -> Path:
 
 
 def packaged_gguf() -> Path:
+    """Folder of the pip-installed GGUF model package (raises when it is not installed)."""
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
@@ -74,6 +75,7 @@ def resolve_base_model(name: str) -> str:
 
 
 def load_tokenizer(name: str):  # noqa: ANN201
+    """The base model's tokenizer, with the end-of-sequence token as padding when it has none."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(name))

@@ -31,10 +31,12 @@ class ChunkKV:
 
     @property
     def length(self) -> int:
+        """Number of tokens the cached chunk spans."""
         return int(self.keys[0].shape[1])
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by the cached keys and values."""
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
     def to(self, device: torch.device) -> ChunkKV:

@@ -35,9 +35,11 @@ class Int8DecodeLinear(nn.Module):
 
     @property
     def bias(self) -> torch.Tensor | None:
+        """The wrapped layer's bias."""
         return self.full.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Int8 weights for one-token decode steps without gradients; the full layer otherwise."""
         if x.dim() < 3 or x.shape[-2] != 1 or torch.is_grad_enabled():
             return self.full(x)
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)

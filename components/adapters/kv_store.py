@@ -94,6 +94,7 @@ class TierCounters:
     disk_evictions: int = 0
 
     def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict, for metrics."""
         return dict(vars(self))
 
 
@@ -119,6 +120,7 @@ class KVStore:
             raise ValueError(f"chunk_kv_dtype must be one of {STORAGE_FORMS}, got {self.form!r}")
 
     def key(self, text: str) -> str:
+        """Cache key of a chunk text for this model, chunk length and fusion form."""
         return entry_key(self.model_id, self.chunk_tokens, text, self.form)
 
     def use_folder(self, folder: Path, disk_bytes: int) -> None:

@@ -43,6 +43,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder's transformer layers, found through the wrappers of peft and transformers."""
     base = unwrap(model)
     for path in DECODER_LAYERS:
         node: Any = base
@@ -219,6 +220,7 @@ class RetroModel(nn.Module):
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
     def forward(self, passages: list[list[str]] | None = None, **batch: Any) -> Any:
+        """The base model's forward pass, reading the passages' key/values in `kv` and `gated` fusion."""
         batch = self._on_device(batch)
         if self.uses_memory and passages is not None:
             memory = self.kv_memory(passages)
@@ -227,12 +229,14 @@ class RetroModel(nn.Module):
         return self.model(**batch)
 
     def generate(self, passages: list[list[str]] | None = None, **kwargs: Any) -> torch.Tensor:
+        """Generate from the batch, reading the passages' key/values in `kv` and `gated` fusion."""
         kwargs = self._on_device(kwargs)
         if self.uses_memory and passages is not None:
             return self._generate_kv(passages, **kwargs)
         return self.model.generate(**kwargs)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates: the adapter's and the fusion layers'."""
         return [p for p in self.parameters() if p.requires_grad]
 
     def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
@@ -266,6 +270,7 @@ class RetroModel(nn.Module):
         (folder / ARTIFACT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
 
     def load_fusion(self, folder: Path) -> None:
+        """Load the fusion layers' weights saved beside the adapter in `folder`."""
         path = Path(folder) / FUSION_WEIGHTS
         if len(self.fusion):
             self.fusion.load_state_dict(load_file(str(path)))

@@ -399,6 +399,7 @@ def export_gguf_cmd(
 
 
 def main() -> None:  # pragma: no cover
+    """Entry point of the `retro` command."""
     app(prog_name="retro")
 
 

@@ -16,6 +16,7 @@ URL_FILE = "url"
 
 
 def main(folder: str) -> None:
+    """Run a PostgreSQL with pgvector from `folder` until interrupted (pgserver, no root needed)."""
     try:
         import pgserver
     except ImportError:

@@ -36,6 +36,8 @@ WORK_POOL = "retro-process"
 
 @dataclass
 class Ports:
+    """Loopback ports of the background services."""
+
     prefect: int = 4200
     mlflow: int = 5000
     redis: int = 6379
@@ -52,14 +54,17 @@ class Services:
 
     @property
     def prefect_api_url(self) -> str:
+        """The Prefect server's API address."""
         return f"http://{self.host}:{self.ports.prefect}/api"
 
     @property
     def mlflow_url(self) -> str:
+        """The MLflow tracking server's address."""
         return f"http://{self.host}:{self.ports.mlflow}"
 
     @property
     def redis_url(self) -> str:
+        """The Redis server's address (database 0)."""
         return f"redis://{self.host}:{self.ports.redis}/0"
 
     def _home(self) -> Path:

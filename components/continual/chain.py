@@ -113,10 +113,12 @@ class AdapterChain:
         self.save()
 
     def save(self) -> None:
+        """Write the replay buffer and the chain's state to its folder."""
         self.buffer.save(self.out / REPLAY)
         (self.out / STATE).write_text(json.dumps(self.state, indent=2))
 
     def summary(self, updates_this_run: int) -> dict[str, Any]:
+        """Figures of the chain after an update run, for the stage's metrics."""
         ewc = self.out / OnlineEWC.FILE
         return {
             "versions_learned": self.state["consumed"],

@@ -38,6 +38,7 @@ class OnlineEWC:
         self.anchor: dict[str, torch.Tensor] = {}
 
     def penalty(self, model: RetroModel) -> torch.Tensor | None:
+        """The EWC penalty of the model's current weights; None when there is nothing to anchor."""
         if not self.fisher or not self.weight:
             return None
         total = None
@@ -67,6 +68,7 @@ class OnlineEWC:
             self.anchor[name] = params[name].detach().float().clone()
 
     def save(self, folder: Path) -> None:
+        """Write the Fisher estimates and anchor weights to `folder`."""
         tensors = {f"fisher.{n}": t for n, t in self.fisher.items()}
         tensors |= {f"anchor.{n}": t for n, t in self.anchor.items()}
         if tensors:
@@ -74,6 +76,7 @@ class OnlineEWC:
 
     @classmethod
     def load(cls, folder: Path, weight: float, gamma: float) -> OnlineEWC:
+        """Read the penalty saved in `folder`, or start an empty one."""
         ewc = cls(weight, gamma)
         path = Path(folder) / cls.FILE
         if path.exists():
@@ -106,6 +109,7 @@ class Distillation:
     def loss(
         self, logits: torch.Tensor, labels: torch.Tensor, keys: list[str], seq2seq: bool = False
     ) -> torch.Tensor | None:
+        """KL divergence to the stored teacher distributions of the rows that have one (None: no row has)."""
         terms = []
         for row, key in enumerate(keys):
             if key not in self.targets:

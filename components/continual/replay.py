@@ -19,6 +19,7 @@ class ReplayBuffer:
         self.items: list[dict] = list(items or [])[:capacity]
 
     def add(self, item: dict) -> None:
+        """Offer an example to the reservoir (kept with probability capacity / seen)."""
         self.seen += 1
         if len(self.items) < self.capacity:
             self.items.append(item)
@@ -44,6 +45,7 @@ class ReplayBuffer:
         return touched
 
     def save(self, path: Path) -> None:
+        """Write the reservoir and its sampling state as JSON."""
         state = {
             "capacity": self.capacity,
             "seed": self.seed,
@@ -54,6 +56,7 @@ class ReplayBuffer:
 
     @classmethod
     def load(cls, path: Path, capacity: int, seed: int) -> ReplayBuffer:
+        """Read a saved reservoir, or start an empty one when `path` does not exist."""
         if not Path(path).exists():
             return cls(capacity, seed)
         state = json.loads(Path(path).read_text())

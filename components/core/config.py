@@ -59,6 +59,7 @@ class StrictModel(BaseModel):
         return value
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """Dump the fields, recording the keys read for the dependency check."""
         prefix = (self.__pydantic_private__ or {}).get("_trace_prefix")
         if prefix:
             PARAMS_READ.update(f"{prefix}.{_field_key(type(self), f)}" for f in type(self).model_fields)

@@ -16,6 +16,8 @@ class Registry(Generic[T]):
         self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator that registers a factory under `name`."""
+
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
                 raise ValueError(f"{self.family} {name!r} is already registered")
@@ -25,6 +27,7 @@ class Registry(Generic[T]):
         return decorator
 
     def build(self, kind: str, **params: Any) -> T:
+        """Build the object registered as `kind`; an unknown kind names the known ones."""
         try:
             factory = self._factories[kind]
         except KeyError:
@@ -33,4 +36,5 @@ class Registry(Generic[T]):
         return factory(**params)
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._factories)

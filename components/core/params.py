@@ -101,6 +101,8 @@ class RetrievalParams(StrictModel):
 
 
 class IngestParams(StrictModel):
+    """`ingest`: where the documents are and which ones are accepted."""
+
     source: str = "data/raw/sample"
     min_chars: int = Field(20, ge=1)
     max_chars: int = Field(200_000, ge=1)
@@ -123,6 +125,8 @@ class IngestParams(StrictModel):
 
 
 class ChunkParams(StrictModel):
+    """`chunk`: how documents are cut into token windows."""
+
     max_tokens: int = Field(128, ge=8, description="window size in tokens of `tokenizer`")
     overlap: int = Field(24, ge=0)
     tokenizer: str = Field("embedder", description="'embedder' or any tokenizer id/path")
@@ -153,6 +157,8 @@ class ShardingParams(StrictModel):
 
 
 class EmbedParams(StrictModel):
+    """`embed`: how chunks are embedded (batching, sharding, backend)."""
+
     batch_size: int = Field(64, ge=1)
     sharding: ShardingParams = ShardingParams()
     backend: Literal["torch", "onnx"] = Field(
@@ -172,6 +178,8 @@ class EmbedParams(StrictModel):
 
 
 class IndexParams(StrictModel):
+    """`index`: the vector store and how index versions are built."""
+
     store: str = "faiss"
     store_params: dict[str, Any] = Field(default_factory=lambda: {"factory": "Flat"})
     sharding: ShardingParams = ShardingParams()
@@ -269,6 +277,8 @@ class SynthesizeParams(StrictModel):
 
 
 class TrainParams(StrictModel):
+    """`adapter-train`: the peft method, its config and the training budget."""
+
     method: str = Field("lora", description="any peft method name: lora, adalora, ia3, ...")
     config: dict[str, Any] = Field(default_factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05})
     epochs: float = Field(1.5, gt=0, description="passes over the training questions (sets the steps)")
@@ -307,6 +317,8 @@ class TrainParams(StrictModel):
 
 
 class ContinualParams(StrictModel):
+    """`continual-update`: how each new corpus version is learned without growth or forgetting."""
+
     steps: int = Field(30, ge=1, description="optimiser steps per new corpus version")
     lr: float = Field(5e-4, gt=0)
     replay_size: int = Field(64, ge=0, description="fixed reservoir size (examples)")
@@ -322,6 +334,8 @@ class ContinualParams(StrictModel):
 
 
 class EvaluateParams(StrictModel):
+    """`evaluate`: which questions are asked and which systems are compared."""
+
     max_questions: int = Field(40, ge=0, description="0 evaluates every test question")
     max_new_tokens: int | None = Field(
         None, ge=1, description="answer length cap; null: answer_percentile of the train answers' lengths"
@@ -331,6 +345,8 @@ class EvaluateParams(StrictModel):
 
 
 class RegisterParams(StrictModel):
+    """`register`: the MLflow registry, the model names and the promotion gate."""
+
     tracking_uri: str = DEFAULT_TRACKING_URI
     model_name: str = Field(
         "auto",
@@ -367,6 +383,8 @@ class ForgetParams(StrictModel):
 
 
 class WatchParams(StrictModel):
+    """`watch`: the folder watched for new documents and how changes are announced."""
+
     folder: str = "data/incoming"
     debounce_seconds: float = Field(30.0, gt=0, description="quiet time before a change is announced")
     tick_seconds: float = Field(1.0, gt=0, description="how often the quiet time is checked")

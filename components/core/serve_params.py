@@ -13,6 +13,8 @@ from components.core.config import StrictModel, yaml_off
 
 
 class CacheSettings(StrictModel):
+    """`serve.cache`: the in-process and Redis caches of embeddings, retrievals and answers."""
+
     l1_entries: int = Field(4096, ge=0, description="in-process LRU entries per kind (0: off)")
     l1_ttl_seconds: float = Field(600, gt=0, description="lifetime of an L1 entry")
     redis_url: str | None = Field(
@@ -36,11 +38,15 @@ class CacheSettings(StrictModel):
 
 
 class BatchSettings(StrictModel):
+    """`serve.batch`: how concurrent requests are batched."""
+
     max_batch: int = Field(8, ge=1, description="requests batched into one embedding or generation call")
     max_wait_ms: float = Field(3.0, ge=0, description="how long the first request waits for others")
 
 
 class AbstainSettings(StrictModel):
+    """`serve.abstain`: when the service declines to answer."""
+
     mode: Literal["off", "similarity", "support"] = Field(
         "off",
         description="when the service says the documents do not answer instead of guessing: off; "
@@ -59,6 +65,8 @@ class AbstainSettings(StrictModel):
 
 
 class AuditSettings(StrictModel):
+    """`serve.audit`: the audit log of answers."""
+
     path: str | None = Field(
         "audit.jsonl",
         description="JSON lines, one per answer, under download_dir unless absolute (None: off); {pid} "
@@ -71,6 +79,8 @@ class AuditSettings(StrictModel):
 
 
 class LimitSettings(StrictModel):
+    """`serve.limits`: request size and rate limits."""
+
     max_body_bytes: int = Field(16_384, ge=256, description="larger request bodies get 413")
     max_question_chars: int = Field(2_000, ge=1)
     max_k: int = Field(20, ge=1, description="largest k a client may ask for")
@@ -81,6 +91,8 @@ class LimitSettings(StrictModel):
 
 
 class AuthSettings(StrictModel):
+    """`serve.auth`: API keys."""
+
     api_keys_env: str = Field("RETRO_API_KEYS", description="env var with comma-separated keys")
     api_keys_file: str | None = Field(
         None,
@@ -135,6 +147,8 @@ def key_line(line: str, where_it_is: str) -> tuple[bytes, dict | None]:
 
 
 class LlamaCppSettings(StrictModel):
+    """`serve.llamacpp`: the llama.cpp engine."""
+
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp (None: every core)")
     context_tokens: int = Field(
         4096,
@@ -174,6 +188,8 @@ WeightDtype = Literal["float32", "bfloat16", "float16"]
 
 
 class TorchEngineSettings(StrictModel):
+    """`serve.torch`: the torch engine's device, dtype and decode weights."""
+
     decode_weights: Literal["full", "int8"] = Field(
         "full",
         description="weights of the one-token decode steps: full (the model's own) or int8 (a per-row "
@@ -189,6 +205,8 @@ class TorchEngineSettings(StrictModel):
 
 
 class ServeSettings(StrictModel):
+    """`serve`: the service answering with the promoted adapter and index."""
+
     tracking_uri: str | None = Field(None, description="MLflow store (default: register.tracking_uri)")
     alias: str = Field("champion", description="registry alias of the retro-adapter version to serve")
     poll_seconds: float = Field(5.0, gt=0, description="how often the alias is checked for a promotion")

@@ -42,6 +42,7 @@ def forgotten_documents(source: Path) -> set[str]:
 
 
 def sha256(text: str) -> str:
+    """Hex SHA-256 of a text's UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -119,6 +120,7 @@ def _read_one(path: Path, rel: Path, version: str, options: ReadOptions) -> list
 
 
 def read_plain_text(path: Path) -> str:
+    """A text file's content; a file that is not UTF-8 raises a quarantinable error."""
     from components.data.readers import decode_utf8
 
     return decode_utf8(path.read_bytes())

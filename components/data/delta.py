@@ -31,6 +31,7 @@ class DeltaSummary:
     questions_unchanged: int = 0
 
     def as_dict(self) -> dict:
+        """The summary as a plain dict, for metrics and logs."""
         return asdict(self)
 
 

@@ -21,6 +21,8 @@ QA_COLUMNS = ["id", "question", "answer", "doc_id", "split", "version"]
 
 @dataclass
 class IngestedCorpus:
+    """Documents and questions of every corpus version, with the versions in order."""
+
     versions: list[str]
     documents: pd.DataFrame
     qa: pd.DataFrame

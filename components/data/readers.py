@@ -44,6 +44,7 @@ class ReadResult:
     ocr_pages: int = 0
 
     def metadata(self) -> dict:
+        """Page counts to store beside the text (empty for formats without pages)."""
         meta: dict = {"pages": self.pages} if self.pages else {}
         return meta | ({"ocr_pages": self.ocr_pages} if self.ocr_pages else {})
 
@@ -72,6 +73,7 @@ def read_file(path: Path, options: ReadOptions) -> ReadResult:
 
 
 def decode_utf8(raw: bytes) -> str:
+    """Decode UTF-8 bytes; anything else raises a quarantinable error naming the byte."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -80,6 +82,7 @@ def decode_utf8(raw: bytes) -> str:
 
 @register_reader(".md", ".markdown", ".txt")
 def read_plain(raw: bytes, options: ReadOptions) -> ReadResult:
+    """Reader for plain text and Markdown."""
     return ReadResult(decode_utf8(raw))
 
 
@@ -235,6 +238,7 @@ class _TextExtractor(HTMLParser):
 
 
 def html_to_text(markup: str) -> str:
+    """Visible text of an HTML page, without scripts and styles, with line breaks at block tags."""
     parser = _TextExtractor()
     parser.feed(markup)
     return html.unescape("".join(parser.parts))

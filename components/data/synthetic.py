@@ -87,6 +87,8 @@ class Attribute:
 
 @dataclass(frozen=True)
 class Domain:
+    """A synthetic knowledge domain: its kind of entity, intro sentence and attributes."""
+
     name: str
     kind: str
     intro: str
@@ -298,6 +300,8 @@ DOMAIN_BY_NAME = {d.name: d for d in DOMAINS}
 
 @dataclass
 class Entity:
+    """One synthetic entity with its facts (one document)."""
+
     domain: str
     name: str
     facts: dict[str, str]
@@ -305,6 +309,7 @@ class Entity:
 
     @property
     def doc_id(self) -> str:
+        """The entity's document id, `domain/name`."""
         return f"{self.domain}/{self.name.lower()}"
 
 
@@ -333,6 +338,7 @@ class KnowledgeBase:
             tries += 1
 
     def add_entities(self, domain: str, count: int) -> list[Entity]:
+        """Invent `count` new entities of `domain` with fresh names and facts."""
         spec = DOMAIN_BY_NAME[domain]
         added = []
         for _ in range(count):
@@ -346,6 +352,7 @@ class KnowledgeBase:
         return added
 
     def fact_count(self) -> int:
+        """Number of facts over all entities."""
         return sum(len(e.facts) for e in self.entities.values())
 
     def revise(self, count: int) -> list[tuple[str, str]]:
@@ -361,12 +368,14 @@ class KnowledgeBase:
         return changed
 
     def remove(self, count: int) -> list[str]:
+        """Remove `count` random entities; returns their document ids."""
         removed = self.rng.sample(sorted(self.entities), k=min(count, len(self.entities)))
         for doc_id in removed:
             self._names.discard(self.entities.pop(doc_id).name)
         return removed
 
     def document(self, entity: Entity) -> str:
+        """The Markdown document describing `entity`."""
         spec = DOMAIN_BY_NAME[entity.domain]
         lines = [f"# {entity.name}", "", spec.intro.format(e=entity.name), ""]
         for attr in spec.attributes:
@@ -375,6 +384,7 @@ class KnowledgeBase:
         return "\n".join(lines) + "\n"
 
     def qa(self) -> list[dict[str, str]]:
+        """One question per fact, with its answer and document id."""
         items = []
         for doc_id, entity in sorted(self.entities.items()):
             for attr in DOMAIN_BY_NAME[entity.domain].attributes:
@@ -394,6 +404,7 @@ class KnowledgeBase:
         return items
 
     def write(self, folder: Path) -> None:
+        """Write the documents and qa.jsonl of the current state to `folder`."""
         docs = folder / "docs"
         docs.mkdir(parents=True, exist_ok=True)
         for entity in self.entities.values():

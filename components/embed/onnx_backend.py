@@ -47,6 +47,7 @@ def backend_name(backend: str, quantize: str) -> str:
 
 
 def cache_root() -> Path:
+    """Where exported ONNX models are cached (the env var, or the default folder)."""
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
@@ -214,6 +215,7 @@ class OnnxEncoder:
         )
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Embed texts with onnxruntime, batched by length, as float32 rows."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding

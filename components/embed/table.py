@@ -60,6 +60,7 @@ class EmbeddingTable:
 
     @property
     def dim(self) -> int:
+        """Dimension of the vectors."""
         return int(self.vectors.shape[1])
 
     def write(self, folder: Path, manifest: dict[str, Any]) -> None:

@@ -76,6 +76,8 @@ def retrieval_scores(
 
 @dataclass
 class Comparison:
+    """The evaluation of every system on the same test questions, with retrieval figures."""
+
     test: list[dict]
     results: list[SystemResult]
     retrieval: dict[str, dict[str, float]]

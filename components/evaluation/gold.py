@@ -29,6 +29,8 @@ KINDS = ("span", "overlap", "document")
 
 @dataclass(frozen=True)
 class Gold:
+    """The chunks that hold a question's answer, and how they were matched."""
+
     kind: str  # span | overlap | document
     chunk_ids: tuple[str, ...]
 

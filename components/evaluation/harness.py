@@ -33,18 +33,22 @@ class SystemResult:
 
     @property
     def em(self) -> float:
+        """Mean exact match."""
         return mean(self.em_scores)
 
     @property
     def f1(self) -> float:
+        """Mean token F1."""
         return mean(self.f1_scores)
 
     @property
     def latency_ms_mean(self) -> float:
+        """Mean latency per question, in milliseconds."""
         return mean(self.latencies)
 
     @property
     def latency_ms_p95(self) -> float:
+        """95th-percentile latency per question, in milliseconds."""
         return percentile(self.latencies, 95)
 
     def figures(self) -> dict[str, float | int | None]:

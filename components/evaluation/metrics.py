@@ -17,10 +17,12 @@ def normalize_answer(text: str) -> str:
 
 
 def exact_match(prediction: str, gold: str) -> float:
+    """1.0 when the normalised prediction equals the normalised gold answer (SQuAD's EM)."""
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
 def token_f1(prediction: str, gold: str) -> float:
+    """Token-overlap F1 of the normalised texts (SQuAD's F1)."""
     pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
     if not pred or not ref:
         return float(pred == ref)
@@ -144,10 +146,12 @@ def answer_support(answer: str, passages: list[str]) -> float | None:
 
 
 def recall_at_k(retrieved_doc_ids: list[str], gold_doc_id: str, k: int) -> float:
+    """1.0 when the gold document is among the first `k` retrieved."""
     return float(gold_doc_id in retrieved_doc_ids[:k])
 
 
 def reciprocal_rank(retrieved_doc_ids: list[str], gold_doc_id: str) -> float:
+    """1 / rank of the gold document; 0.0 when it was not retrieved."""
     for rank, doc_id in enumerate(retrieved_doc_ids, start=1):
         if doc_id == gold_doc_id:
             return 1.0 / rank
@@ -155,10 +159,12 @@ def reciprocal_rank(retrieved_doc_ids: list[str], gold_doc_id: str) -> float:
 
 
 def mean(values: list[float]) -> float:
+    """Arithmetic mean; 0.0 for no values."""
     return sum(values) / len(values) if values else 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The `q`-th percentile by nearest rank; 0.0 for no values."""
     if not values:
         return 0.0
     ordered = sorted(values)

@@ -30,6 +30,8 @@ class ChampionScores:
 
 @dataclass
 class GateDecision:
+    """Whether the candidate may become champion, why, and the figures behind it."""
+
     promote: bool
     reason: str
     figures: dict[str, float] = field(default_factory=dict)  # gate.* MLflow metrics

@@ -29,6 +29,7 @@ class ModelNames:
 
     @property
     def adapter(self) -> str:
+        """Registered model name of the adapter (per domain when set)."""
         return f"{self.name}-adapter" + (f"-{self.domain}" if self.domain else "")
 
     def of_domain(self, domain: str) -> ModelNames:
@@ -37,6 +38,7 @@ class ModelNames:
 
     @property
     def index(self) -> str:
+        """Registered model name of the index."""
         return f"{self.name}-index"
 
 
@@ -70,6 +72,7 @@ def configure(tracking_uri: str = DEFAULT_TRACKING_URI, artifact_root: str | Non
 
 
 def ensure_registered_model(client: MlflowClient, name: str, description: str) -> None:
+    """Create the registered model `name` when it does not exist yet."""
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -124,6 +127,8 @@ class DownloadFailed(LookupError):
 
 @dataclass
 class LoadedPair:
+    """An adapter and index version downloaded from the registry, ready to serve."""
+
     adapter_version: str
     index_version: str
     adapter_dir: Path

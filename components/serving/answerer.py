@@ -150,6 +150,7 @@ class Answerer:
 
     @property
     def versions(self) -> tuple[str, str]:
+        """The served adapter and index versions."""
         return self.adapter_version, self.index_version
 
     @property
@@ -202,6 +203,7 @@ class Answerer:
         return self.retriever.retrieve(questions, k, where=both(self.scope, where), vectors=vectors)
 
     def prompt(self, question: str, hits: list[Hit]) -> tuple[str, list[str]]:
+        """The model's prompt for `question` over the retrieved passages, and the passages."""
         texts = [h.payload["text"] for h in hits]
         return self.model.prompt(question, texts), texts
 
@@ -345,6 +347,7 @@ class Answerer:
         return self.generate(prompts, max_new_tokens)
 
     def answer(self, question: str, k: int | None = None, max_new_tokens: int = 24) -> dict[str, Any]:
+        """Retrieve, generate and return the answer with its sources and versions."""
         hits = self.retrieve([question], k or self.k)[0]
         text = self.generate([self.prompt(question, hits)], max_new_tokens)[0]
         return {"answer": text, "sources": self.sources(hits), **self.version_fields()}

@@ -64,6 +64,8 @@ SETTINGS_ENV = "RETRO_SERVE_SETTINGS"
 
 
 class RetrieveRequest(BaseModel):
+    """Body of `/v1/retrieve`: a question and how many passages."""
+
     model_config = ConfigDict(extra="forbid")
     question: str
     k: int | None = None
@@ -71,6 +73,8 @@ class RetrieveRequest(BaseModel):
 
 
 class AnswerRequest(RetrieveRequest):
+    """Body of `/v1/answer`: a retrieve request, streamed as server-sent events when asked."""
+
     stream: StrictBool = False
 
 
@@ -471,6 +475,7 @@ def public(found: list[dict]) -> list[dict]:
 
 
 def event(name: str, data: dict) -> bytes:
+    """One server-sent event."""
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
@@ -481,6 +486,7 @@ class Measure:
         self.app, self.service = app, service
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """ASGI entry: count the `/v1/` request in flight and time it by status."""
         path = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith("/v1/"):
             await self.app(scope, receive, send)

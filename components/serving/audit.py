@@ -43,6 +43,7 @@ def key_id(key: str | None) -> str:
 
 
 def caller(endpoint: str, key: str | None) -> Caller:
+    """Who called which endpoint, with the key's id (never the key) and the start time."""
     return Caller(endpoint, key_id(key), time.perf_counter())
 
 
@@ -106,6 +107,7 @@ class AuditLog:
         self.metrics.abstention_rate.labels(model).set(sum(a for _, a in recent) / len(recent))
 
     def close(self) -> None:
+        """Close the log's files."""
         if self.logger is not None:
             for handler in self.logger.handlers:
                 handler.close()

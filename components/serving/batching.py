@@ -36,6 +36,7 @@ class MicroBatcher(Generic[T, R]):
         self._worker: asyncio.Task | None = None
 
     async def submit(self, owner: Any, item: T) -> R:
+        """Queue an item and wait for its result from the next batch."""
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._serve())

@@ -92,6 +92,7 @@ class TieredCache:
         return value, "l2"
 
     async def put(self, kind: str, key: str, value: Any) -> None:
+        """Store a value in L1 and, when configured, in Redis."""
         if self.l1[kind] is not None:
             self.l1[kind][key] = value
         if self.l2 is None:
@@ -99,5 +100,6 @@ class TieredCache:
         await self._l2(kind, self.l2.set(key, orjson.dumps(value), ex=self.settings.l2_ttl_seconds))
 
     async def close(self) -> None:
+        """Close the Redis connection."""
         if self.l2 is not None:
             await self.l2.aclose()

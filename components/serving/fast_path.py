@@ -32,6 +32,7 @@ class CachedAnswers:
         self.max_bytes = service.settings.limits.max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        """ASGI entry: answer a cached question before FastAPI parses the request."""
         if scope["type"] != "http" or scope["path"] != "/v1/answer" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return

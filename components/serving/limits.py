@@ -86,6 +86,7 @@ class BodySizeLimit:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        """ASGI entry: refuse a body larger than the limit with 413 before it is read."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

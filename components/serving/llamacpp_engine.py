@@ -256,6 +256,7 @@ class LlamaCppEngine:
             self.states[key] = self._save_state()
 
     def clear_prefixes(self) -> None:
+        """Forget the saved prompt-prefix states (after a version switch)."""
         if self.states is not None:
             self.states.clear()
 

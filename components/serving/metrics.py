@@ -78,8 +78,10 @@ class ServingMetrics:
             self.chunk_kv.labels(tier).set(value)
 
     def show_loaded(self, alias: str, adapter_version: str, index_version: str) -> None:
+        """Set the gauge naming the served alias and versions."""
         self.loaded.clear()
         self.loaded.labels(alias, adapter_version, index_version).set(1)
 
     def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format."""
         return generate_latest(self.registry)

@@ -38,6 +38,8 @@ OPENAI_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions")
 
 
 class ChatMessage(BaseModel):
+    """One message of an OpenAI chat request."""
+
     model_config = ConfigDict(extra="allow")
     role: str
     content: str | list[dict[str, Any]] | None = None
@@ -62,14 +64,20 @@ class CompletionFields(BaseModel):
 
 
 class ChatRequest(CompletionFields):
+    """Body of `/v1/chat/completions`."""
+
     messages: list[ChatMessage] = Field(min_length=1)
 
 
 class CompletionRequest(CompletionFields):
+    """Body of `/v1/completions`."""
+
     prompt: str | list[str]
 
 
 class OpenAIErrorDetail(BaseModel):
+    """The `error` object of an OpenAI error response."""
+
     message: str = Field(description="what was wrong, for a person to fix")
     type: str = Field(description="OpenAI's error type: invalid_request_error, authentication_error, ...")
     param: str | None = None
@@ -122,6 +130,7 @@ def last_user_text(messages: list[ChatMessage]) -> str:
 
 
 def prompt_text(prompt: str | list[str]) -> str:
+    """The single prompt of a completion request; a list of several is refused."""
     if isinstance(prompt, str):
         return prompt
     if len(prompt) != 1:
@@ -136,6 +145,7 @@ class OpenAIRoutes:
         self.service = service
 
     def token_limit(self, body: CompletionFields) -> int:
+        """The request's answer-length limit, capped by the service's."""
         asked = body.max_completion_tokens or body.max_tokens
         ceiling = self.service.settings.max_new_tokens
         return ceiling if asked is None else min(asked, ceiling)

@@ -166,6 +166,7 @@ class Promoter:
                 return
 
     def stop(self) -> None:
+        """Stop watching the registry and wait for the thread."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

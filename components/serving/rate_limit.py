@@ -28,6 +28,7 @@ class TokenBuckets:
         self.buckets: LRUCache = LRUCache(MAX_BUCKETS)
 
     def take(self, who: str, now: float | None = None) -> float:
+        """Take one token for `who`; returns the seconds to wait, 0.0 when allowed."""
         now = time.monotonic() if now is None else now
         tokens, last = self.buckets.get(who, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
@@ -53,6 +54,7 @@ class RateLimit:
         self.openai_paths, self.error_body = openai_paths, error_body
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        """ASGI entry: refuse a caller over its rate with 429 and Retry-After."""
         path = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith("/v1/"):
             await self.app(scope, receive, send)

@@ -12,6 +12,7 @@ class TokenStreamer(TextIteratorStreamer):
     """Yields the new text after each token, holding back only an incomplete UTF-8 character."""
 
     def put(self, value: Any) -> None:
+        """Receive the token ids `generate` produced and queue the text that is complete."""
         if len(value.shape) > 1:
             value = value[0]
         if self.skip_prompt and self.next_tokens_are_prompt:

@@ -21,6 +21,7 @@ from components.training.first_version import train_domains, train_first_version
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any] | None:
+    """Run the adapter-train stage: train the first adapter version on the synthesized questions."""
     qa, chunks = read_table(paths.questions, "synthesize"), read_chunks(paths.chunks)
     metrics = train_first_version(params, paths, qa, chunks)
     if in_launched_process():
@@ -29,6 +30,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any] | None:
 
 
 def main() -> None:
+    """Command-line entry of the adapter-train stage (`python -m components.stages.adapter_train`)."""
     stage_main("adapter-train", run)
 
 

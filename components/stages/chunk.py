@@ -13,6 +13,7 @@ from components.stages.entry import stage_main
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
+    """Run the chunk stage: cut the ingested documents into token windows."""
     p = params.chunk
     name = resolve_embedder(params.model.embedder) if p.tokenizer == "embedder" else p.tokenizer
     docs = read_table(paths.documents, "ingest")
@@ -22,6 +23,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Command-line entry of the chunk stage (`python -m components.stages.chunk`)."""
     stage_main("chunk", run)
 
 

@@ -18,6 +18,7 @@ from components.stages.entry import stage_main
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
+    """Run the continual-update stage: learn each new corpus version into the adapter chain."""
     qa, chunks = read_table(paths.questions, "synthesize"), read_chunks(paths.chunks)
     summary = update_chain(params, paths, qa, chunks)
     domains = update_domains(params, paths, qa, chunks)
@@ -25,6 +26,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Command-line entry of the continual-update stage (`python -m components.stages.continual_update`)."""
     stage_main("continual-update", run)
 
 

@@ -23,6 +23,7 @@ from components.stages.entry import stage_main
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
+    """Run the embed stage: embed the chunks that changed."""
     p, every = params.embed, read_chunks(paths.chunks)
     chosen = embedder_for(params, paths, every)
     embedder, chunks = chosen.name, every.drop_duplicates("chunk_id")
@@ -57,6 +58,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Command-line entry of the embed stage (`python -m components.stages.embed`)."""
     stage_main("embed", run)
 
 

@@ -16,6 +16,7 @@ from components.stores.manifest import IndexManifest
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
+    """Run the evaluate stage: compare the adapter with the baselines on held-out questions."""
     from components.stores.retriever import Retriever
 
     qa, chunks = read_table(paths.questions, "synthesize"), read_chunks(paths.chunks)
@@ -29,6 +30,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Command-line entry of the evaluate stage (`python -m components.stages.evaluate`)."""
     stage_main("evaluate", run)
 
 

@@ -34,6 +34,7 @@ from components.stores.versions import (
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
+    """Run the index stage: build the new index version from the embeddings."""
     p, retrieval = params.index, params.retrieval
     chunks = read_chunks(paths.chunks)
     latest = versions_in(chunks)[-1]
@@ -73,6 +74,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Command-line entry of the index stage (`python -m components.stages.index`)."""
     stage_main("index", run)
 
 

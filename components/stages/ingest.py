@@ -13,6 +13,7 @@ from components.stages.entry import stage_main
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
+    """Run the ingest stage: read, validate and version the documents."""
     p = params.ingest
     source = Path(paths.root) / p.source  # relative: to the project
     corpus = ingest_corpus(
@@ -29,6 +30,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Command-line entry of the ingest stage (`python -m components.stages.ingest`)."""
     stage_main("ingest", run)
 
 

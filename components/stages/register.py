@@ -20,6 +20,7 @@ from components.stages.entry import stage_main
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
+    """Run the register stage: log the candidate pair to MLflow and apply the gate."""
     from components.data.domains import read_domains
     from components.registry import mlflow_registry as reg
     from components.registry.half_pairs import release_half_pairs, workspace_id
@@ -39,6 +40,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Command-line entry of the register stage (`python -m components.stages.register`)."""
     stage_main("register", run)
 
 

@@ -31,6 +31,7 @@ from components.synthesis.teacher import CachedTeacher
 
 
 def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
+    """Run the synthesize stage: make questions from the documents that have none."""
     s, model, retrieval, index = params.adapter_train.synthesize, params.model, params.retrieval, params.index
     qa, chunks = read_table(paths.qa, "ingest"), read_chunks(paths.chunks)
     frames, reports = [human_questions(qa)], {}
@@ -58,6 +59,7 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Command-line entry of the synthesize stage (`python -m components.stages.synthesize`)."""
     stage_main("synthesize", run)
 
 

@@ -127,23 +127,30 @@ class VectorStore(Protocol):
 
     dim: int
 
-    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None: ...
+    def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
+        """Insert or replace vectors with their payloads under `ids`."""
 
-    def delete(self, ids: list[str]) -> None: ...
+    def delete(self, ids: list[str]) -> None:
+        """Remove `ids`; unknown ids are ignored."""
 
-    def search(self, queries: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]: ...
+    def search(self, queries: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]:
+        """The `k` nearest vectors of each query, optionally filtered on payload fields by `where`."""
 
-    def count(self) -> int: ...
+    def count(self) -> int:
+        """Number of stored vectors."""
 
-    def ids(self) -> list[str]: ...
+    def ids(self) -> list[str]:
+        """Every stored id."""
 
-    def payload(self, id: str) -> dict[str, Any] | None: ...
+    def payload(self, id: str) -> dict[str, Any] | None:
+        """The payload of `id`, or None."""
 
     def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """Payloads of the known ids among `ids` (one round trip on servers)."""
         ...
 
-    def save(self, folder: Path) -> None: ...
+    def save(self, folder: Path) -> None:
+        """Persist the store into `folder` (local files, or a pointer to the server collection)."""
 
     def clone(self, folder: Path, name: str) -> VectorStore:
         """An independent copy to update into: `folder` for local files, `name` for server collections."""
@@ -157,7 +164,8 @@ class VectorStore(Protocol):
         """Delete what this store holds on a server (a discarded update); no-op for local files."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections and files."""
 
 
 STORES: Registry[VectorStore] = Registry("vector store")

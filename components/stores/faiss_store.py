@@ -11,8 +11,9 @@ from typing import Any
 
 import faiss
 import numpy as np
+from typing_extensions import override
 
-from components.stores.base import STORES, Hit, StoreInputError, check_batch, matches
+from components.stores.base import STORES, Hit, StoreInputError, VectorStore, check_batch, matches
 
 COMPACT_SHARE = 0.25
 """Rebuild an index without native removal once this share of its entries is deleted."""
@@ -23,7 +24,7 @@ slow down the next query embedding (~3 ms of a ~7 ms MiniLM encode on two cores)
 
 
 @STORES.register("faiss")
-class FaissStore:
+class FaissStore(VectorStore):
     """String ids and payloads over a FAISS index built from a factory string (inner product).
 
     `factory` is any `faiss.index_factory` string: Flat (exact), HNSW32, IVF256,PQ48, IVF256,PQ48,RFlat...
@@ -72,6 +73,7 @@ class FaissStore:
                 ) from err
         return index
 
+    @override
     def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         vectors = check_batch(ids, vectors, payloads, self.dim)
         if not len(ids):
@@ -152,6 +154,7 @@ class FaissStore:
             faiss.ParameterSpace().set_index_parameters(merged, self.index_params)
         self.index = merged
 
+    @override
     def delete(self, ids: list[str]) -> None:
         known = [self._int_of.pop(i) for i in ids if i in self._int_of]
         if not known:
@@ -165,6 +168,7 @@ class FaissStore:
         if len(self._tombstones) > COMPACT_SHARE * max(self.index.ntotal, 1):
             self._compact()
 
+    @override
     def search(self, queries: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
@@ -230,18 +234,23 @@ class FaissStore:
             self.index.add_with_ids(vectors, np.asarray(live, dtype=np.int64))
         self._tombstones.clear()
 
+    @override
     def count(self) -> int:
         return len(self._int_of)
 
+    @override
     def ids(self) -> list[str]:
         return list(self._int_of)
 
+    @override
     def payload(self, id: str) -> dict[str, Any] | None:
         return self._payloads.get(id)
 
+    @override
     def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         return {i: self._payloads[i] for i in ids if i in self._payloads}
 
+    @override
     def info(self) -> dict[str, Any]:
         return {
             "backend": "faiss",
@@ -251,6 +260,7 @@ class FaissStore:
             "entries": int(self.index.ntotal),
         }
 
+    @override
     def clone(self, folder: Path, name: str) -> FaissStore:
         other = copy.copy(self)
         other.index = faiss.clone_index(self.index)
@@ -258,12 +268,15 @@ class FaissStore:
         other._payloads, other._tombstones = dict(self._payloads), set(self._tombstones)
         return other
 
+    @override
     def drop(self) -> None:
         pass
 
+    @override
     def close(self) -> None:
         pass
 
+    @override
     def save(self, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ class FusionFit:
     chosen_mrr: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The fit as a plain dict, for the index manifest."""
         return asdict(self)
 
 

@@ -72,9 +72,11 @@ class IndexManifest(BaseModel):
             return None
 
     def write(self, folder: Path) -> None:
+        """Write the manifest as JSON into the index folder."""
         (Path(folder) / MANIFEST).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest as a plain dict."""
         return self.model_dump()
 
     def changed_settings(self, settings: dict[str, Any]) -> list[str]:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
-from components.stores.base import STORES, Hit, StoreInputError, StoreUnavailable, check_batch
+from components.stores.base import STORES, Hit, StoreInputError, StoreUnavailable, VectorStore, check_batch
 
 POINTER = "pgvector.json"
 BATCH = 1000
@@ -50,7 +51,7 @@ def where_sql(where: dict[str, Any] | None) -> tuple[str, list[str]]:
 
 
 @STORES.register("pgvector")
-class PgvectorStore:
+class PgvectorStore(VectorStore):
     """One pgvector table; see the module docstring."""
 
     def __init__(
@@ -168,6 +169,7 @@ class PgvectorStore:
             )
 
     # -- the protocol ----------------------------------------------------------------------------
+    @override
     def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         from psycopg.types.json import Jsonb
 
@@ -181,10 +183,12 @@ class PgvectorStore:
             for start in range(0, len(rows), BATCH):
                 self._sql("upsert", query, rows[start : start + BATCH], many=True)
 
+    @override
     def delete(self, ids: list[str]) -> None:
         if ids:
             self._sql("delete", f"DELETE FROM {self.table} WHERE id = ANY(%s)", (list(ids),))
 
+    @override
     def search(self, queries: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.dim:
@@ -219,19 +223,24 @@ class PgvectorStore:
         elif self.index == "ivfflat":
             self._sql("search settings", f"SET LOCAL ivfflat.probes = {int(self.settings['probes'])}")
 
+    @override
     def count(self) -> int:
         return int(self._sql("count", f"SELECT count(*) FROM {self.table}").fetchone()[0])
 
+    @override
     def ids(self) -> list[str]:
         return [row[0] for row in self._sql("ids", f"SELECT id FROM {self.table}").fetchall()]
 
+    @override
     def payload(self, id: str) -> dict[str, Any] | None:
         return self.payloads([id]).get(id)
 
+    @override
     def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         rows = self._sql("payloads", f"SELECT id, payload FROM {self.table} WHERE id = ANY(%s)", (list(ids),))
         return {rid: dict(payload) for rid, payload in rows.fetchall()}
 
+    @override
     def info(self) -> dict[str, Any]:
         size = self._sql("size", "SELECT pg_total_relation_size(to_regclass(%s))", (self.table,)).fetchone()[
             0
@@ -246,6 +255,7 @@ class PgvectorStore:
             "bytes": int(size or 0),
         }
 
+    @override
     def clone(self, folder: Path, name: str) -> PgvectorStore:
         """A new table `name` holding the same rows, copied in SQL (no vector leaves the server)."""
         other = PgvectorStore(self.dim, None, self.url, self.url_env, name, self.index, **self._options())
@@ -262,16 +272,19 @@ class PgvectorStore:
     def _options(self) -> dict[str, Any]:
         return {**self.settings, "timeout": self.timeout}
 
+    @override
     def save(self, folder: Path) -> None:
         """Write a pointer to the table into the snapshot folder."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / POINTER).write_text(json.dumps({"url": self.where(), "table": self.table}))
 
+    @override
     def drop(self) -> None:
         """Drop this version's table (a discarded update, or a retired version)."""
         self._sql("drop table", f"DROP TABLE IF EXISTS {self.table}")
 
+    @override
     def close(self) -> None:
         self.conn.close()
 

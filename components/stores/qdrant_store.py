@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from components.stores.base import (
     STORES,
     Hit,
     StoreInputError,
     StoreUnavailable,
+    VectorStore,
     check_batch,
     upsert_in_batches,
 )
@@ -49,7 +51,7 @@ def qdrant_filter(where: dict[str, Any] | None):  # noqa: ANN201
 
 
 @STORES.register("qdrant")
-class QdrantStore:
+class QdrantStore(VectorStore):
     """One Qdrant collection with dot-product vectors and our payloads.
 
     Without `url` the store runs in qdrant-client's local mode: a snapshot folder (or memory when
@@ -117,6 +119,7 @@ class QdrantStore:
             vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.DOT),
         )
 
+    @override
     def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         from qdrant_client import models
 
@@ -130,6 +133,7 @@ class QdrantStore:
             )
             self._call("upsert", self.client.upsert, self.collection, points=batch, wait=True)
 
+    @override
     def delete(self, ids: list[str]) -> None:
         from qdrant_client import models
 
@@ -137,6 +141,7 @@ class QdrantStore:
             selector = models.PointIdsList(points=[point_id(i) for i in ids[start : start + BATCH]])
             self._call("delete", self.client.delete, self.collection, points_selector=selector, wait=True)
 
+    @override
     def search(self, queries: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         from qdrant_client import models
 
@@ -152,6 +157,7 @@ class QdrantStore:
         responses = self._call("search", self.client.query_batch_points, self.collection, requests=requests)
         return [[_hit(p.payload, p.score) for p in response.points] for response in responses]
 
+    @override
     def count(self) -> int:
         return int(self._call("count", self.client.count, self.collection, exact=True).count)
 
@@ -171,16 +177,20 @@ class QdrantStore:
             if offset is None:
                 return
 
+    @override
     def ids(self) -> list[str]:
         return [r.payload[ID_KEY] for r in self._records(with_vectors=False)]
 
+    @override
     def payload(self, id: str) -> dict[str, Any] | None:
         return self.payloads([id]).get(id)
 
+    @override
     def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         records = self._call("retrieve", self.client.retrieve, self.collection, [point_id(i) for i in ids])
         return {r.payload[ID_KEY]: _hit(r.payload, 0.0).payload for r in records}
 
+    @override
     def info(self) -> dict[str, Any]:
         mode = {"mode": "remote", "url": self.url} if self.url else {"mode": "local"}
         return {"backend": "qdrant", **mode, "collection": self.collection, "count": self.count()}
@@ -189,6 +199,7 @@ class QdrantStore:
         hits = ((_hit(r.payload, 0.0), r.vector) for r in self._records(with_vectors=True))
         upsert_in_batches(other, ((hit.id, vector, hit.payload) for hit, vector in hits), BATCH)
 
+    @override
     def clone(self, folder: Path, name: str) -> QdrantStore:
         """Local: a copy of the storage folder. Server: a new collection `name` holding the same points."""
         if self.url:
@@ -206,14 +217,17 @@ class QdrantStore:
     def _sibling(self, path: str | None, name: str) -> QdrantStore:
         return QdrantStore(self.dim, path, self.url, self.api_key_env, name, self.prefer_grpc, self.timeout)
 
+    @override
     def drop(self) -> None:
         """Delete this store's server collection (used to discard a failed update)."""
         if self.url:
             self._call("delete collection", self.client.delete_collection, self.collection)
 
+    @override
     def close(self) -> None:
         self.client.close()
 
+    @override
     def save(self, folder: Path) -> None:
         """Local: write (or keep) the storage folder. Server: write a pointer to the collection."""
         folder = Path(folder)

@@ -205,6 +205,7 @@ class Retriever:
         return retriever, change
 
     def close(self) -> None:
+        """Close the vector store."""
         self.store.close()
 
     def retrieve(

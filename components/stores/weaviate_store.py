@@ -12,12 +12,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+from typing_extensions import override
 
 from components.stores.base import (
     STORES,
     Hit,
     StoreInputError,
     StoreUnavailable,
+    VectorStore,
     check_batch,
     upsert_in_batches,
 )
@@ -61,7 +63,7 @@ def weaviate_filter(where: dict[str, Any] | None):  # noqa: ANN201
 
 
 @STORES.register("weaviate")
-class WeaviateStore:
+class WeaviateStore(VectorStore):
     """A Weaviate collection with self-provided vectors (HNSW, dot product) and our payloads.
 
     `url` is the server's HTTP address (gRPC on `grpc_port`); the API key is read from the
@@ -144,6 +146,7 @@ class WeaviateStore:
             ],
         )
 
+    @override
     def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         vectors = check_batch(ids, vectors, payloads, self.dim)
         for payload in payloads:
@@ -166,6 +169,7 @@ class WeaviateStore:
                 f"Weaviate refused {len(failures)} of {len(ids)} objects, e.g. {failures[:3]}", failures
             )
 
+    @override
     def delete(self, ids: list[str]) -> None:
         from weaviate.classes.query import Filter
 
@@ -173,6 +177,7 @@ class WeaviateStore:
             uuids = [point_id(i) for i in ids[start : start + BATCH]]
             self._call("delete", self.collection.data.delete_many, where=Filter.by_id().contains_any(uuids))
 
+    @override
     def search(self, queries: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         from weaviate.classes.query import MetadataQuery
 
@@ -193,6 +198,7 @@ class WeaviateStore:
             results.append([_hit(o.properties, -float(o.metadata.distance)) for o in response.objects])
         return results
 
+    @override
     def count(self) -> int:
         return int(self._call("count", self.collection.aggregate.over_all, total_count=True).total_count)
 
@@ -202,12 +208,15 @@ class WeaviateStore:
         except Exception as err:
             raise StoreUnavailable(f"Weaviate iteration failed at {self.url}: {err}") from err
 
+    @override
     def ids(self) -> list[str]:
         return [o.properties[ID_PROPERTY] for o in self._objects(with_vectors=False)]
 
+    @override
     def payload(self, id: str) -> dict[str, Any] | None:
         return self.payloads([id]).get(id)
 
+    @override
     def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         from weaviate.classes.query import Filter
 
@@ -218,9 +227,11 @@ class WeaviateStore:
         response = self._call("fetch", self.collection.query.fetch_objects, filters=by_id, limit=len(ids))
         return {o.properties[ID_PROPERTY]: _hit(o.properties, 0.0).payload for o in response.objects}
 
+    @override
     def info(self) -> dict[str, Any]:
         return {"backend": "weaviate", "url": self.url, "collection": self.name, "count": self.count()}
 
+    @override
     def clone(self, folder: Path, name: str) -> WeaviateStore:
         """A new collection `name` holding this one's objects and vectors (nothing is re-embedded)."""
         other = WeaviateStore(self.dim, self.url, None, self.api_key_env, self.grpc_port, name, self.timeout)
@@ -230,12 +241,15 @@ class WeaviateStore:
         upsert_in_batches(other, ((hit.id, vector, hit.payload) for hit, vector in hits), BATCH)
         return other
 
+    @override
     def drop(self) -> None:
         self._call("delete collection", self.client.collections.delete, self.name)
 
+    @override
     def close(self) -> None:
         self.client.close()
 
+    @override
     def save(self, folder: Path) -> None:
         """The content lives on the server; the snapshot folder records which collection holds it."""
         folder = Path(folder)

@@ -74,6 +74,7 @@ def held_out_documents(doc_ids: list[str], share: float, seed: int) -> set[str]:
 
 
 def normalise_question(text: str) -> str:
+    """Lowercase words without punctuation, to find duplicate questions."""
     return re.sub(r"\W+", " ", text.lower()).strip()
 
 

@@ -27,6 +27,7 @@ class TeacherRun:
 
     @property
     def pairs_per_second(self) -> float:
+        """Question-answer pairs made per second."""
         return round(len(self.questions) / self.seconds, 3) if self.seconds else 0.0
 
 
@@ -90,6 +91,7 @@ class CachedTeacher:
         self.seconds = 0.0
 
     def __call__(self, requests: list[tuple[str, str]]) -> list[str | None]:
+        """Answers of the teacher for (system, user) requests, from the cache where it has them."""
         new = sorted({r for r in requests if r not in self.cache})
         if new:
             run = ask_teacher(self.name, new, self.dtype, self.batch_size, answer=self.answer)

@@ -50,9 +50,11 @@ class EarlyStopping:
     _best: list[torch.Tensor] | None = None
 
     def due(self, step: int, total: int) -> bool:
+        """Whether validation runs at `step`."""
         return step % max(1, self.every) == 0 or step == total
 
     def check(self, step: int, loss: float, params: list[torch.Tensor]) -> None:
+        """Record a validation loss and keep the best weights seen."""
         self.history.append(loss)
         if loss < self.best_loss - self.min_delta:
             self.best_loss, self.best_step, self.waited = loss, step, 0
@@ -61,6 +63,7 @@ class EarlyStopping:
             self.waited += 1
 
     def should_stop(self) -> bool:
+        """Whether the loss has not improved for `patience` checks."""
         return self.patience > 0 and self.waited >= self.patience
 
     @torch.no_grad()
@@ -71,6 +74,7 @@ class EarlyStopping:
                 p.copy_(best)
 
     def summary(self) -> dict[str, Any]:
+        """Validation figures of the run, for the stage's metrics."""
         return {
             "validation_examples": len(self.examples),
             "validation_losses": [round(x, 4) for x in self.history],

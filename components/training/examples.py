@@ -16,6 +16,8 @@ from components.stores.retriever import Retriever
 
 @dataclass
 class Example:
+    """One training example: a question, its answer and retrieved passages."""
+
     qid: str
     question: str
     answer: str
@@ -26,6 +28,7 @@ class Example:
     gold_chunk_ids: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The example as a plain dict."""
         return asdict(self)
 
     @property
