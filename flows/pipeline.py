@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -139,6 +140,15 @@ def release_half_registered(root: str = ".") -> list[str]:
         return [said]
 
 
+def plots_markdown(folder: Path) -> str:
+    """The evaluation's plots as markdown images, inlined as data URIs (the UI has no file access)."""
+    images = [
+        f"![{png.stem}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
+        for png in sorted(Path(folder).glob("*.png"))
+    ]
+    return "\n\n## Plots\n\n" + "\n\n".join(images) + "\n" if images else ""
+
+
 def _failure_report(stage: str, exc: StageFailed, restored: str, released: list[str]) -> str:
     registry = (
         "Registration is all or nothing: " + ("; ".join(released) if released else "no half pair was left")
@@ -207,11 +217,12 @@ def run_pipeline(root: str = ".", stages: list[str] | None = None) -> dict:
     if registered:
         note = _registration_note(registered)
         (logger.info if registered.get("registered", True) else logger.warning)(note)
-    table = project_paths(root).evaluation_table
-    if table.exists():
+    layout = project_paths(root)
+    if layout.evaluation_table.exists():
+        note = f"\n\n{_registration_note(registered)}\n" if registered else ""
         create_markdown_artifact(
             key="retro-evaluation",
-            markdown=table.read_text() + (f"\n\n{_registration_note(registered)}\n" if registered else ""),
+            markdown=layout.evaluation_table.read_text() + note + plots_markdown(layout.evaluation_plots),
             description="Three systems side by side on the held-out questions",
         )
     return results

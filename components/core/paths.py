@@ -46,6 +46,7 @@ class PathParams(StrictModel):
     domain_evaluation: str = "data/metrics/domains"
     evaluation_table: str = "data/metrics/evaluate.md"
     predictions: str = "data/metrics/predictions.jsonl"
+    evaluation_plots: str = "data/metrics/plots"
     metrics: MetricsFiles = Field(default_factory=MetricsFiles)
 
 
@@ -76,6 +77,7 @@ class Paths:
     domain_evaluation: Path
     evaluation_table: Path
     predictions: Path
+    evaluation_plots: Path
 
     def _under(self, value: str) -> Path:
         path = Path(value)
@@ -95,6 +97,7 @@ class Paths:
         scoped.current_adapter = self.domain_current / domain
         report = self.domain_evaluation / domain
         scoped.evaluation_table, scoped.predictions = report / "evaluate.md", report / "predictions.jsonl"
+        scoped.evaluation_plots = report / "plots"
         scoped._metrics["evaluate"] = report / "evaluate.json"
         return scoped
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from components.stores.retriever import Retriever
 
 SYSTEM_KEYS = ["base", "rag", "adapter"]
+CURVE_K = 10  # the recall@k curve of evaluate.json and its plot goes to k = 10 (or retrieval.k)
 
 
 def introduced_in(qa: pd.DataFrame) -> dict[tuple[str, str], str]:
@@ -74,6 +75,31 @@ def retrieval_scores(
     }
 
 
+def recall_curve(rows: list[list], test: list[dict], golds: list[Gold], used_k: int) -> dict[str, Any]:
+    """Recall@j for j = 1..len of the longest row, at chunk level (over the questions whose answer
+    was located in chunks; None when none was) and at document level (over every question)."""
+    depth = max((len(row) for row in rows), default=0)
+    located = [(row, set(g.chunk_ids)) for row, g in zip(rows, golds, strict=True) if g.located]
+    first_gold = [next((i for i, h in enumerate(row) if h.id in gold), None) for row, gold in located]
+    doc_rank = [
+        next((i for i, h in enumerate(row) if h.payload["doc_id"] == t["doc_id"]), None)
+        for row, t in zip(rows, test, strict=True)
+    ]
+
+    def share(ranks: list[int | None], j: int) -> float:
+        return mean([float(r is not None and r < j) for r in ranks])
+
+    ks = list(range(1, depth + 1))
+    return {
+        "k": ks,
+        "used_k": used_k,
+        "chunk": [share(first_gold, j) for j in ks] if located else None,
+        "chunk_questions": len(located),
+        "doc": [share(doc_rank, j) for j in ks],
+        "doc_questions": len(test),
+    }
+
+
 @dataclass
 class Comparison:
     """The evaluation of every system on the same test questions, with retrieval figures."""
@@ -89,6 +115,7 @@ class Comparison:
     changes: list[str] | None = None  # per question: new | revised | unchanged since the last version
     citations: list[list[dict]] | None = None  # per question: where the adapter's passages come from
     passages: list[list[str]] | None = None  # per question: the passages RAG and the adapter were given
+    curve: dict[str, Any] | None = None  # recall@1..CURVE_K at chunk and document level
 
 
 def compare_systems(
@@ -115,6 +142,7 @@ def compare_systems(
     if retriever.reranker is not None:  # the index's reranker already ordered `hits`
         ranking = {"first_stage": retriever.first_stage(questions, k), "reranked": hits}
     scores = {name: retrieval_scores(rows, test, k, golds) for name, rows in ranking.items()}
+    curve = recall_curve(retriever.retrieve(questions, max(CURVE_K, k)), test, golds, k)
 
     def top_texts(rows: list) -> dict[str, list[str]]:
         return {q: [h.payload["text"] for h in row[:k]] for q, row in zip(questions, rows, strict=True)}
@@ -164,6 +192,7 @@ def compare_systems(
         max_new_tokens,
         citations=citations,
         passages=given,
+        curve=curve,
     )
 
 
@@ -259,6 +288,7 @@ def comparison_metrics(c: Comparison, qa: pd.DataFrame, version: str, k: int) ->
         **used,
         "gold": gold_counts(c.golds),
         "retrieval": c.retrieval,
+        "recall_curve": c.curve,
         "retrieve_ms_per_question": c.retrieve_ms,
         # every version (task) seen so far: adapter EM on the facts it introduced or revised
         "adapter_by_version": {

@@ -43,7 +43,12 @@ def register_one(
         adapter_config=read_artifact_config(paths.current_adapter),
         index=paths.index,
         adapter=paths.current_adapter,
-        reports=[paths.evaluation_table, paths.metrics_of("evaluate"), paths.predictions],
+        reports=[
+            paths.evaluation_table,
+            paths.metrics_of("evaluate"),
+            paths.predictions,
+            paths.evaluation_plots,
+        ],
         lineage=lineage_tags(paths.root, paths.dvc_lock),
         decision=decision,
         alias=p.alias,

@@ -10,6 +10,8 @@ from components.core.artifacts import read_table
 from components.core.params import PipelineParams
 from components.core.paths import Paths
 from components.data.chunking import read_chunks
+from components.evaluation.compare import read_predictions
+from components.evaluation.plots import write_evaluation_plots
 from components.evaluation.systems import domain_summary, evaluate_domains, evaluate_one
 from components.stages.entry import stage_main
 from components.stores.manifest import IndexManifest
@@ -26,7 +28,8 @@ def run(params: PipelineParams, paths: Paths) -> dict[str, Any]:
     domains = evaluate_domains(params, paths, qa, chunks, retriever)
     if domains:
         metrics["domains"] = {d: domain_summary(m) for d, m in domains.items()}
-    return metrics
+    plots = write_evaluation_plots(metrics, read_predictions(paths.predictions), paths.evaluation_plots)
+    return metrics | {"plots": [p.name for p in plots]}
 
 
 def main() -> None:

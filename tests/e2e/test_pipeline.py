@@ -61,9 +61,13 @@ def test_registry_holds_one_linked_pair(project) -> None:  # noqa: ANN001
     assert len(adapters) == 1 and len(indexes) == 1
     tags = adapters[0].tags
     assert tags["index_version"] == str(indexes[0].version)
-    assert tags["index_content_hash"] == indexes[0].tags["content_hash"]
     assert tags["corpus_version"] == "v2" and tags["adapter_method"] == "lora"
-    assert tags["dvc.evaluate"] and tags["git_commit"] and tags["prefect_flow_run_id"]
+    run = client.get_run(adapters[0].run_id).data  # lineage, figures and plots: on the linked run
+    assert run.tags["dvc.evaluate"] and run.tags["git_commit"] and run.tags["prefect_flow_run_id"]
+    plots = {a.path for a in client.list_artifacts(adapters[0].run_id, "evaluation/plots")}
+    assert plots == {
+        f"evaluation/plots/{n}" for n in ("systems.png", "recall_at_k.png", "answer_lengths.png")
+    }
 
 
 def test_second_run_skips_every_stage_and_registers_nothing(project) -> None:  # noqa: ANN001
