@@ -49,7 +49,9 @@ def lineage(
             adapter = client.get_model_version(names.adapter, str(version))
         except MlflowException:
             raise LookupError(f"{names.adapter} v{version} is not in the registry") from None
-    tags = dict(adapter.tags)
+    # lineage lives on the version's MLflow run; versions registered before kept it in their tags
+    run_tags = client.get_run(adapter.run_id).data.tags if adapter.run_id else {}
+    tags = {**run_tags, **adapter.tags}
     record: dict[str, Any] = {
         "adapter_version": str(adapter.version),
         "aliases": list(adapter.aliases or []),

@@ -1,8 +1,9 @@
 """Registering an evaluated adapter and its index as linked MLflow versions, through the gate.
 
 The index version is registered once per content hash (a later adapter on the same chunks links
-to it); the adapter version records the index version, the figures, the gate and the lineage,
-and is also registered once per content hash and index version: registering the same adapter
+to it); the adapter version records the index version and the gate's decision in its tags and a
+one-line summary of the figures in its description, with the figures, the plots and the lineage
+on its MLflow run. It is registered once per content hash and index version: registering the same adapter
 again (a rerun after a crash) gives the version already there.
 """
 
@@ -101,20 +102,26 @@ def _unregister_half(client: MlflowClient, index_model: str, version: Any, exc: 
 
 
 def version_summary(metrics: dict[str, Any], decision: GateDecision, metric: str) -> str:
-    """One line for a person reading the registry: the candidate's figure, RAG's, the differences
-    to RAG and to the champion with their 95% intervals, and the gate's decision."""
-    figures, parts = decision.figures, []
-    for system, label in (("adapter", metric), ("rag", "RAG")):
-        value = (metrics.get(system) or {}).get(metric)
-        if isinstance(value, (int, float)):
-            parts.append(f"{label} {value:.3f}")
+    """One line for a person reading the registry: the gate's decision, the differences to RAG and
+    to the champion with their 95% intervals, the candidate's figure and RAG's. The MLflow versions
+    table shows the first 30 characters or so (decision and gain over RAG); the version's page the
+    whole line."""
+    figures, parts = decision.figures, [f"gate {'passed' if decision.promote else 'refused'}"]
     for against, label in (("rag", "vs RAG"), ("champion", "vs champion")):
         key = f"gate.candidate_minus_{against}"
         if key in figures:
             low, high = figures[f"{key}_lo"], figures[f"{key}_hi"]
-            parts.append(f"{label} {figures[key]:+.3f} [{low:+.3f}, {high:+.3f}]")
-    questions = f" on {metrics['questions']} held-out questions" if metrics.get("questions") else ""
-    return " · ".join([*parts, f"gate {'passed' if decision.promote else 'refused'}"]) + questions
+            parts.append(f"{figures[key]:+.3f} {label} [{low:+.3f}, {high:+.3f}]")
+    values = [
+        f"{label} {value:.3f}"
+        for system, label in (("adapter", metric), ("rag", "RAG"))
+        if isinstance(value := (metrics.get(system) or {}).get(metric), (int, float))
+    ]
+    if values:
+        parts.append(", ".join(values))
+    if metrics.get("questions"):
+        parts.append(f"{metrics['questions']} held-out questions")
+    return " · ".join(parts)
 
 
 def _adapter_version(
@@ -177,9 +184,15 @@ def register_pair(
             }
         )
         mlflow.log_metrics(flat | decision.figures)
-        mlflow.set_tags(lineage | ({WORKSPACE_TAG: workspace} if workspace else {}))
-        for path in reports:
-            if path.exists():
+        mlflow.set_tags(
+            lineage
+            | ({WORKSPACE_TAG: workspace} if workspace else {})
+            | ({"corpus": corpus} if corpus else {})
+        )
+        for path in reports:  # files, and folders (the plots) as evaluation/<folder>/
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), f"evaluation/{path.name}")
+            elif path.exists():
                 mlflow.log_artifact(str(path), "evaluation")
         promote, reason = decision.promote, decision.reason
         questions_tag = {"eval_questions": metrics["eval_questions"]} if metrics.get("eval_questions") else {}
@@ -191,19 +204,16 @@ def register_pair(
         index_version, index_is_new = _index_version(client, run_id, manifest, index, lineage, names.index)
         if index_is_new:
             kill_point("registered-index")
+        # the few tags a person scans in the versions table and serving reads; the figures, the gate's
+        # reason and the lineage (commit, dvc.lock hashes, Prefect runs) are on the linked run
         tags = {
             "index_version": index_version.version,
-            "index_content_hash": manifest.content_hash,
-            "base_model": adapter_config["base_model"],
+            "corpus_version": manifest.corpus_version,
             "adapter_method": adapter_config["method"],
             "fusion": adapter_config.get("fusion", "in_context"),
-            "corpus_version": manifest.corpus_version,
             "gate": "passed" if promote else "failed",
-            "gate_reason": reason,
             **({"corpus": corpus} if corpus else {}),
             **questions_tag,
-            **{k: round(v, 6) for k, v in (flat | decision.figures).items()},
-            **lineage,
         }
         try:
             summary = version_summary(metrics, decision, metric)

@@ -182,14 +182,15 @@ def test_full_build_then_knowledge_update_register_linked_pairs(stack: Stack) ->
     index = client.get_model_version(KB.index, newest["index_version"])
     assert index.tags["parent_version"] == first[0].tags["index_version"]
     assert index.tags["update_mode"] == "incremental"
-    # lineage: the deployment's flow run, the git commit and the dvc.lock hashes
-    assert newest["prefect_root_flow_run_id"] == update_id
+    # lineage, on the version's run: the deployment's flow run, the git commit and the dvc.lock hashes
+    lineage = client.get_run(adapters[-1].run_id).data.tags
+    assert lineage["prefect_root_flow_run_id"] == update_id
     head = _run(["git", "rev-parse", "HEAD"], stack.root, stack.env).stdout.strip()
-    assert newest["git_commit"] == head
+    assert lineage["git_commit"] == head
     lock = yaml.safe_load((stack.root / "dvc.lock").read_text())["stages"]
     for stage in ("index", "continual-update", "evaluate"):
         md5s = "".join(sorted(out["md5"] for out in lock[stage]["outs"]))
-        assert newest[f"dvc.{stage}"] == hashlib.sha256(md5s.encode()).hexdigest()[:16]
+        assert lineage[f"dvc.{stage}"] == hashlib.sha256(md5s.encode()).hexdigest()[:16]
     shown = json.loads(
         _run([str(BIN / "retro"), "lineage", "--alias", "champion"], stack.root, stack.env).stdout
     )
