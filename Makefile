@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # offline and telemetry settings: components/core/environment.py (OFFLINE_ENV), applied by
 # the `retro` command, every stage and the test suite
 
-.PHONY: install demo test test-slow coverage lint audit format sample clean-data services services-down
+.PHONY: install demo test test-slow coverage lint audit format sample clean-data services services-down docs docs-serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ lint: $(STAMP)
 # cannot be reached it says so and passes): .ci/audit.py, where justified exceptions are listed
 audit: $(STAMP)
 	$(BIN)/python .ci/audit.py
+
+# the documentation site (mkdocs.yml, docs/): strict, so a broken link, page or API reference fails
+export NO_MKDOCS_2_WARNING := 1
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -1,6 +1,6 @@
 """Continual-learning metrics as the literature defines them, with their intervals and tests.
 
-R[i][j] is the accuracy on task j's questions after learning task i (NaN where not measured:
+`R[i][j]` is the accuracy on task j's questions after learning task i (NaN where not measured:
 above the diagonal, or rows skipped to save time). From it (Lopez-Paz & Ranzato 2017; Chaudhry
 et al. 2018):
 
@@ -25,7 +25,7 @@ import numpy as np
 
 
 def accuracy_summary(r: np.ndarray) -> dict[str, float]:
-    """Average accuracy, backward transfer, forgetting and clipped retention from R[i][j]
+    """Average accuracy, backward transfer, forgetting and clipped retention from `R[i][j]`
     (`retention_unclipped` beside, for comparison with figures that did not clip)."""
     r = np.asarray(r, dtype=float)
     last, t = r[-1], len(r)

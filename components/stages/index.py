@@ -1,11 +1,9 @@
 """index: the vector store (and BM25) over the newest corpus version, as a new index version.
 
-When the previous version was built with the same embedder, store and chunking, the new version
-is made from a copy of it (removed chunks deleted, only new chunks upserted); otherwise it is
-built anew. Either way it is swapped in only when complete (components/stores/versions.py).
-The hybrid fusion weights of the new version are fitted on the validation share of its train
-questions (`retrieval.fusion: tuned`) and recorded in its manifest. With `kv` or `gated` fusion
-the chunk key/value store follows the index (`index.chunk_kv`, components/adapters/kv_index.py).
+Made from a copy of the previous version when embedder, store and chunking are unchanged, else
+built anew, and swapped in only when complete (components/stores/versions.py). Fusion weights are
+fitted on validation questions (`retrieval.fusion: tuned`); with `kv` or `gated` fusion the chunk
+key/value store follows the index (`index.chunk_kv`, components/adapters/kv_index.py).
 """
 
 from __future__ import annotations
