@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import screenshot
 
 from components.cli.services import Ports, Services
 from components.registry import mlflow_registry as reg
 from components.serving.settings import ServeSettings
+from tests.fixtures.browser import screenshot
 from tests.fixtures.tiny_model import random_adapter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))

@@ -1,27 +1,31 @@
 """The whole pipeline through `retro pipeline` (Prefect flow → dvc repro per stage) on a tiny corpus.
 
 A tiny random model stands in for the generator; the embedder is the real packaged MiniLM. The
-runs report to the session's Prefect API, except one that starts its own temporary server as
-`make demo` does.
+runs report to a real Prefect server with its UI (`retro services`' Prefect), which a browser opens
+to find the evaluation artifact; one run starts its own temporary server as `make demo` does.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from components.cli.services import Ports, Services
 from components.registry import mlflow_registry as reg
 from components.serving.app import create_app
 from components.serving.settings import ServeSettings
 from components.stores.retriever import Retriever
 from flows.pipeline import pipeline_stages
 from tests.conftest import BIN, KB, make_project, run_checked
+from tests.fixtures.browser import check_evaluation_artifact, screenshot
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -29,9 +33,22 @@ def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_model: Path, prefect_api: str):  # noqa: ANN201
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """`prefect server start` (API and UI) on a free port, as `retro services up` starts it."""
+    folder = tmp_path_factory.mktemp("prefect-server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    services = Services(root=folder, home=folder / ".services", ports=Ports(prefect=port))
+    services.start("prefect")
+    yield services
+    services.stop("prefect")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_model: Path, prefect_server):  # noqa: ANN001, ANN201
     root = tmp_path_factory.mktemp("project")
-    env = make_project(root, tiny_corpus, tiny_model, prefect_api)
+    env = make_project(root, tiny_corpus, tiny_model, prefect_server.prefect_api_url)
     first = _run([str(BIN / "retro"), "pipeline"], root, env)
     return root, env, first
 
@@ -68,6 +85,12 @@ def test_registry_holds_one_linked_pair(project) -> None:  # noqa: ANN001
     assert plots == {
         f"evaluation/plots/{n}" for n in ("systems.png", "recall_at_k.png", "answer_lengths.png")
     }
+
+
+def test_the_prefect_ui_shows_the_evaluation_artifact(project, prefect_server, page, tmp_path: Path) -> None:  # noqa: ANN001
+    """A person finds the run's evaluation table and plots in the Prefect UI."""
+    check_evaluation_artifact(page, prefect_server.prefect_api_url.removesuffix("/api"))
+    screenshot(page, tmp_path, "prefect-evaluation-artifact.png")
 
 
 def test_second_run_skips_every_stage_and_registers_nothing(project) -> None:  # noqa: ANN001
