@@ -28,6 +28,7 @@ from serving_helpers import free_port
 from components.core.config import apply_overrides
 from components.registry import mlflow_registry as reg
 from tests.conftest import KB, ROOT
+from tests.fixtures.browser import check_evaluation_artifact
 
 pytestmark = pytest.mark.slow  # real servers and two whole pipeline runs: `make test-slow`
 
@@ -164,9 +165,10 @@ def test_services_are_healthy_and_deployments_come_from_prefect_yaml(stack: Stac
     assert httpx.get(f"{stack.mlflow}/health", timeout=10).text.strip() == "OK"
 
 
-def test_full_build_then_knowledge_update_register_linked_pairs(stack: Stack) -> None:
+def test_full_build_then_knowledge_update_register_linked_pairs(stack: Stack, page) -> None:  # noqa: ANN001
     build_id, _ = stack.deployment_run("retro-pipeline/full-build")
     assert stack.state(build_id) == "COMPLETED"
+    check_evaluation_artifact(page, stack.api.removesuffix("/api"))  # what a person sees in the UI
     first = stack.adapters()
     assert len(first) == 1 and first[0].tags["corpus_version"] == "v1"
     client = stack.registry()
