@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 from components.core.environment import apply_offline_env
-from tests.fixtures.browser import browser, page  # noqa: F401  (fixtures of the browser tests)
+from tests.fixtures.browser import page  # noqa: F401  (the fixture of the browser tests)
 from tests.fixtures.tiny_model import build_tiny_model
 
 apply_offline_env()
