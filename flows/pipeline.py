@@ -142,10 +142,9 @@ def release_half_registered(root: str = ".") -> list[str]:
 
 def plots_markdown(folder: Path) -> str:
     """The evaluation's plots as markdown images, inlined as data URIs (the UI has no file access)."""
-    order = ["systems", "recall_at_k", "answer_lengths"]
-    pngs = sorted(
-        Path(folder).glob("*.png"), key=lambda p: (order.index(p.stem) if p.stem in order else 9, p.stem)
-    )
+    from components.evaluation.plots import PLOT_FILES  # not at flow start-up: it imports pandas
+
+    pngs = [Path(folder) / name for name in PLOT_FILES if (Path(folder) / name).exists()]
     images = [
         f"![{png.stem}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})" for png in pngs
     ]

@@ -24,7 +24,12 @@ if TYPE_CHECKING:
     from components.adapters.retro_model import RetroModel
     from components.stores.retriever import Retriever
 
-SYSTEM_KEYS = ["base", "rag", "adapter"]
+SYSTEM_NAMES = {
+    "base": "base (no retrieval)",
+    "rag": "base + retrieval (RAG)",
+    "adapter": "adapter + retrieval",
+}
+SYSTEM_KEYS = list(SYSTEM_NAMES)
 CURVE_K = 10  # the recall@k curve of evaluate.json and its plot goes to k = 10 (or retrieval.k)
 
 
@@ -59,9 +64,8 @@ def retrieval_scores(
     `doc_` against the gold document, over every question. Chunk figures are None when no
     answer was located."""
     ids = [[h.payload["doc_id"] for h in row] for row in rows]
-    located = [(row, set(g.chunk_ids)) for row, g in zip(rows, golds, strict=True) if g.located]
-    first_gold = [next((i for i, h in enumerate(row) if h.id in gold), None) for row, gold in located]
-    none_located = not located  # e.g. every answer a yes/no label: chunk level does not apply
+    first_gold = first_gold_ranks(rows, golds)
+    none_located = not first_gold  # e.g. every answer a yes/no label: chunk level does not apply
     return {
         f"chunk_recall@{k}": None
         if none_located
@@ -69,18 +73,24 @@ def retrieval_scores(
         "chunk_mrr": None
         if none_located
         else mean([0.0 if i is None else 1.0 / (i + 1) for i in first_gold]),
-        "chunk_questions": len(located),
+        "chunk_questions": len(first_gold),
         f"doc_recall@{k}": mean([recall_at_k(d, t["doc_id"], k) for d, t in zip(ids, test, strict=True)]),
         "doc_mrr": mean([reciprocal_rank(d, t["doc_id"]) for d, t in zip(ids, test, strict=True)]),
     }
+
+
+def first_gold_ranks(rows: list[list], golds: list[Gold]) -> list[int | None]:
+    """For each question whose answer was located in chunks, the 0-based rank of its first gold
+    chunk among its hits (None when none was retrieved); questions with document gold are left out."""
+    located = [(row, set(g.chunk_ids)) for row, g in zip(rows, golds, strict=True) if g.located]
+    return [next((i for i, h in enumerate(row) if h.id in gold), None) for row, gold in located]
 
 
 def recall_curve(rows: list[list], test: list[dict], golds: list[Gold], used_k: int) -> dict[str, Any]:
     """Recall@j for j = 1..len of the longest row, at chunk level (over the questions whose answer
     was located in chunks; None when none was) and at document level (over every question)."""
     depth = max((len(row) for row in rows), default=0)
-    located = [(row, set(g.chunk_ids)) for row, g in zip(rows, golds, strict=True) if g.located]
-    first_gold = [next((i for i, h in enumerate(row) if h.id in gold), None) for row, gold in located]
+    first_gold = first_gold_ranks(rows, golds)
     doc_rank = [
         next((i for i, h in enumerate(row) if h.payload["doc_id"] == t["doc_id"]), None)
         for row, t in zip(rows, test, strict=True)
@@ -93,8 +103,8 @@ def recall_curve(rows: list[list], test: list[dict], golds: list[Gold], used_k: 
     return {
         "k": ks,
         "used_k": used_k,
-        "chunk": [share(first_gold, j) for j in ks] if located else None,
-        "chunk_questions": len(located),
+        "chunk": [share(first_gold, j) for j in ks] if first_gold else None,
+        "chunk_questions": len(first_gold),
         "doc": [share(doc_rank, j) for j in ks],
         "doc_questions": len(test),
     }
@@ -163,9 +173,9 @@ def compare_systems(
     extra = [retrieve_ms] * len(questions)
     given = [passages[q] for q in questions]
     results = [
-        run_system("base (no retrieval)", answer(False, False), questions, answers, batch_size, seed=seed),
+        run_system(SYSTEM_NAMES["base"], answer(False, False), questions, answers, batch_size, seed=seed),
         run_system(
-            "base + retrieval (RAG)",
+            SYSTEM_NAMES["rag"],
             answer(True, False),
             questions,
             answers,
@@ -175,7 +185,7 @@ def compare_systems(
             seed,
         ),
         run_system(
-            "adapter + retrieval", answer(True, True), questions, answers, batch_size, extra, given, seed
+            SYSTEM_NAMES["adapter"], answer(True, True), questions, answers, batch_size, extra, given, seed
         ),
     ]
     doc_ids = [[h.payload["doc_id"] for h in row[:k]] for row in hits]

@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = {"base": "base (no retrieval)", "rag": "base + retrieval (RAG)", "adapter": "adapter + retrieval"}
+from components.evaluation.compare import SYSTEM_NAMES as SYSTEMS
+
 COLOURS = {"base": "#9e9e9e", "rag": "#5c6bc0", "adapter": "#ef6c00", "gold": "#2e7d32"}
 SYSTEMS_PNG, RECALL_PNG, LENGTHS_PNG = "systems.png", "recall_at_k.png", "answer_lengths.png"
+PLOT_FILES = (SYSTEMS_PNG, RECALL_PNG, LENGTHS_PNG)  # the order a person reads them in
 
 
 def _pyplot() -> Any:
