@@ -26,6 +26,15 @@ from components.training.examples import Example
 Row = tuple[list[int], list[int]]
 logger = logging.getLogger(__name__)
 
+# Batches are padded to a multiple of PAD_MULTIPLE tokens, and the logits are kept from a
+# position that is a multiple of KEEP_MULTIPLE, so training sees a few tensor shapes instead of one
+# per batch length. Under bfloat16 autocast on the CPU, each new input shape of a linear layer
+# leaves about 0.5 MB of native memory behind (forward and backward, oneDNN's kernel cache off),
+# so a process that trains update after update on new prompt lengths grows without end
+# (BENCHMARKS: "Memory across updates"). Padding is masked and ignored by the loss.
+PAD_MULTIPLE = 16
+KEEP_MULTIPLE = 8
+
 
 def encode(model: RetroModel, example: Example, max_length: int) -> Row:
     """(input ids, labels). Causal LMs: prompt + answer with -100 over the prompt, the prompt
@@ -41,21 +50,25 @@ def encode(model: RetroModel, example: Example, max_length: int) -> Row:
     return prompt + target, [-100] * len(prompt) + target
 
 
-def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), value, dtype=torch.long)
+def _pad(seqs: list[list[int]], value: int, multiple: int = 1) -> torch.Tensor:
+    width = -(-max(len(s) for s in seqs) // multiple) * multiple  # the longest, rounded up
+    out = torch.full((len(seqs), width), value, dtype=torch.long)
     for i, s in enumerate(seqs):
         out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
     return out
 
 
-def collate(model: RetroModel, rows: list[Row], examples: list[Example]) -> dict:
-    """Right-padded tensors for a batch, plus the passages when the model fuses them as memory."""
+def collate(
+    model: RetroModel, rows: list[Row], examples: list[Example], multiple: int = PAD_MULTIPLE
+) -> dict:
+    """Right-padded tensors for a batch, each padded to a multiple of `multiple` tokens, plus
+    the passages when the model fuses them as memory."""
     pad_id = model.tokenizer.pad_token_id
-    ids = _pad([r[0] for r in rows], pad_id)
+    ids = _pad([r[0] for r in rows], pad_id, multiple)
     batch = {
         "input_ids": ids,
-        "attention_mask": _pad([[1] * len(r[0]) for r in rows], 0),
-        "labels": _pad([r[1] for r in rows], -100),
+        "attention_mask": _pad([[1] * len(r[0]) for r in rows], 0, multiple),
+        "labels": _pad([r[1] for r in rows], -100, multiple),
     }
     if model.uses_memory:
         batch["passages"] = [e.passages for e in examples]
@@ -68,15 +81,16 @@ def answer_loss(forward: Any, model: RetroModel, batch: dict) -> tuple[torch.Ten
     Causal LMs compute logits only from the first position that predicts an answer token on
     (`logits_to_keep`): the vocabulary projection over the prompt is most of a step's cost
     otherwise (about 30% of a SmolLM2 step with three passages). The returned batch holds the
-    labels cut the same way, so `answer_positions` indexes the returned logits. The mean token
-    cross-entropy is the one the model computes itself from full logits.
+    labels cut the same way, so `answer_positions` indexes the returned logits. The first kept
+    position is rounded down to a multiple of KEEP_MULTIPLE (a few shapes; see PAD_MULTIPLE).
+    The mean token cross-entropy is the one the model computes itself from full logits.
     """
     labels = batch["labels"]
     targets = (labels[:, 1:] != -100).any(dim=0).nonzero()
     if not model.keeps_logits or not len(targets):
         outputs = forward(**batch)
         return outputs.loss, outputs, batch
-    start = int(targets[0])
+    start = int(targets[0]) // KEEP_MULTIPLE * KEEP_MULTIPLE
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     outputs = forward(**inputs, logits_to_keep=labels.shape[1] - start)
     tail = labels[:, start:]
@@ -129,6 +143,7 @@ def train(
     regularizer: Callable[[list[Example], dict, Any], torch.Tensor | None] | None = None,
     accelerator: Any | None = None,
     early_stopping: EarlyStopping | None = None,
+    pad_multiple: int = PAD_MULTIPLE,
 ) -> dict[str, Any]:
     """Train the model's trainable parameters for `steps` batches; returns loss and timing.
 
@@ -139,6 +154,7 @@ def train(
     and DDP averages the gradients (components/training/distributed.py).
     With `early_stopping`, the loss on its validation examples is checked every `every` steps;
     training stops after `patience` checks without improvement and the best weights are kept.
+    Batches are padded to a multiple of `pad_multiple` tokens (1: to their longest example).
     """
     if not examples:
         raise ValueError("no training examples")
@@ -177,7 +193,7 @@ def train(
     steps_run = 0
     for step in (bar := tqdm(range(steps), desc=desc, leave=False, disable=rank > 0)):
         picked = draw(examples, batch_size - n_replay) + draw(replay or [], n_replay)
-        batch = collate(model, [row(e) for e in picked], picked)
+        batch = collate(model, [row(e) for e in picked], picked, pad_multiple)
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with amp:
             loss, outputs, aligned = answer_loss(forward, model, batch)
