@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/batch_shapes.py                     # SmolLM2, PubMedQA, ~10 min
     .venv/bin/python benchmarks/batch_shapes.py --updates 5 --steps 2 --model <tiny model folder>
+    .venv/bin/python benchmarks/batch_shapes.py --from-results benchmarks/results/memory-shapes/batch_shapes.json
 
 A continual learner trains update after update in one process, on prompts of new lengths. Under
 bfloat16 autocast on the CPU each new input shape of a linear layer leaves native memory behind,
@@ -12,7 +13,7 @@ Both settings run the same updates (`--steps` steps of batch 4 on PubMedQA quest
 a window of its abstract of random length, as the continual protocol's prompts), one after the
 other, each in a fresh process with one thread. The table gives the resident memory after each
 setting's first and last update (garbage collected and trimmed), its growth per update by least
-squares, the distinct batch shapes trained on and the seconds a step, with ratios.
+squares, the distinct batch shapes trained on and the median seconds a step, with ratios.
 """
 
 from __future__ import annotations
@@ -129,15 +130,15 @@ def table(results: list[dict]) -> str:
         "RSS after update 1 (MB)",
         "after the last",
         "growth per update (MB)",
-        "s / step",
-        "s / step ratio",
+        "s / step (median)",
+        "ratio",
     ]
     lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
     for r in results:
         rss = r["rss_after_mb"]
         slope = np.polyfit(np.arange(1, len(rss)), rss[1:], 1)[0] if len(rss) > 2 else float("nan")
-        step = float(np.mean(r["step_s"][1:] or r["step_s"]))
-        base = float(np.mean(first["step_s"][1:] or first["step_s"]))
+        step = float(np.median(r["step_s"]))  # the median: robust to a burst of other load
+        base = float(np.median(first["step_s"]))
         multiple = r["pad_multiple"]
         name = "the longest example" if multiple == 1 else f"a multiple of {multiple} tokens"
         cells = [name, str(r["shapes"]), f"{rss[0]:,.0f}", f"{rss[-1]:,.0f}", f"{slope:.1f}"]
@@ -156,7 +157,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=8, help="training steps an update")
     parser.add_argument("--per-update", type=int, default=20, help="questions an update trains on")
     parser.add_argument("--out", type=Path, default=None, help="JSON of the measurements")
+    parser.add_argument("--from-results", type=Path, default=None, help="print the table of a saved JSON")
     args = parser.parse_args(argv)
+    if args.from_results:
+        results = json.loads(args.from_results.read_text())
+        print(table(results))
+        return results
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ["OMP_NUM_THREADS"] = "1"
     results = measure(args)
