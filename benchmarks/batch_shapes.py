@@ -1,8 +1,8 @@
 """Memory across updates: training batches padded to their longest example against a few shapes.
 
-    .venv/bin/python benchmarks/batch_shapes.py                     # SmolLM2, PubMedQA, ~10 min
+    .venv/bin/python benchmarks/batch_shapes.py                     # SmolLM2, PubMedQA, ~25 min
     .venv/bin/python benchmarks/batch_shapes.py --updates 5 --steps 2 --model <tiny model folder>
-    .venv/bin/python benchmarks/batch_shapes.py --from-results benchmarks/results/memory-shapes/batch_shapes.json
+    .venv/bin/python benchmarks/batch_shapes.py --from-results <its --out JSON>        # the table again
 
 A continual learner trains update after update in one process, on prompts of new lengths. Under
 bfloat16 autocast on the CPU each new input shape of a linear layer leaves native memory behind,
