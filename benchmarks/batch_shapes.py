@@ -19,8 +19,6 @@ squares, the distinct batch shapes trained on and the median seconds a step, wit
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import multiprocessing
 import os
@@ -55,8 +53,9 @@ def resident_mb() -> float:
     """Resident memory after collecting garbage and returning free heap pages to the system."""
     import psutil
 
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    from benchmarks.continual_harness import release_free_memory
+
+    release_free_memory()
     return psutil.Process().memory_info().rss / 2**20
 
 
