@@ -216,7 +216,8 @@ def train(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if stopper is not None and stopper.due(steps_run, steps):
             with amp:
-                stopper.check(steps_run, validation_loss(model, stopper.examples, batch_size, row), params)
+                held_out = validation_loss(model, stopper.examples, batch_size, row, pad_multiple)
+                stopper.check(steps_run, held_out, params)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", val=f"{stopper.history[-1]:.3f}")
             model.train()
             if stopper.should_stop():
@@ -241,12 +242,18 @@ def train(
 
 @torch.no_grad()
 def validation_loss(
-    model: RetroModel, examples: list[Example], batch_size: int, row: Callable[[Example], Row]
+    model: RetroModel,
+    examples: list[Example],
+    batch_size: int,
+    row: Callable[[Example], Row],
+    pad_multiple: int = PAD_MULTIPLE,
 ) -> float:
-    """Mean answer loss over `examples` (no gradients; the model in eval mode)."""
+    """Mean answer loss over `examples` (no gradients; the model in eval mode), in batches padded
+    as training pads them."""
     model.eval()
     total = 0.0
     for start in range(0, len(examples), batch_size):
         part = examples[start : start + batch_size]
-        total += answer_loss(model, model, collate(model, [row(e) for e in part], part))[0].item() * len(part)
+        batch = collate(model, [row(e) for e in part], part, pad_multiple)
+        total += answer_loss(model, model, batch)[0].item() * len(part)
     return total / len(examples)
