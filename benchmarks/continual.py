@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-# oneDNN keeps up to 1,024 compiled kernels, one per new tensor shape: over a sequence of updates
-# (prompts of ever new lengths) that cache alone grew RSS by about 15 MB a task; with none kept,
-# RSS after a task grew 11 MB a task instead of 27 over the first 10 tasks (BENCHMARKS.md)
+# oneDNN keeps up to 1,024 compiled kernels, one per new tensor shape. Before the trainer padded
+# batches to a few shapes (trainer.PAD_MULTIPLE), keeping none cut RSS growth from 27 to 11 MB a
+# task over the first 10 tasks; it stays off so that runs compare with those (BENCHMARKS.md)
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness and the tiny test model
 
